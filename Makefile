@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both create .venv when missing (idempotent).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch first (the CPU wheel the machine provides), then the one torchvision that pins exactly that
+# torch, then the package: this order keeps pip from swapping in a CUDA torch.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet torchvision==0.28.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/clipdistill demo --out runs/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

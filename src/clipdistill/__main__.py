@@ -1,0 +1,3 @@
+from clipdistill.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""`clipdistill` command line: a thin typer app; each verb lives in `clipdistill/commands/<verb>.py`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import typer
+
+from clipdistill.errors import UserError
+
+# Order = order in --help. A verb is listed only when its module exists (so --help never shows a
+# command that is not there); each module's `register(app)` adds its command(s).
+COMMANDS = [
+    "world", "data", "splits", "models", "embed", "balance", "distill", "eval", "finetune", "protocol",
+    "report", "export", "demo",
+]
+
+app = typer.Typer(
+    name="clipdistill",
+    help="Distil CLIP: smaller CLIP students (CLIP-CID, CLIP-KD, TinyCLIP) and CLIP-taught VL task models (CLIP-TD).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    for name in COMMANDS:
+        module = f"clipdistill.commands.{name}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        # bad input the user can fix: the message, not a traceback
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

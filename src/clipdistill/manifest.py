@@ -1,0 +1,94 @@
+"""`manifest.json` for every stage folder: what made it, so later stages can refuse foreign inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from clipdistill.errors import ManifestMismatch, UserError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    import clipdistill
+
+    out = {"clipdistill": clipdistill.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import open_clip
+
+        out["open_clip"] = open_clip.__version__
+    except Exception:  # open_clip is a dependency, but a manifest must never fail on it
+        pass
+    return out
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(folder: str | Path, stage: str, **fields: Any) -> dict[str, Any]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"stage": stage, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(), **fields}
+    atomic_write_text(folder / MANIFEST, json.dumps(data, indent=2, sort_keys=False, default=str))
+    return data
+
+
+def read_manifest(folder: str | Path, stage: str | None = None) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{folder} has no {MANIFEST}: it was not written by a clipdistill stage (or is incomplete)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: corrupt manifest ({e})") from None
+    if stage is not None and data.get("stage") != stage:
+        raise ManifestMismatch(f"{folder} was made by stage {data.get('stage')!r}, expected {stage!r}")
+    return data
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def check_manifest(data: dict[str, Any], expected: dict[str, Any], where: str) -> None:
+    """Raise ManifestMismatch naming every field (dotted path) whose value differs from `expected`."""
+    diffs = [
+        f"  {key}: manifest has {_get(data, key)!r}, this run uses {want!r}"
+        for key, want in expected.items()
+        if _get(data, key) != want
+    ]
+    if diffs:
+        raise ManifestMismatch(f"{where} was made from other inputs than this run:\n" + "\n".join(diffs))

@@ -1,0 +1,55 @@
+"""The one place checkpoints are read. Never unpickles code.
+
+safetensors files are read with safetensors; anything else with `torch.load(weights_only=True)`,
+whose restricted unpickler refuses any global that is not a tensor/container type. A refusal becomes an
+`UnsafeCheckpointError` saying so (the object was never constructed, so no code ran).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from clipdistill.errors import UnsafeCheckpointError, UserError
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat state dict from a .safetensors file, an open_clip checkpoint or a bare state dict.
+
+    Unwraps `{"state_dict": ...}` and strips the `module.` prefix DDP adds.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+    obj = load_object(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: expected a state dict of tensors (optionally under 'state_dict')")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_object(path: str | Path) -> Any:
+    """`torch.load` restricted to tensors and plain containers (training state, optimizer state)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0] if str(e) else "unsupported global"
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: the file carries pickled Python objects/code that weights-only "
+            f"loading does not allow ({first}). Nothing from it was executed. Convert it to a plain "
+            "state dict or safetensors in a trusted environment."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"{path}: not a readable checkpoint ({e})") from None

@@ -1,0 +1,104 @@
+"""`ClipModel`: the one interface every command sees, whatever format the weights came in."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+
+def eos_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """True for real tokens: everything up to and including the first EOS of each row."""
+    is_eos = ids == eos_id
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(ids[:, 0], ids.shape[1] - 1))
+    return torch.arange(ids.shape[1], device=ids.device)[None, :] <= first[:, None]
+
+
+class ClipModel(nn.Module):
+    """A CLIP with its own tokenizer and transforms. Subclasses wrap one backend in `self.inner`."""
+
+    spec: str
+    arch: str
+    embed_dim: int
+    image_size: int
+    context_length: int
+    tokenizer: Tokenizer
+    train_transform: Callable
+    eval_transform: Callable
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    # -- implemented by backends ---------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_text(self, ids: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_image_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled [B, D], patch tokens [B, N, D]), both in the joint space, unnormalised."""
+        raise NotImplementedError
+
+    def encode_text_tokens(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pooled [B, D], tokens [B, L, D], mask [B, L]) in the joint space, unnormalised."""
+        raise NotImplementedError
+
+    @property
+    def raw_logit_scale(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def visual_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.raw_logit_scale.exp().clamp(max=100)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "image_features": self.encode_image(images),
+            "text_features": self.encode_text(ids),
+            "logit_scale": self.logit_scale,
+        }
+
+    def similarity(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(self.encode_image(images), dim=-1)
+        txt = F.normalize(self.encode_text(ids), dim=-1)
+        return self.logit_scale * img @ txt.T
+
+    def num_params(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.inner.parameters())
+        visual = sum(p.numel() for p in self.visual_parameters())
+        return {"total": total, "visual": visual, "text": total - visual}
+
+    def weights_hash(self) -> str:
+        """sha256 over names, shapes and bytes of the state dict: identifies the weights in manifests."""
+        h = hashlib.sha256()
+        for name, t in sorted(self.inner.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(name.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "arch": self.arch,
+            "embed_dim": self.embed_dim,
+            "image_size": self.image_size,
+            "context_length": self.context_length,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "params": self.num_params(),
+        }

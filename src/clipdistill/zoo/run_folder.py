@@ -1,0 +1,43 @@
+"""Students trained by clipdistill: `run:DIR` holds `model.json` (open_clip config) + `model.safetensors`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from clipdistill.errors import UserError
+from clipdistill.manifest import atomic_write_text
+from clipdistill.safeload import load_tensors
+from clipdistill.zoo.openclip_backend import OpenClipModel, apply_state, build_open_clip
+
+MODEL_JSON, MODEL_WEIGHTS = "model.json", "model.safetensors"
+
+
+def save_run_model(model: OpenClipModel, run_dir: str | Path) -> Path:
+    """Write the student so `run:DIR` (and `export`) can load it; atomic, like every checkpoint file."""
+    if not isinstance(model, OpenClipModel):
+        raise UserError("only open_clip-architecture students can be saved as a run model")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.inner.state_dict().items()}
+    tmp = run_dir / f".{MODEL_WEIGHTS}.tmp{os.getpid()}"
+    save_file(state, str(tmp))
+    os.replace(tmp, run_dir / MODEL_WEIGHTS)
+    meta = {"arch": model.arch, "arch_config": model.arch_config, "trained_from": model.spec}
+    atomic_write_text(run_dir / MODEL_JSON, json.dumps(meta, indent=2))
+    return run_dir
+
+
+def load_run(folder: str, spec: str) -> OpenClipModel:
+    path = Path(folder)
+    meta_path, weights = path / MODEL_JSON, path / MODEL_WEIGHTS
+    if not meta_path.is_file() or not weights.is_file():
+        raise UserError(f"{spec}: {folder} holds no trained student ({MODEL_JSON} + {MODEL_WEIGHTS}); "
+                        "is the run finished, or did you mean one of its checkpoints?")
+    meta = json.loads(meta_path.read_text())
+    inner = build_open_clip(meta["arch"], meta["arch_config"])
+    apply_state(inner, load_tensors(weights), spec)
+    return OpenClipModel(inner, spec, meta["arch"], meta["arch_config"])
