@@ -8,7 +8,6 @@ from pathlib import Path
 
 import open_clip
 import torch
-
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import text_global_pool
 from torch import nn
