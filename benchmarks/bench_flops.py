@@ -1,0 +1,87 @@
+"""Achieved FLOP/s of a student training step as a share of this machine's measured matmul peak.
+
+The step (forward, symmetric InfoNCE, backward, AdamW) is counted with torch's FlopCounterMode and timed
+separately; the peak is the best of several large fp32 matmuls with the same thread count.
+
+    .venv/bin/python benchmarks/bench_flops.py [--arch cd-student-s-32] [--batch 128] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import clipdistill  # noqa: F401
+from clipdistill.zoo import load_model
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def student_step_flops(arch: str, batch: int, steps: int) -> dict:
+    model = load_model(f"open_clip:{arch}").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images = torch.randn(batch, 3, model.image_size, model.image_size)
+    ids = torch.randint(1, 1000, (batch, model.context_length))
+    labels = torch.arange(batch)
+
+    def step():
+        out = model(images, ids)
+        img, txt = F.normalize(out["image_features"], dim=-1), F.normalize(out["text_features"], dim=-1)
+        logits = out["logit_scale"] * img @ txt.T
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - t) / steps
+    return {"arch": arch, "batch": batch, "step_flops": flops, "step_seconds": seconds, "achieved_flops": flops / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="cd-student-s-32")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/out/flops.json")
+    ap.add_argument("--quick", action="store_true", help="batch 32, 2 timed steps")
+    args = ap.parse_args()
+    if args.quick:
+        args.batch, args.steps = 32, 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    res = student_step_flops(args.arch, args.batch, args.steps)
+    res["matmul_peak_flops"] = matmul_peak()
+    res["share_of_peak"] = res["achieved_flops"] / res["matmul_peak_flops"]
+    res["threads"] = args.threads
+    res["checks"] = [{"name": "student step FLOP/s / matmul peak", "value": res["share_of_peak"],
+                      "target": "report", "ok": True}]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

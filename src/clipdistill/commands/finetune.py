@@ -1,0 +1,26 @@
+"""`clipdistill finetune CONFIG.yaml [--set key=value ...]`: one VL task student, with or without CLIP-TD."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("finetune")
+    def finetune_cmd(
+        config: Path = typer.Argument(..., help="YAML config (see configs/td/*.yaml)"),
+        overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set td.lam=0.5"),
+    ) -> None:
+        """Fine-tune a VL task student (VQA / SNLI-VE / VCR); `td.method` picks baseline, naive or clip_td.
+
+        Example: clipdistill finetune configs/td/finetune_tiny.yaml --set td.method=baseline --set out=runs/ft
+        """
+        from clipdistill.config import load_config
+        from clipdistill.td.runner import FinetuneConfig, run_finetune
+
+        cfg = load_config(FinetuneConfig, config, overrides)
+        results = run_finetune(cfg, Path(cfg.out))
+        typer.echo(json.dumps(results, indent=2))

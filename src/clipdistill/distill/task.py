@@ -1,0 +1,59 @@
+"""`DistillTask`: student CLIP (trainable) + frozen teacher(s) + `WeightedLoss`, as a `train.Task`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from clipdistill.distill.teacher import FrozenTeachers, TeacherOutputs
+from clipdistill.errors import UserError
+from clipdistill.losses import LossInputs, WeightedLoss, masked_encode_image
+from clipdistill.zoo import ClipModel
+
+
+class DistillTask:
+    """One step: student forward, teacher features (online forward or read from the batch for a cached
+    teacher), optional masked-image pass (mfd) and cluster labels (cluster), then the weighted loss."""
+
+    def __init__(self, student: ClipModel, loss: WeightedLoss, teachers: FrozenTeachers | None = None,
+                 mask_ratio: float = 0.5, cluster_labels: torch.Tensor | None = None):
+        self.student, self.loss, self.teachers = student, loss, teachers
+        self.mask_ratio = mask_ratio
+        self.cluster_labels = cluster_labels  # by dataset index (from balance), looked up per batch
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "loss": self.loss}
+
+    def teacher_outputs(self, batch: dict) -> TeacherOutputs | None:
+        if "cached_t_image" in batch:  # cached teacher: features come with the data, no teacher forward
+            scale = batch.get("cached_t_logit_scale", torch.tensor(100.0))
+            return TeacherOutputs([(batch["cached_t_image"], batch["cached_t_text"])], scale)
+        if self.teachers is None:
+            return None
+        if self.teachers.models[0].logit_scale.device != batch["teacher_image"].device:
+            self.teachers.to(batch["teacher_image"].device)
+        return self.teachers(batch)
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        out = self.student(batch["image"], batch["text"])
+        inputs = LossInputs(out["image_features"], out["text_features"], out["logit_scale"])
+        t = self.teacher_outputs(batch) if "teacher" in self.loss.needs else None
+        if t is not None:
+            single = t.single
+            if single is not None:
+                inputs.t_image_features, inputs.t_text_features = single
+            inputs.t_logit_scale = t.logit_scale
+            if len(t.members) > 1:
+                inputs.t_ensemble = t.members
+        if "masked_image" in self.loss.needs:
+            inputs.masked_image_features = masked_encode_image(self.student, batch["image"], self.mask_ratio)
+        if "cluster_labels" in self.loss.needs:
+            inputs.cluster_labels = self._labels(batch)
+        return self.loss(inputs)
+
+    def _labels(self, batch: dict) -> torch.Tensor:
+        if "cluster_label" in batch:
+            return batch["cluster_label"]
+        if self.cluster_labels is None:
+            raise UserError("the cluster loss needs cluster labels: train on a balance output (data.keep)")
+        return self.cluster_labels.to(batch["index"].device)[batch["index"]]

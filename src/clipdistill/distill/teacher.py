@@ -1,0 +1,63 @@
+"""Teachers for distillation: frozen, eval mode, no grad, outside DDP, each with its own input view.
+
+`online`: one teacher CLIP run on the batch's `teacher_image` / `teacher_text` (its own transforms and
+tokenizer, made by the loader). `ensemble`: several teachers; member i reads the `teacher{i}_` view
+(member 0: `teacher_`); the loss averages their probabilities (`LossInputs.t_ensemble`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clipdistill.zoo import ClipModel, load_model
+
+
+def view_prefix(i: int) -> str:
+    return "teacher_" if i == 0 else f"teacher{i}_"
+
+
+class TeacherOutputs:
+    def __init__(self, members: list[tuple[torch.Tensor, torch.Tensor]], logit_scale: torch.Tensor):
+        self.members, self.logit_scale = members, logit_scale
+
+    @property
+    def single(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One (image, text) pair for the feature terms: the member itself, or for an ensemble of equal
+        dims the re-normalised mean of the members (our choice; MobileCLIP stores members separately)."""
+        if len(self.members) == 1:
+            return self.members[0]
+        dims = {img.shape[-1] for img, _ in self.members}
+        if len(dims) != 1:
+            return None
+        img = torch.stack([m[0] for m in self.members]).mean(0)
+        txt = torch.stack([m[1] for m in self.members]).mean(0)
+        return F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+
+
+class FrozenTeachers:
+    """One or more frozen teacher CLIPs; `fixed_logit_scale` overrides their own (TinyCLIP 50, MobileCLIP 100)."""
+
+    def __init__(self, specs: list[str], device: str | torch.device = "cpu", fixed_logit_scale: float | None = None):
+        self.models: list[ClipModel] = [load_model(s, str(device)).requires_grad_(False).eval() for s in specs]
+        self.fixed_logit_scale = fixed_logit_scale
+
+    @property
+    def dim(self) -> int:
+        return self.models[0].embed_dim
+
+    def to(self, device: torch.device) -> FrozenTeachers:
+        self.models = [m.to(device).eval() for m in self.models]
+        return self
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> TeacherOutputs:
+        members = []
+        for i, m in enumerate(self.models):
+            m.eval()  # a caller's .train() on a parent module must never reach the teacher
+            p = view_prefix(i)
+            members.append((m.encode_image(batch[f"{p}image"], normalize=True),
+                            m.encode_text(batch[f"{p}text"], normalize=True)))
+        scale = (torch.tensor(self.fixed_logit_scale) if self.fixed_logit_scale is not None
+                 else self.models[0].logit_scale.detach())
+        return TeacherOutputs(members, scale)

@@ -1,0 +1,98 @@
+"""InfoNCE-family terms: the student's own CLIP loss and the teacher-anchored contrastive terms."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
+from clipdistill.losses.features import FeatureView, contrastive_ce
+
+
+@register_loss("clip")
+class ClipContrastive(DistillLoss):
+    """Symmetric InfoNCE of the student's own image-text pairs (§3.3.1), with its own logit scale."""
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        s = f.inputs.logit_scale
+        return contrastive_ce(f.logits("s_img", "s_txt", s), f.logits("s_txt", "s_img", s), f.labels())
+
+
+class RawScaleOptions(LossOptions):
+    init_scale: float = RAW_SCALE_INIT
+    learnable: bool = True
+
+
+@register_loss("icl")
+class InteractiveContrastive(DistillLoss):
+    """CLIP-KD ICL (§3.3.6): projected student image vs teacher texts and student text vs teacher images.
+
+    As in the released code the scale is a learnable scalar initialised to log(1/0.07) ~= 2.66 and used
+    *raw* (not exponentiated)."""
+
+    Options = RawScaleOptions
+    needs = frozenset({"teacher"})
+    projects = True
+
+    def __init__(self, opts: RawScaleOptions, dims: LossDims):
+        super().__init__(opts, dims)
+        self.scale_tensor("cross_scale", opts.init_scale, opts.learnable)
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        c = self.cross_scale
+        return contrastive_ce(f.logits("p_img", "t_txt", c), f.logits("p_txt", "t_img", c), f.labels())
+
+
+class InstanceOptions(LossOptions):
+    scale: float = 1 / 0.07
+    learnable: bool = True
+    max_scale: float = 100.0
+
+
+@register_loss("instance")
+class InstanceDiscrimination(DistillLoss):
+    """CLIP-CID instance discrimination — OUR RECONSTRUCTION (§2.3c; the paper's formula is unpublished).
+
+    Same form as ICL, but the scale follows the CLIP convention: stored as log(scale), used as
+    exp(.) clamped at `max_scale`, initialised to `scale` (1/0.07)."""
+
+    Options = InstanceOptions
+    needs = frozenset({"teacher"})
+    projects = True
+
+    def __init__(self, opts: InstanceOptions, dims: LossDims):
+        super().__init__(opts, dims)
+        self.scale_tensor("log_scale", math.log(opts.scale), opts.learnable)
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        s = self.log_scale.exp().clamp(max=self.opts.max_scale)
+        return contrastive_ce(f.logits("p_img", "t_txt", s), f.logits("p_txt", "t_img", s), f.labels())
+
+
+@register_loss("afd")
+class AugmentedFeatureDistillation(DistillLoss):
+    """CLIP-KD AFD (§3.3.8): fuse student and teacher embeddings with Linear(D_s+D_t -> D_s) per modality,
+    then InfoNCE on the fused space with a raw learnable scale (init log(1/0.07)).
+
+    The fused student input is the *unprojected* normalised student embedding so the layer really is
+    D_s+D_t wide; the released code feeds the projected one, which only runs when D_s == D_t (where the
+    two readings coincide)."""
+
+    Options = RawScaleOptions
+    needs = frozenset({"teacher"})
+
+    def __init__(self, opts: RawScaleOptions, dims: LossDims):
+        super().__init__(opts, dims)
+        width = dims.student + (dims.teacher or dims.student)
+        self.image_fusion = nn.Linear(width, dims.student)
+        self.text_fusion = nn.Linear(width, dims.student)
+        self.scale_tensor("fusion_scale", opts.init_scale, opts.learnable)
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        v = F.normalize(self.image_fusion(torch.cat([f.all("s_img"), f.all("t_img")], dim=1)), dim=-1)
+        t = F.normalize(self.text_fusion(torch.cat([f.all("s_txt"), f.all("t_txt")], dim=1)), dim=-1)
+        logits = self.fusion_scale * v @ t.T
+        return contrastive_ce(logits, logits.T, f.labels(local=False))

@@ -1,0 +1,112 @@
+"""Terms that match the student's image-text similarity distributions to the teacher's."""
+
+from __future__ import annotations
+
+import torch
+
+from clipdistill.errors import UserError
+from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
+from clipdistill.losses.features import FeatureView, distill_kl, soft_ce
+
+
+class LogitKDOptions(LossOptions):
+    # TinyCLIP sets the teacher scale to 50 (`--logit-scale 50`); MobileCLIP uses 100; null = teacher's own.
+    teacher_scale: float | None = 50.0
+    temperature: float = 1.0
+    # ensembles: mean of per-teacher softmaxes (MobileCLIP --distill-average-after-softmax) or of logits
+    average_after_softmax: bool = True
+
+
+@register_loss("logit_kd")
+class LogitKD(DistillLoss):
+    """TinyCLIP affinity mimicking (§4.2) / MobileCLIP ensemble KD (§6): soft-target cross-entropy of the
+    student's image->text and text->image logits to the teacher's softmaxed logits, both directions.
+
+    With `LossInputs.t_ensemble` the target is the average over the teacher members; otherwise the single
+    teacher. Temperature T divides both logits and the result is scaled by T^2 (T=1 in both papers)."""
+
+    Options = LogitKDOptions
+    needs = frozenset({"teacher"})
+
+    def _targets(self, f: FeatureView, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        members = f.inputs.t_ensemble or [(f.inputs.t_image_features, f.inputs.t_text_features)]
+        T = self.opts.temperature
+        i2t, t2i = [], []
+        for img, txt in members:
+            img, txt = img.detach(), txt.detach()
+            local = f.ctx.local_loss
+            all_img, all_txt = f.ctx.gather(img), f.ctx.gather(txt)
+            i2t.append(scale * (img if local else all_img) @ all_txt.T / T)
+            t2i.append(scale * (txt if local else all_txt) @ all_img.T / T)
+        if self.opts.average_after_softmax:
+            return (
+                torch.stack([x.softmax(1) for x in i2t]).mean(0),
+                torch.stack([x.softmax(1) for x in t2i]).mean(0),
+            )
+        return torch.stack(i2t).mean(0).softmax(1), torch.stack(t2i).mean(0).softmax(1)
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        if f.inputs.t_ensemble is None and not f.inputs.has_teacher:
+            raise UserError("loss 'logit_kd' needs teacher features or a teacher ensemble")
+        scale = f.teacher_scale(self.opts.teacher_scale, self.name)
+        p_i2t, p_t2i = self._targets(f, scale)
+        T, s = self.opts.temperature, f.inputs.logit_scale
+        s_i2t = f.logits("s_img", "s_txt", s) / T
+        s_t2i = f.logits("s_txt", "s_img", s) / T
+        return (soft_ce(s_i2t, p_i2t) + soft_ce(s_t2i, p_t2i)) / 2 * T**2
+
+
+class CRDOptions(LossOptions):
+    temperature: float = 1.0
+    teacher_scale: float | None = None  # null = the teacher's own learned scale, as in CLIP-KD
+
+
+@register_loss("crd")
+class ContrastiveRelationalDistillation(DistillLoss):
+    """CLIP-KD CRD (= CLIP-RD's HRD, §3.3.2): KL(teacher || student) of the contrastive distributions,
+    both directions, T=1, batchmean. Student logits use the student's own (unprojected) features."""
+
+    Options = CRDOptions
+    needs = frozenset({"teacher"})
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        s, ts, T = (
+            f.inputs.logit_scale,
+            f.teacher_scale(self.opts.teacher_scale, self.name),
+            self.opts.temperature,
+        )
+        return (
+            distill_kl(f.logits("s_img", "s_txt", s), f.logits("t_img", "t_txt", ts), T)
+            + distill_kl(f.logits("s_txt", "s_img", s), f.logits("t_txt", "t_img", ts), T)
+        ) / 2
+
+
+class CrossKDOptions(CRDOptions):
+    init_scale: float = RAW_SCALE_INIT
+    learnable: bool = True
+
+
+@register_loss("cross_kd")
+class CrossKD(DistillLoss):
+    """CLIP-KD cross-KD (§3.3.7): KL of the ICL logits (projected student vs teacher other modality,
+    raw learnable scale) to the teacher's logits. The released code shares the scale with ICL; here each
+    term owns its scale."""
+
+    Options = CrossKDOptions
+    needs = frozenset({"teacher"})
+    projects = True
+
+    def __init__(self, opts: CrossKDOptions, dims: LossDims):
+        super().__init__(opts, dims)
+        self.scale_tensor("cross_scale", opts.init_scale, opts.learnable)
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        c, ts, T = (
+            self.cross_scale,
+            f.teacher_scale(self.opts.teacher_scale, self.name),
+            self.opts.temperature,
+        )
+        return (
+            distill_kl(f.logits("p_img", "t_txt", c), f.logits("t_img", "t_txt", ts), T)
+            + distill_kl(f.logits("p_txt", "t_img", c), f.logits("t_txt", "t_img", ts), T)
+        ) / 2

@@ -1,0 +1,84 @@
+"""CLIP-KD masked feature distillation (§3.3.4), with the masking really applied.
+
+In the released CLIP-KD code `encode_image` computes the masked forward and then overwrites it with the
+unmasked one, so MFD == FD there. Here the task encodes a masked copy of the image with
+`masked_encode_image` and passes it as `LossInputs.masked_image_features`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipdistill.errors import UserError
+from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
+from clipdistill.losses.features import FeatureView
+
+
+def keep_indices(
+    batch: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """MAE-style per-sample random subset of patch indices, [B, int(N * (1 - ratio))] (at least 1)."""
+    if not 0.0 <= mask_ratio < 1.0:
+        raise UserError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    n_keep = max(1, int(num_patches * (1 - mask_ratio)))
+    device = generator.device if generator is not None else "cpu"
+    noise = torch.rand(batch, num_patches, generator=generator, device=device)
+    return noise.argsort(dim=1)[:, :n_keep]
+
+
+def _vision_transformer(model: nn.Module) -> nn.Module:
+    """Accept a `ClipModel`, an open_clip CLIP, or its VisionTransformer."""
+    m = getattr(model, "inner", model)
+    v = getattr(m, "visual", m)
+    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "_pool")
+    if not all(hasattr(v, a) for a in needed):
+        raise UserError(
+            f"masked image encoding needs an open_clip VisionTransformer image tower, got {type(v).__name__}"
+        )
+    return v
+
+
+def masked_encode_image(
+    model: nn.Module, images: torch.Tensor, mask_ratio: float = 0.75, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Unnormalised image embeddings [B, D] computed from a random (1 - mask_ratio) subset of patch tokens.
+
+    Mirrors open_clip's `VisionTransformer.forward`, dropping tokens after the positional embedding (so
+    kept tokens keep their position) and before the transformer; the class token is always kept. The
+    model's own patch dropout is bypassed: this masking replaces it.
+    """
+    v = _vision_transformer(model)
+    x = v.conv1(images)
+    b, width = x.shape[:2]
+    x = x.reshape(b, width, -1).permute(0, 2, 1)
+    pos = v.positional_embedding.to(x.dtype)
+    x = x + pos[1:]
+    keep = keep_indices(b, x.shape[1], mask_ratio, generator).to(x.device)
+    x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, width))
+    cls = (v.class_embedding.to(x.dtype) + pos[0]).expand(b, 1, width)
+    x = v.ln_pre(torch.cat([cls, x], dim=1))
+    pooled, _ = v._pool(v.transformer(x))
+    return pooled @ v.proj if v.proj is not None else pooled
+
+
+class MFDOptions(LossOptions):
+    weight: float = 2000.0
+    # CLIP-KD's MFD run keeps the text term of FD; turn off when `fd` is also in the loss spec.
+    include_text: bool = True
+
+
+@register_loss("mfd")
+class MaskedFeatureDistillation(DistillLoss):
+    """FD with the student image branch on the masked image: MSE(norm(P v_s^masked), v_t) [+ text FD]."""
+
+    Options = MFDOptions
+    needs = frozenset({"teacher", "masked_image"})
+    projects = True
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        loss = F.mse_loss(f.local("p_masked"), f.local("t_img"))
+        if self.opts.include_text:
+            loss = loss + F.mse_loss(f.local("p_txt"), f.local("t_txt"))
+        return loss

@@ -1,0 +1,91 @@
+"""`build_loss(spec)` -> `WeightedLoss`: the configured terms, their weights and the shared projectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipdistill.errors import ConfigError, UserError
+from clipdistill.losses.base import DistillLoss, LossDims, loss_class, parse_options
+from clipdistill.losses.dist import DistContext
+from clipdistill.losses.features import FeatureView
+from clipdistill.losses.inputs import LossInputs
+
+_NEED_FIELDS = {
+    "teacher": ("t_image_features", "t_text_features"),
+    "masked_image": ("masked_image_features",),
+    "cluster_labels": ("cluster_labels",),
+}
+
+
+class WeightedLoss(nn.Module):
+    """Weighted sum of loss terms. Learnable parts (projectors D_s->D_t shared by all terms that compare
+    with teacher features, as in CLIP-KD; scales; fusion layers; learnable centres) are submodules, so they
+    are in `state_dict()` / `parameters()` and get optimised and checkpointed with the student."""
+
+    def __init__(
+        self, terms: dict[str, DistillLoss], weights: dict[str, float], dims: LossDims, local_loss: bool
+    ):
+        super().__init__()
+        self.terms = nn.ModuleDict(terms)
+        self.weights = dict(weights)
+        self.local_loss = local_loss
+        self.needs: set[str] = set().union(*(t.needs for t in terms.values()))
+        project = any(t.projects for t in terms.values()) and dims.teacher not in (None, dims.student)
+        self.image_proj: nn.Module = nn.Linear(dims.student, dims.teacher) if project else nn.Identity()
+        self.text_proj: nn.Module = nn.Linear(dims.student, dims.teacher) if project else nn.Identity()
+
+    def _check(self, inputs: LossInputs) -> None:
+        for name, term in self.terms.items():
+            for need in term.needs:
+                if need == "teacher" and name == "logit_kd" and inputs.t_ensemble:
+                    continue
+                missing = [f for f in _NEED_FIELDS[need] if getattr(inputs, f) is None]
+                if missing:
+                    raise UserError(f"loss {name!r} needs {need} ({', '.join(missing)} is None)")
+
+    def forward(self, inputs: LossInputs) -> dict[str, torch.Tensor]:
+        self._check(inputs)
+        view = FeatureView(inputs, DistContext.current(self.local_loss), self.image_proj, self.text_proj)
+        out: dict[str, torch.Tensor] = {}
+        total = inputs.image_features.new_zeros(())
+        for name, term in self.terms.items():
+            value = term(view)
+            parts = value if isinstance(value, dict) else {name: value}
+            out.update(parts)
+            total = total + self.weights[name] * parts[name]
+        return {"loss": total, **out}
+
+
+def build_loss(
+    spec: dict[str, dict[str, Any] | None],
+    student_dim: int,
+    teacher_dim: int | None = None,
+    num_clusters: int | None = None,
+    centroids: torch.Tensor | None = None,
+    *,
+    local_loss: bool = False,
+) -> WeightedLoss:
+    """spec = {"clip": {"weight": 1.0}, "fd": {"weight": 2000}, "cluster": {"margin": 0.5}, ...}.
+
+    A term's missing `weight` takes that term's default (e.g. fd 2000, gd 1e8, others 1).
+    Example:
+        build_loss({"clip": {}, "crd": {}, "fd": {}, "icl": {}}, student_dim=256, teacher_dim=512)
+    """
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError(
+            "the loss spec must be a non-empty mapping of loss name -> options, e.g. {'clip': {}}"
+        )
+    dims = LossDims(student_dim, teacher_dim, num_clusters, centroids)
+    terms: dict[str, DistillLoss] = {}
+    weights: dict[str, float] = {}
+    for name, raw in spec.items():
+        cls = loss_class(name)
+        opts = parse_options(name, raw)
+        if "teacher" in cls.needs and teacher_dim is None:
+            raise ConfigError(f"loss {name!r} distils from a teacher: build_loss needs teacher_dim")
+        terms[name] = cls(opts, dims)
+        weights[name] = opts.weight
+    return WeightedLoss(terms, weights, dims, local_loss)

@@ -1,0 +1,268 @@
+"""The CLIP-TD task for the shared training loop (`clipdistill.train` Task protocol): a VL student + task head,
+optionally taught by a frozen zoo CLIP through the reconstructed CLIP-TD objective (objective.py).
+
+Methods (`TDConfig.method`): `baseline` (task loss only), `naive` (all tokens, uniform weights) and
+`clip_td` (the configured selection rule and confidence weights). The teacher is frozen, kept in eval
+mode and out of `trainable()`, so it never enters checkpoints; the projection heads are trainable but
+`export_modules()` leaves them out, so the exported task model is identical with and without CLIP-TD.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms as T
+
+from clipdistill.config import StrictModel
+from clipdistill.errors import UserError
+from clipdistill.td.examples import ChoiceItem, TaskExample, TaskKind
+from clipdistill.td.heads import ClassifierHead, MultipleChoiceHead, VQAHead, vqa_targets
+from clipdistill.td.metrics import normalize_answer, vcr_joint_accuracy, vqa_accuracy
+from clipdistill.td.objective import Distance, DistillHeads, distillation_terms
+from clipdistill.td.selection import SelectionRule, select_tokens
+from clipdistill.td.student import VLStudent
+from clipdistill.td.weighting import (
+    WeightConfig,
+    choice_probs,
+    entailment_probs,
+    instance_weights,
+    modality_weights,
+    text_to_image_confidence,
+)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class TDConfig(StrictModel):
+    """CLIP-TD objective settings — our reconstruction; every choice is an option (docs/clip_td.md)."""
+
+    method: Literal["baseline", "naive", "clip_td"] = "clip_td"
+    selection: SelectionRule = "teacher_relevance"
+    image_fraction: float = 0.5
+    text_fraction: float = 0.5
+    distance: Distance = "cosine"
+    pooled_weight: float = 0.0
+    lam: float = 1.0  # lambda: weight of the distillation sum against the task loss
+    weights: WeightConfig = WeightConfig()
+    vqa_distractors: int = 7  # VQA confidence proxy: GT answer vs the most frequent other answers
+    null_prompt: str = "a photo."  # SNLI-VE confidence proxy baseline text
+
+    def effective(self) -> TDConfig:
+        """naive = all tokens + uniform weights; baseline = no distillation."""
+        if self.method == "naive":
+            return self.model_copy(update={"selection": "all", "weights": WeightConfig(mode="uniform")})
+        return self.model_copy()
+
+    @property
+    def distils(self) -> bool:
+        return self.method != "baseline" and self.lam > 0
+
+
+def student_transform(image_size: int) -> T.Compose:
+    return T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size),
+                      T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+def align_patches(patch: torch.Tensor, grid: int) -> torch.Tensor:
+    """Teacher patch tokens [B, n*n, D] average-pooled / resized to the student's grid [B, grid*grid, D]."""
+    b, n, d = patch.shape
+    side = int(round(n**0.5))
+    if side * side != n:
+        raise UserError(f"teacher patch tokens ({n}) are not a square grid")
+    g = patch.transpose(1, 2).reshape(b, d, side, side)
+    g = F.adaptive_avg_pool2d(g, grid) if side >= grid else F.interpolate(g, size=(grid, grid), mode="bilinear")
+    return g.reshape(b, d, grid * grid).transpose(1, 2)
+
+
+def align_text(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher per-token features / mask truncated or zero-padded to the student's text length."""
+    b, lt, d = tokens.shape
+    if lt >= length:
+        return tokens[:, :length], mask[:, :length]
+    pad = length - lt
+    return F.pad(tokens, (0, 0, 0, pad)), F.pad(mask, (0, pad), value=False)
+
+
+class Collator:
+    """Turns TaskExamples (VQA / SNLI-VE) or ChoiceItems (VCR) into student + teacher tensors."""
+
+    def __init__(self, kind: TaskKind, student: VLStudent, teacher=None, vocab: list[str] | None = None,
+                 vqa_distractors: int = 7):
+        self.kind, self.teacher = kind, teacher
+        self.context_length = student.cfg.context_length
+        self.transform = student_transform(student.cfg.image_size)
+        self.vocab = vocab or []
+        self.index = {a: i for i, a in enumerate(self.vocab)}
+        self.vqa_distractors = vqa_distractors
+
+    def _ids(self, texts: list[str]) -> torch.Tensor:
+        return open_clip.tokenize(texts, context_length=self.context_length)
+
+    def __call__(self, items: list) -> dict:
+        exs: list[TaskExample] = [it.example if isinstance(it, ChoiceItem) else it for it in items]
+        pil = [ex.load_image() for ex in exs]
+        batch: dict = {"key": [ex.key for ex in exs], "image": torch.stack([self.transform(im) for im in pil])}
+        if self.kind == "vcr":
+            n = len(items[0].candidates)
+            if any(len(it.candidates) != n for it in items):
+                raise UserError("VCR items in one batch must have the same number of candidates")
+            seqs = [f"{it.query} {c}" for it in items for c in it.candidates]
+            batch.update(ids=self._ids(seqs), labels=torch.tensor([it.label for it in items]), n_choices=n,
+                         sub=[it.sub for it in items])
+            gt_texts = [seqs[i * n + it.label] for i, it in enumerate(items)]
+            cand_texts, cand_labels = seqs, batch["labels"]
+        elif self.kind == "vqa":
+            batch.update(ids=self._ids([ex.text for ex in exs]), answers=[ex.answers for ex in exs],
+                         targets=torch.stack([vqa_targets(ex.answers, self.index) for ex in exs]))
+            gt_texts = [ex.text for ex in exs]
+            cand_texts = [f"{ex.text} {a}" for ex in exs for a in self._vqa_candidates(ex)]
+            cand_labels = torch.zeros(len(exs), dtype=torch.long)
+        else:
+            batch.update(ids=self._ids([ex.text for ex in exs]), labels=torch.tensor([ex.label for ex in exs]))
+            gt_texts, cand_texts, cand_labels = [ex.text for ex in exs], None, batch["labels"]
+        if self.teacher is not None:
+            tok = self.teacher.tokenizer
+            batch["teacher_image"] = torch.stack([self.teacher.eval_transform(im) for im in pil])
+            batch["teacher_ids"] = tok(gt_texts)
+            batch["teacher_labels"] = cand_labels
+            if cand_texts is not None:
+                batch["teacher_cand_ids"] = tok(cand_texts)
+        return batch
+
+    def _vqa_candidates(self, ex: TaskExample) -> list[str]:
+        """GT (most frequent human answer) first, then the most frequent other vocabulary answers."""
+        norm = [normalize_answer(a) for a in ex.answers]
+        gt = max(set(norm), key=lambda a: (norm.count(a), -norm.index(a)))
+        return [gt] + [a for a in self.vocab if a != gt][: self.vqa_distractors]
+
+
+class TDTask:
+    """Task protocol: `trainable()` and `training_step(batch)`; plus `predict` and `export_modules`."""
+
+    def __init__(self, kind: TaskKind, student: VLStudent, td: TDConfig, teacher=None, vocab: list[str] | None = None):
+        self.kind, self.student, self.td = kind, student, td.effective()
+        self.vocab = vocab or []
+        if kind == "vqa":
+            if not self.vocab:
+                raise UserError("VQA needs a non-empty answer vocabulary (built from the training answers)")
+            self.head: nn.Module = VQAHead(student.width, len(self.vocab))
+        elif kind == "snli_ve":
+            self.head = ClassifierHead(student.width, 3)
+        else:
+            self.head = MultipleChoiceHead(student.width)
+        self.teacher = teacher if self.td.distils else None
+        if self.td.distils and teacher is None:
+            raise UserError(f"method {td.method!r} needs a teacher (set teacher: SPEC)")
+        self.distill_heads = DistillHeads(student.width, teacher.embed_dim) if self.teacher is not None else None
+        if self.teacher is not None:
+            self.teacher.eval().requires_grad_(False)
+            self._null = None
+
+    def trainable(self) -> dict[str, nn.Module]:
+        mods = {"student": self.student, "head": self.head}
+        if self.distill_heads is not None:
+            mods["distill_heads"] = self.distill_heads
+        return mods
+
+    def export_modules(self) -> dict[str, nn.Module]:
+        """What inference needs: the student and its task head (teacher and projection heads are dropped)."""
+        return {"student": self.student, "head": self.head}
+
+    def _task_logits(self, out: dict, batch: dict) -> torch.Tensor:
+        if self.kind == "vcr":
+            return self.head(out["cls"], batch["n_choices"])
+        return self.head(out["cls"])
+
+    def _forward(self, batch: dict, need_attention: bool = False) -> dict:
+        images = batch["image"]
+        if self.kind == "vcr":
+            images = images.repeat_interleave(batch["n_choices"], dim=0)
+        return self.student(images, batch["ids"], need_attention=need_attention)
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        td = self.td
+        out = self._forward(batch, need_attention=self.teacher is not None and td.selection == "student_attention")
+        logits = self._task_logits(out, batch)
+        task = self.head.loss(logits, batch["targets"] if self.kind == "vqa" else batch["labels"])
+        terms = {"task": task}
+        if self.teacher is None:
+            terms["loss"] = task
+            return terms
+        if self.kind == "vcr":  # distil on the ground-truth candidate's sequence of each item
+            rows = torch.arange(len(batch["labels"])) * batch["n_choices"] + batch["labels"]
+            out = {k: v[rows] for k, v in out.items()}
+        teacher, probs, conf_t2i = self._teacher_signals(batch)
+        w = instance_weights(probs, batch["teacher_labels"], td.weights)
+        modality = None
+        if td.weights.per_modality:
+            modality = modality_weights(w["confidence"], conf_t2i, td.weights.modality_temperature)
+        image_valid = torch.ones(out["image_tokens"].shape[:2], dtype=torch.bool)
+        text_valid = out["text_mask"] & teacher["mask"]
+        sel_v, sel_t = select_tokens(td.selection, image_valid=image_valid, text_valid=text_valid,
+                                     image_fraction=td.image_fraction, text_fraction=td.text_fraction,
+                                     teacher=teacher, cls_attention=out.get("cls_attention"))
+        dist = distillation_terms(self.distill_heads, out, teacher, sel_v, sel_t, w["weight"], modality,
+                                  distance=td.distance, pooled_weight=td.pooled_weight)
+        terms.update(dist)
+        terms["weight_mean"] = w["weight"].mean()
+        terms["teacher_acc"] = w["teacher_correct"].float().mean()
+        terms["loss"] = task + td.lam * dist["distill"]
+        return terms
+
+    @torch.no_grad()
+    def _teacher_signals(self, batch: dict):
+        t = self.teacher
+        img_pooled, patch = t.encode_image_tokens(batch["teacher_image"])
+        txt_pooled, tokens, tmask = t.encode_text_tokens(batch["teacher_ids"])
+        tokens, tmask = align_text(tokens, tmask, batch["ids"].shape[1])
+        teacher = {"patch": align_patches(patch, self.student.grid), "tokens": tokens, "mask": tmask,
+                   "image_pooled": img_pooled, "text_pooled": txt_pooled}
+        scale = t.logit_scale
+        if self.kind == "snli_ve":
+            if self._null is None:
+                self._null = t.encode_text(t.tokenizer([self.td.null_prompt]))[0]
+            probs = entailment_probs(img_pooled, txt_pooled, self._null, scale)
+        else:
+            cand = t.encode_text(batch["teacher_cand_ids"]).view(len(img_pooled), -1, img_pooled.shape[-1])
+            probs = choice_probs(img_pooled, cand, scale)
+        conf_t2i = text_to_image_confidence(img_pooled, txt_pooled, scale)
+        return teacher, probs, conf_t2i
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list:
+        """Predicted answer strings (VQA) or class / candidate indices (SNLI-VE, VCR)."""
+        logits = self._task_logits(self._forward(batch), batch)
+        idx = logits.argmax(-1).tolist()
+        return [self.vocab[i] for i in idx] if self.kind == "vqa" else idx
+
+
+def evaluate(task: TDTask, batches) -> dict[str, float]:
+    """Metrics over collated batches: VQA official accuracy, SNLI-VE accuracy, VCR Q->A / QA->R / Q->AR."""
+    for m in task.export_modules().values():
+        m.eval()
+    scores: list[float] = []
+    vcr: dict[str, dict[str, tuple[int, int]]] = {"q_a": {}, "qa_r": {}}
+    for batch in batches:
+        preds = task.predict(batch)
+        if task.kind == "vqa":
+            scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch["answers"], strict=True)]
+        elif task.kind == "snli_ve":
+            scores += [float(p == y) for p, y in zip(preds, batch["labels"].tolist(), strict=True)]
+        else:
+            for key, sub, p, y in zip(batch["key"], batch["sub"], preds, batch["labels"].tolist(), strict=True):
+                vcr[sub][key] = (p, y)
+    if task.kind != "vcr":
+        if not scores:
+            raise UserError("evaluation set is empty")
+        return {"accuracy": 100 * sum(scores) / len(scores), "n": len(scores)}
+    keys = sorted(set(vcr["q_a"]) & set(vcr["qa_r"]))
+    if not keys:
+        raise UserError("VCR evaluation needs items with both answers and rationales")
+    m = vcr_joint_accuracy([vcr["q_a"][k][0] for k in keys], [vcr["q_a"][k][1] for k in keys],
+                           [vcr["qa_r"][k][0] for k in keys], [vcr["qa_r"][k][1] for k in keys])
+    return {**{k: 100 * v for k, v in m.items()}, "n": len(keys)}

@@ -1,0 +1,46 @@
+"""`TrainConfig`: every knob of the shared training loop (`fit`), typed and validated."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from clipdistill.config import StrictModel
+
+
+class TrainConfig(StrictModel):
+    """Optimisation, schedule, precision, checkpointing and logging for one `fit` call.
+
+    Length is `steps` (optimizer steps) when given, else `epochs` full passes over the loader.
+    One optimizer step consumes `accum_steps` loader batches (micro-batches).
+    """
+
+    epochs: int = Field(1, ge=1)
+    steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    grad_clip: float | None = Field(None, gt=0, description="max global grad norm; none = no clipping")
+    grad_checkpointing: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="AMP dtype; applies on CUDA only")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    save_every: int = Field(100, ge=1, description="checkpoint every N optimizer steps (and at the end)")
+    keep_last: int = Field(3, ge=1, description="checkpoints kept on disk")
+    log_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(None, ge=1, description="call evaluate(step) every N steps")
+    progress: bool = True
+    tensorboard: bool = True
+    collective_timeout_s: float = Field(90.0, gt=0, description="a dead DDP peer makes survivors exit after this")
+    ddp_find_unused_parameters: bool = False
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainConfig:
+        if self.steps is not None and self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+        return self

@@ -1,0 +1,77 @@
+"""torchrun integration: process group from env vars (gloo on CPU, nccl on GPU), with a collective timeout
+so that a dead peer makes the survivors exit with a clear error instead of hanging forever."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from clipdistill.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("train.device=cuda but no CUDA device is visible")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device_choice: str, timeout_s: float) -> DistInfo:
+    """Join the process group torchrun described in the environment (single process when WORLD_SIZE is unset)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_choice, local)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+    return DistInfo(rank, world, local, device)
+
+
+def all_finite(value: torch.Tensor, info: DistInfo) -> bool:
+    """True when the loss is finite on every rank (so all ranks stop together on NaN, none waits forever)."""
+    ok = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
+    if info.enabled:
+        ok = ok.to(info.device)
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item() > 0)
+
+
+def mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Average logged scalars over ranks (one collective for all of them)."""
+    if not info.enabled or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    return dict(zip(values, (t / info.world_size).tolist(), strict=True))
+
+
+def collective_failure(err: BaseException) -> UserError:
+    return UserError(f"a distributed collective failed or timed out (a peer process probably died): {err}. "
+                     "Resume all ranks with --resume latest.")
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,271 @@
+"""`fit`: the one training loop. A task supplies the trainable modules and the forward with named loss
+terms; the loop owns everything else (optimizer, schedule, accumulation, AMP, DDP, checkpoints, resume,
+NaN stop, logging). `distill` and `finetune` both run through it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from clipdistill.errors import UserError
+from clipdistill.train.checkpoint import (
+    Position,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+    set_rng_state,
+)
+from clipdistill.train.config import TrainConfig
+from clipdistill.train.distributed import (
+    DistInfo,
+    all_finite,
+    collective_failure,
+    init_distributed,
+    mean_across,
+)
+from clipdistill.train.metrics import MetricsLog, ProgressBar
+from clipdistill.train.optim import build_optimizer
+from clipdistill.train.schedule import lr_factor, set_lr
+
+LoaderFactory = Callable[..., Iterable[dict]]  # (epoch) or (epoch, start_step=...) -> batches
+Evaluate = Callable[[int], dict[str, float]]
+
+
+class Task(Protocol):
+    def trainable(self) -> dict[str, nn.Module]: ...
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]: ...
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN/inf: the run stops, the last good checkpoint stays on disk."""
+
+
+class _TaskModule(nn.Module):
+    """Holds the task's trainable modules so DDP sees exactly them (the teacher stays outside) and routes
+    the DDP forward through `task.training_step`."""
+
+    def __init__(self, task: Task, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleDict(modules)
+        object.__setattr__(self, "task", task)  # not a submodule: a teacher inside must not join DDP
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.task.training_step(batch)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def batch_size(batch: dict) -> int:
+    return next((v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim), 0)
+
+
+def epoch_batches(factory: LoaderFactory, epoch: int, start: int) -> Iterator[dict]:
+    """Batches of `epoch` from batch `start` on: the factory skips them itself when it takes `start_step`
+    (cheap, by index), otherwise they are drawn and dropped."""
+    if start and "start_step" in inspect.signature(factory).parameters:
+        return iter(factory(epoch, start_step=start))
+    it = iter(factory(epoch))
+    for _ in range(start):
+        next(it, None)
+    return it
+
+
+def count_batches(factory: LoaderFactory) -> int:
+    loader = factory(0)
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        with torch.random.fork_rng(devices=[]):  # a counting pass must not move the training RNG
+            return sum(1 for _ in loader)
+
+
+def enable_grad_checkpointing(modules: dict[str, nn.Module]) -> None:
+    for name, m in modules.items():
+        target = getattr(m, "inner", m)  # zoo ClipModels wrap the open_clip model in .inner
+        if hasattr(target, "set_grad_checkpointing"):
+            target.set_grad_checkpointing(True)
+        elif any(p.requires_grad for p in m.parameters()) and name != "loss":
+            raise UserError(f"train.grad_checkpointing: module {name!r} ({type(target).__name__}) cannot do it")
+
+
+def seed_everything(seed: int) -> None:
+    """torch, numpy and python streams: tasks and transforms may draw from any of them."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return nullcontext()  # AMP is a GPU feature here; CPU runs stay fp32 (and bitwise reproducible)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+
+
+class _Trainer:
+    def __init__(self, task: Task, factory: LoaderFactory, cfg: TrainConfig, run_dir: Path,
+                 evaluate: Evaluate | None, info: DistInfo):
+        self.task, self.factory, self.cfg, self.run_dir, self.evaluate, self.info = (
+            task, factory, cfg, run_dir, evaluate, info)
+        self.modules = task.trainable()
+        for m in self.modules.values():
+            m.to(info.device).train()
+        if cfg.grad_checkpointing:
+            enable_grad_checkpointing(self.modules)
+        self.model: nn.Module = _TaskModule(task, self.modules)
+        if info.enabled:
+            ids = [info.local_rank] if info.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids,
+                                                 find_unused_parameters=cfg.ddp_find_unused_parameters)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.modules, cfg)
+        fp16 = info.device.type == "cuda" and cfg.precision == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.last_checkpoint: Path | None = None
+
+    def micro_step(self, batch: dict, sync: bool, pos: Position) -> dict[str, torch.Tensor]:
+        no_sync = self.model.no_sync() if self.info.enabled and not sync else nullcontext()
+        with no_sync:
+            with _autocast(self.cfg, self.info.device):
+                out = self.model(to_device(batch, self.info.device))
+            if not all_finite(out["loss"], self.info):
+                terms = {k: float(v.detach().float().mean()) for k, v in out.items()}
+                kept = self.last_checkpoint or "none (no checkpoint written yet)"
+                raise NonFiniteLoss(f"non-finite loss at step {pos.step} (epoch {pos.epoch}): {terms}. "
+                                    f"Stopped; last good checkpoint: {kept}")
+            loss = out["loss"] / self.cfg.accum_steps
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return {k: v.detach().float().mean() for k, v in out.items()}
+
+    def optimizer_step(self) -> float | None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        norm = None
+        if self.cfg.grad_clip:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip))
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def save(self, pos: Position) -> None:
+        if self.info.is_main:
+            self.last_checkpoint = save_checkpoint(self.run_dir, self.modules, self.optimizer, self.scaler, pos,
+                                                   self.cfg.keep_last)
+
+    def run(self, resume: str | None) -> None:
+        cfg, info = self.cfg, self.info
+        per_epoch = count_batches(self.factory) // cfg.accum_steps
+        if per_epoch == 0:
+            raise UserError(f"the data gives fewer than accum_steps={cfg.accum_steps} batches: nothing to train on")
+        total = cfg.steps or cfg.epochs * per_epoch
+        pos, rng = Position(), None
+        ckpt = resolve_resume(self.run_dir, resume)
+        if ckpt is not None:
+            pos, rng = load_checkpoint(ckpt, self.modules, self.optimizer, self.scaler)
+            self.last_checkpoint = ckpt
+            if not info.is_main:  # checkpoints hold rank 0's RNG; other ranks restart theirs from the position
+                seed_everything(cfg.seed + 1000003 * info.rank + pos.step)
+                rng = None
+        log = MetricsLog(self.run_dir, info.is_main, cfg.tensorboard)
+        bar = ProgressBar(total, pos.step, cfg.progress and info.is_main)
+        try:
+            self._epochs(pos, total, rng, log, bar)
+        finally:
+            bar.close()
+            log.close()
+
+    def _epochs(self, pos: Position, total: int, rng: dict | None, log: MetricsLog, bar: ProgressBar) -> None:
+        cfg = self.cfg
+        while pos.step < total:
+            batches = epoch_batches(self.factory, pos.epoch, pos.batch_in_epoch)
+            if rng is not None:  # after the iterator exists: building it must not shift the restored streams
+                set_rng_state(rng)
+                rng = None
+            start = pos.step
+            while pos.step < total:
+                micro = [b for _, b in zip(range(cfg.accum_steps), batches, strict=False)]
+                if len(micro) < cfg.accum_steps:
+                    break  # end of epoch (a partial accumulation group is dropped)
+                t0 = time.perf_counter()
+                lr = set_lr(self.optimizer, cfg.lr, lr_factor(pos.step, total, cfg.warmup_steps, cfg.min_lr_ratio))
+                terms = [self.micro_step(b, i == len(micro) - 1, pos) for i, b in enumerate(micro)]
+                norm = self.optimizer_step()
+                pos.step += 1
+                pos.batch_in_epoch += cfg.accum_steps
+                samples = sum(batch_size(b) for b in micro) * self.info.world_size
+                if pos.step % cfg.log_every == 0 or pos.step == total:
+                    self._log(pos, terms, lr, norm, samples / (time.perf_counter() - t0), log, bar)
+                if self.evaluate and cfg.eval_every and pos.step % cfg.eval_every == 0:
+                    self._evaluate(pos.step, log)
+                if pos.step % cfg.save_every == 0 or pos.step == total:
+                    self.save(pos)
+            if pos.step < total:  # the epoch ran out of batches
+                if pos.step == start and pos.batch_in_epoch == 0:
+                    raise UserError(f"epoch {pos.epoch} gave no batches: the loader is empty for this epoch")
+                pos.epoch += 1
+                pos.batch_in_epoch = 0
+
+    def _log(self, pos, terms, lr, norm, samples_per_s, log: MetricsLog, bar: ProgressBar) -> None:
+        mean = {k: float(sum(t[k] for t in terms) / len(terms)) for k in terms[0]}
+        mean = mean_across(mean, self.info)
+        record = {"step": pos.step, "epoch": pos.epoch, "lr": lr, **mean, "samples_per_s": samples_per_s}
+        if norm is not None:
+            record["grad_norm"] = norm
+        log.write(record)
+        bar.update(pos.step, {**mean, "samples/s": samples_per_s})
+
+    def _evaluate(self, step: int, log: MetricsLog) -> None:
+        if self.info.is_main:
+            results = self.evaluate(step)
+            log.write({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
+            for m in self.modules.values():
+                m.train()
+        if self.info.enabled:
+            dist.barrier()
+
+
+def fit(task: Task, loader_factory: LoaderFactory, cfg: TrainConfig, run_dir: str | Path, *,
+        resume: str | None = None, evaluate: Evaluate | None = None) -> Path:
+    """Train `task` on the batches of `loader_factory(epoch)` (or `(epoch, start_step=N)`), writing
+    checkpoints and metrics into `run_dir`. `resume="latest"` continues from the newest checkpoint there.
+
+    The factory must give the same batches for the same epoch (order from (seed, epoch)); under DDP it
+    shards by rank and every rank must get the same number of batches.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = init_distributed(cfg.device, cfg.collective_timeout_s)
+    seed_everything(cfg.seed + 1000003 * info.rank)
+    trainer = _Trainer(task, loader_factory, cfg, run_dir, evaluate, info)
+    try:
+        trainer.run(resume)
+    except UserError:
+        raise
+    except RuntimeError as e:
+        if info.enabled and (isinstance(e, dist.DistError) or any(
+                w in str(e).lower() for w in ("timed out", "timeout", "connection", "peer"))):
+            raise collective_failure(e) from None
+        raise
+    return run_dir

@@ -1,0 +1,62 @@
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from clipdistill.td.examples import read_task_jsonl, vcr_items
+from clipdistill.td.heads import build_answer_vocab
+from clipdistill.td.student import StudentConfig, VLStudent, build_student, init_from_clip
+from clipdistill.td.task import Collator, TDConfig, TDTask
+
+SMALL = StudentConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2, context_length=16)
+
+
+def _flops(modules, batch, kind):
+    with FlopCounterMode(display=False) as fc:
+        out = modules["student"](batch["image"], batch["ids"])
+        modules["head"](out["cls"])
+    return fc.get_total_flops()
+
+
+def test_exported_model_same_size_and_cost_with_and_without_clip_td(tasksets, teacher):
+    exs = read_task_jsonl(tasksets["vqa"]["train"], "vqa")
+    vocab = build_answer_vocab([e.answers for e in exs], 10)
+    tasks = {}
+    for method in ("baseline", "clip_td"):
+        torch.manual_seed(0)
+        tasks[method] = TDTask("vqa", VLStudent(SMALL), TDConfig(method=method, pooled_weight=1.0), teacher, vocab)
+    base, td = tasks["baseline"], tasks["clip_td"]
+    assert "distill_heads" in td.trainable() and "distill_heads" not in base.trainable()
+    count = {m: sum(p.numel() for mod in t.export_modules().values() for p in mod.parameters())
+             for m, t in tasks.items()}
+    assert count["baseline"] == count["clip_td"]
+    assert sum(p.numel() for mod in td.trainable().values() for p in mod.parameters()) > count["clip_td"]
+    batch = Collator("vqa", base.student, None, vocab)(exs[:4])
+    assert _flops(base.export_modules(), batch, "vqa") == _flops(td.export_modules(), batch, "vqa") > 0
+    assert td.export_modules().keys() == {"student", "head"}
+
+
+def test_every_task_trains_one_step_with_each_rule(tasksets, teacher):
+    for kind in ("snli_ve", "vcr"):
+        exs = read_task_jsonl(tasksets[kind]["train"], kind)
+        items = [it for e in exs for it in vcr_items(e)] if kind == "vcr" else exs
+        for method, rule in (("naive", "teacher_relevance"), ("clip_td", "student_attention")):
+            task = TDTask(kind, VLStudent(SMALL), TDConfig(method=method, selection=rule, weights={"per_modality": True}),
+                          teacher)
+            terms = task.training_step(Collator(kind, task.student, teacher)(items[:4]))
+            assert {"task", "distill_image", "distill_text", "distill", "loss", "weight_mean"} <= terms.keys()
+            terms["loss"].backward()
+            assert task.distill_heads.image.weight.grad is not None
+            if method == "naive":  # naive = all tokens, uniform weights
+                assert terms["weight_mean"].item() == 1.0
+
+
+def test_student_seeded_from_clip_towers(teacher):
+    student, info = build_student(StudentConfig(init="open_clip:cd-student-xs-32", context_length=16))
+    assert student.width == 64 and len(student.blocks) == 2 and student.grid == 8
+    assert {"conv1", "token_embedding", "blocks.0", "blocks.1"} <= set(info["inherited"])
+    fresh = VLStudent(student.cfg)
+    init_from_clip(fresh, teacher.inner)
+    vis = teacher.inner.visual
+    assert torch.equal(fresh.blocks[1].attn.in_proj_weight, vis.transformer.resblocks[1].attn.in_proj_weight)
+    assert torch.equal(fresh.conv1.weight, vis.conv1.weight)
+    out = fresh(torch.randn(2, 3, 32, 32), torch.randint(1, 100, (2, 16)), need_attention=True)
+    assert out["cls_attention"].shape == (2, 64 + 16)
