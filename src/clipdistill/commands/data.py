@@ -1,0 +1,52 @@
+"""`clipdistill data inspect SOURCE`: counts, skips per reason, image-size and caption-length stats."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _stats(values: list[int]) -> str:
+    if not values:
+        return "-"
+    values = sorted(values)
+    return f"min {values[0]}  median {values[len(values) // 2]}  max {values[-1]}"
+
+
+def register(app: typer.Typer) -> None:
+    data = typer.Typer(help="Inspect image-text data sources.", no_args_is_help=True)
+    app.add_typer(data, name="data")
+
+    @data.command("inspect")
+    def inspect(
+        source: str = typer.Argument(..., help="world:DIR | imagefolder:DIR | pairs.csv/.tsv/.jsonl | shards/{00000..00009}.tar"),
+        image_col: str = typer.Option("image", help="CSV/JSONL column holding the image path"),
+        caption_col: str = typer.Option("caption", help="CSV/JSONL column holding the caption"),
+        limit: int = typer.Option(0, help="Stop after this many samples (0 = all)"),
+    ) -> None:
+        """Count samples and skipped ones per reason; print image sizes and caption lengths.
+
+        Example: clipdistill data inspect "runs/world/pairs/shard-{00000..00002}.tar"
+        """
+        from clipdistill.data import open_source
+
+        src = open_source(source, image_col=image_col, caption_col=caption_col)
+        widths, heights, words, n = [], [], [], 0
+        for sample in src:
+            n += 1
+            widths.append(sample.image.width)
+            heights.append(sample.image.height)
+            words.append(len(sample.text.split()))
+            if limit and n >= limit:
+                break
+        table = Table(title=f"data inspect {source}", show_header=False)
+        table.add_row("samples read", str(n))
+        table.add_row("skipped (total)", str(src.skips.total))
+        for reason, count in sorted(src.skips.items()):
+            table.add_row(f"  skipped: {reason}", str(count))
+        table.add_row("image width (px)", _stats(widths))
+        table.add_row("image height (px)", _stats(heights))
+        table.add_row("caption length (words)", _stats(words))
+        table.add_row("fingerprint", src.fingerprint()[:16])
+        Console().print(table)

@@ -1,0 +1,6 @@
+"""Data layer: image-text sources, batches with per-model views, and the task-format readers."""
+
+from clipdistill.data.loader import Batches, make_loader
+from clipdistill.data.sources import MapSource, Sample, ShardSource, SkipCounter, open_source
+
+__all__ = ["Batches", "MapSource", "Sample", "ShardSource", "SkipCounter", "make_loader", "open_source"]

@@ -1,0 +1,164 @@
+"""Batches for training and embedding: one pass over the data feeds every model view.
+
+`views` maps a key prefix to (image transform, tokenizer): {"": student, "teacher_": teacher}. Each batch is
+a dict with `key`, `caption`, `index` and, per view, `<prefix>image` / `<prefix>text`.
+
+Order is a pure function of (seed, rank, world_size): resuming at `start_step` skips exactly the batches a
+run already consumed. Skipped samples travel through the batch (`_skips`) so counts made in worker processes
+reach the source's counter in the main process.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from clipdistill.data.sources import MapSource, Sample, ShardSource
+from clipdistill.errors import DataError
+
+Views = dict[str, tuple[Callable, Callable]]
+WARN_FRACTION = 0.01
+
+
+def encode(sample: Sample, views: Views, index: int) -> dict:
+    item = {"key": sample.key, "caption": sample.text, "index": index}
+    for prefix, (transform, tokenizer) in views.items():
+        item[f"{prefix}image"] = transform(sample.image)
+        item[f"{prefix}text"] = tokenizer([sample.text])[0]
+    return item
+
+
+def collate(items: list[dict]) -> dict:
+    skips = Counter()
+    good = []
+    for it in items:
+        if "_skip" in it:
+            skips.update(it["_skip"])
+        else:
+            good.append(it)
+    batch: dict = {"_skips": skips, "key": [it["key"] for it in good], "caption": [it["caption"] for it in good],
+                   "index": torch.tensor([it["index"] for it in good], dtype=torch.long)}
+    for name in (good[0] if good else {}):
+        if name.endswith("image") or name.endswith("text"):
+            batch[name] = torch.stack([it[name] for it in good])
+    return batch
+
+
+class _MapDataset(Dataset):
+    def __init__(self, source: MapSource, views: Views):
+        self.source, self.views = source, views
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict:
+        sample, reason = self.source.load(i)
+        return {"_skip": {reason: 1}} if sample is None else encode(sample, self.views, i)
+
+
+class _StreamDataset(IterableDataset):
+    def __init__(self, source: ShardSource, views: Views, rank: int, world_size: int, keys: set[str] | None,
+                 skip_samples: int):
+        self.source, self.views, self.rank, self.world_size = source, views, rank, world_size
+        self.keys, self.skip_samples = keys, skip_samples
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        slot, slots = self.rank * nw + wid, self.world_size * nw
+        shards = list(self.source.shard_order()) if not self.source.resampled else None
+        by_shard = shards is not None and len(shards) >= slots
+        seen = 0
+        for si, shard in enumerate(shards if shards is not None else self.source.shard_order()):
+            if by_shard and si % slots != slot:
+                continue
+            counts = Counter()
+            for j, sample in enumerate(self.source.iter_shard(shard, counts)):
+                if not by_shard and (si * 1_000_003 + j) % slots != slot:
+                    continue  # fewer shards than readers: split by sample instead
+                if self.keys is not None and sample.key not in self.keys:
+                    continue
+                seen += 1
+                if seen > self.skip_samples:
+                    yield encode(sample, self.views, j)
+            if counts:
+                yield {"_skip": dict(counts)}
+
+
+def _seed_worker(worker_id: int) -> None:
+    # worker RNGs derive from the loader's seeded generator, so augmentations repeat for a given seed
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+class Batches:
+    """An iterable over batches that folds skip counts back into the source and polices the drop rate."""
+
+    def __init__(self, loader: DataLoader, source, num_batches: int | None):
+        self.loader, self.source, self.num_batches = loader, source, num_batches
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("a streaming source has no length")
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict]:
+        kept = skipped = 0
+        warned = False
+        for batch in self.loader:
+            skips = batch.pop("_skips")
+            self.source.skips.update(skips)
+            skipped += sum(skips.values())
+            kept += len(batch["key"])
+            if not warned and skipped > WARN_FRACTION * (kept + skipped) and kept + skipped >= 100:
+                warnings.warn(f"{self.source_name}: {skipped} of {kept + skipped} samples dropped so far "
+                              f"({dict(self.source.skips)})", stacklevel=2)
+                warned = True
+            if batch["key"]:
+                yield batch
+        if kept == 0 and skipped > 0:
+            raise DataError(f"{self.source_name}: every sample was dropped ({dict(self.source.skips)})")
+
+    @property
+    def source_name(self) -> str:
+        return getattr(self.source, "name", getattr(self.source, "pattern", "data"))
+
+
+def map_indices(source: MapSource, *, shuffle: bool, seed: int, rank: int, world_size: int,
+                keys: set[str] | None) -> list[int]:
+    idx = list(range(len(source))) if keys is None else [i for i, k in enumerate(source.keys) if k in keys]
+    if keys is not None and not idx:
+        raise DataError(f"{source.name}: none of the {len(keys)} requested keys are in this source")
+    if shuffle:
+        perm = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed)).tolist()
+        idx = [idx[p] for p in perm]
+    usable = len(idx) // world_size * world_size  # equal shards: collectives need the same step count
+    return idx[rank:usable:world_size]
+
+
+def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                num_workers: int = 0, rank: int = 0, world_size: int = 1, keys=None, start_step: int = 0,
+                drop_last: bool = False) -> Batches:
+    keys = set(keys) if keys is not None else None
+    common = dict(num_workers=num_workers, collate_fn=collate, worker_init_fn=_seed_worker,
+                  generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+    if isinstance(source, MapSource):
+        idx = map_indices(source, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, keys=keys)
+        batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+        if drop_last and batches and len(batches[-1]) < batch_size:
+            batches.pop()
+        batches = batches[start_step:]
+        loader = DataLoader(_MapDataset(source, views), batch_sampler=batches, **common)
+        return Batches(loader, source, len(batches))
+    if isinstance(source, ShardSource):
+        ds = _StreamDataset(source, views, rank, world_size, keys, start_step * batch_size)
+        loader = DataLoader(ds, batch_size=batch_size, drop_last=drop_last, **common)
+        return Batches(loader, source, None)
+    raise DataError(f"not a clipdistill data source: {type(source).__name__}")
