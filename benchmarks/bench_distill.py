@@ -1,0 +1,123 @@
+"""Distillation step cost, measured side by side in one run on the same student and batch.
+
+    cached-teacher distill step / plain CLIP step          (target <= 1.05)
+    online-teacher distill step / (teacher forward + plain CLIP step)   (target <= 1.05)
+
+The distill steps run through `DistillTask` + `WeightedLoss` (clip + crd + fd + icl, CLIP-KD's recipe); the
+references are a bare open_clip-style InfoNCE step and a bare no-grad teacher forward. Timings interleave
+the variants round by round and keep each one's median, so drift on a shared machine hits all alike.
+
+    .venv/bin/python benchmarks/bench_distill.py [--quick] [--out benchmarks/out/distill.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import clipdistill  # noqa: F401
+from clipdistill.distill.task import DistillTask
+from clipdistill.distill.teacher import FrozenTeachers
+from clipdistill.losses import build_loss
+from clipdistill.zoo import load_model
+
+KD = {"clip": {}, "crd": {}, "fd": {"weight": 2000}, "icl": {}}
+
+
+def plain_step(student, opt, batch):
+    out = student(batch["image"], batch["text"])
+    img, txt = F.normalize(out["image_features"], dim=-1), F.normalize(out["text_features"], dim=-1)
+    logits = out["logit_scale"] * img @ txt.T
+    labels = torch.arange(len(logits))
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def task_step(task, opt, batch):
+    loss = task.training_step(batch)["loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", default="open_clip:cd-student-s-32")
+    ap.add_argument("--teacher", default="open_clip:cd-teacher-64")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="batch 32, 3 rounds")
+    ap.add_argument("--out", default="benchmarks/out/distill.json")
+    args = ap.parse_args()
+    if args.quick:
+        args.batch, args.rounds = 32, 3
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    student = load_model(args.student).train()
+    teachers = FrozenTeachers([args.teacher])
+    t = teachers.models[0]
+    b = args.batch
+    batch = {
+        "image": torch.randn(b, 3, student.image_size, student.image_size),
+        "text": torch.randint(1, 1000, (b, student.context_length)),
+        "teacher_image": torch.randn(b, 3, t.image_size, t.image_size),
+        "teacher_text": torch.randint(1, 1000, (b, t.context_length)),
+        "index": torch.arange(b),
+    }
+    with torch.no_grad():
+        cached = {"cached_t_image": t.encode_image(batch["teacher_image"], normalize=True),
+                  "cached_t_text": t.encode_text(batch["teacher_text"], normalize=True)}
+    online_loss = build_loss(KD, student.embed_dim, t.embed_dim)
+    cached_loss = build_loss(KD, student.embed_dim, t.embed_dim)
+    online = DistillTask(student, online_loss, teachers)
+    cached_task = DistillTask(student, cached_loss, None)
+    opt = torch.optim.AdamW(list(student.parameters()) + list(online_loss.parameters())
+                            + list(cached_loss.parameters()), lr=1e-5)
+
+    def teacher_forward():
+        with torch.no_grad():
+            teachers(batch)
+
+    variants = {
+        "plain": lambda: plain_step(student, opt, batch),
+        "teacher_forward": teacher_forward,
+        "cached": lambda: task_step(cached_task, opt, {**batch, **cached}),
+        "online": lambda: task_step(online, opt, batch),
+    }
+    for fn in variants.values():  # warm-up
+        fn()
+    times = {k: [] for k in variants}
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cached_ratio = med["cached"] / med["plain"]
+    online_ratio = med["online"] / (med["teacher_forward"] + med["plain"])
+    res = {
+        "student": args.student, "teacher": args.teacher, "batch": b, "threads": args.threads,
+        "median_seconds": med,
+        "checks": [
+            {"name": "cached distill step / plain CLIP step", "value": cached_ratio, "target": "<= 1.05",
+             "ok": cached_ratio <= 1.05},
+            {"name": "online distill step / (teacher fwd + plain step)", "value": online_ratio, "target": "<= 1.05",
+             "ok": online_ratio <= 1.05},
+        ],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
