@@ -51,7 +51,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the forward passes")
     ap.add_argument("--work", default="/tmp/clipdistill-bench-eval")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "eval.json"))
+    ap.add_argument("--quick", action="store_true", help="2,000 images (a smoke run)")
     args = ap.parse_args()
+    if args.quick:
+        args.images = 2000
     torch.set_num_threads(args.threads)
     ds = open_imagefolder(write_images(Path(args.work), args.images, args.classes, 64))
     torch.manual_seed(0)
@@ -81,6 +84,8 @@ def main() -> None:
         "ratio_zeroshot_vs_forward_only": zeroshot / forward_only,
         "ratio_zeroshot_vs_bare_pipeline": zeroshot / bare_pipeline, "target_ratio": 1.2,
         "zeroshot_acc1": rec["metrics"]["acc1"],
+        "checks": [{"name": "zero-shot time / bare image forward time", "value": zeroshot / forward_only,
+                    "target": "<= 1.2", "ok": zeroshot / forward_only <= 1.2}],
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "processor": platform.processor()},
     }
