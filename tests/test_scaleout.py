@@ -1,0 +1,85 @@
+"""Scale-out is torchrun, nothing home-made: the same `distill` command on 1 process, 2 processes on one node,
+and 2 "nodes" (two torchrun agents on this machine) meeting through the c10d rendezvous on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from clipdistill.safeload import load_tensors
+
+COLORS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("pairs")
+    rows = ["key,image,caption"]
+    for i in range(32):
+        name = list(COLORS)[i % 4]
+        im = Image.new("RGB", (32, 32), (128, 128, 128))
+        ImageDraw.Draw(im).rectangle([4 + i % 8, 4, 20 + i % 8, 20], fill=COLORS[name])
+        im.save(d / f"{i}.png")
+        rows.append(f"k{i},{i}.png,a {name} square")
+    (d / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return d / "pairs.csv"
+
+
+def distill_args(pairs: Path, out: Path, batch: int) -> list[str]:
+    return ["-m", "clipdistill", "distill", "configs/baseline.yaml", "--out", str(out),
+            "--set", f"data.source={pairs}", "--set", f"data.batch_size={batch}",
+            "--set", "student.model=open_clip:cd-student-xs-32", "--set", "train.epochs=1",
+            "--set", "train.warmup_steps=0", "--set", "train.collective_timeout_s=60", "--set", "train.log_every=1",
+            "--set", "train.tensorboard=false"]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": "src"}
+
+
+def run(cmd: list[str]) -> None:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(),
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(run_dir / "model.safetensors")
+
+
+def test_two_nodes_through_c10d_rendezvous_equal_one_node_two_procs(pairs, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    # 2 x 8 on one node, and 2 nodes x 1 x 8; (DDP == one process on the same global batch is tests/train/test_ddp.py)
+    run([*torchrun, "--standalone", "--nproc_per_node", "2", *distill_args(pairs, tmp_path / "one_node", 8)])
+    port = free_port()
+    nodes = [
+        subprocess.Popen([*torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(r),
+                          "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "t",
+                          *distill_args(pairs, tmp_path / "two_nodes", 8)],
+                         env=env(), cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for r in range(2)
+    ]
+    for p in nodes:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    b, c = weights(tmp_path / "one_node"), weights(tmp_path / "two_nodes")
+    assert b.keys() == c.keys()
+    for k in b:
+        assert torch.equal(b[k], c[k]), k  # the same 2-process computation, whichever way the processes met
+    steps = [json.loads(line)["step"] for line in (tmp_path / "two_nodes" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 2  # 32 pairs / global batch 16
