@@ -217,17 +217,17 @@ class ShardSource:
         try:
             with tarfile.open(path, "r:") as tar:
                 for member in tar:
-                    if member.offset_data + member.size > size:
-                        raise EOFError("member runs past the end of the file")
                     if not member.isfile():
                         continue
                     if unsafe_member(member.name):
                         counter["unsafe_path"] += 1
                         continue
                     stem, _, ext = member.name.partition(".")
-                    if stem != group_key:
+                    if stem != group_key:  # a new key's header proves the previous sample complete
                         yield from self._emit(path, group_key, parts, counter)
                         group_key, parts = stem, {}
+                    if member.offset_data + member.size > size:
+                        raise EOFError("member runs past the end of the file")
                     parts[ext.lower()] = tar.extractfile(member).read()
                 if not _has_end_marker(path, tar.offset):
                     raise EOFError("no end-of-archive marker")

@@ -72,15 +72,21 @@ def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: tor
     final = step_dir(run_dir, pos.step)
     tmp = final.with_name(f".tmp_{final.name}_{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(module_state(modules), str(tmp / WEIGHTS))
     state = {"step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch,
              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
              "rng": rng_state()}
-    torch.save(state, tmp / STATE)
-    for f in (tmp / WEIGHTS, tmp / STATE):
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        tmp.mkdir(parents=True)
+        save_file(module_state(modules), str(tmp / WEIGHTS))
+        torch.save(state, tmp / STATE)
+        for f in (tmp / WEIGHTS, tmp / STATE):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = list_checkpoints(run_dir)
+        raise UserError(f"could not write checkpoint {final.name} ({e}); nothing of it was kept. Last good "
+                        f"checkpoint: {kept[-1] if kept else 'none'}. Free space, then --resume latest") from None
     if final.exists():  # same step saved twice (e.g. resumed right at the end): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -1,0 +1,50 @@
+"""`clipdistill balance`: our reconstruction of CLIP-CID's image semantic balance (docs/features.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("balance")
+    def balance(
+        features: Path = typer.Option(..., help="feature store made by `clipdistill embed`"),
+        out: Path = typer.Option(..., help="output folder (kept keys, labels, centroids, report, plot)"),
+        clusters: int = typer.Option(..., help="K, number of spherical k-means clusters"),
+        target_keep: float | None = typer.Option(None, help="kept fraction to solve for (CLIP-CID kept 0.563)"),
+        threshold: float | None = typer.Option(None, help="cosine above which a member duplicates a kept one "
+                                               "(default 0.95; solved with --target-keep when needed)"),
+        cap: int | None = typer.Option(None, help="most members kept per cluster (solved with --target-keep)"),
+        order: str = typer.Option("store", help="de-dup walk: store | far (farthest from centroid first)"),
+        labels: str = typer.Option("image", help="cluster labels for the cluster loss: image | multimodal "
+                                   "(k-means on norm(norm(img)+norm(txt)))"),
+        train_points: int = typer.Option(64, help="k-means trains on this many random points per centroid"),
+        niter: int = typer.Option(20, help="k-means iterations"),
+        seed: int = typer.Option(0, help="k-means / random-control seed"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda (faiss GPU)"),
+        teacher: str | None = typer.Option(None, help="refuse a store made by another teacher SPEC"),
+        data: str | None = typer.Option(None, help="refuse a store made from another data SOURCE"),
+    ) -> None:
+        """Cluster teacher image embeddings, drop near-duplicates per cluster, cap large clusters.
+
+        OUR RECONSTRUCTION of CLIP-CID's image semantic balance: the paper only reports keeping 56.3% of
+        LAION-400M; k-means + greedy de-dup + cap and every threshold here are our choices (methods.md 2.3a).
+
+        Example: clipdistill balance --features feats --out bal --clusters 16 --target-keep 0.563
+        """
+        from clipdistill.config import build_config
+        from clipdistill.features.balance import BalanceOptions, run_balance
+
+        opts = build_config(BalanceOptions, dict(clusters=clusters, target_keep=target_keep, threshold=threshold,
+                                                 cap=cap, order=order, labels=labels, train_points=train_points,
+                                                 niter=niter, seed=seed, device=device), "options")
+        fingerprint = None
+        if data is not None:
+            from clipdistill.data import open_source
+
+            fingerprint = open_source(data).fingerprint()
+        r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
+        typer.echo(f"kept {r['kept']} of {r['samples']} ({r['kept_fraction']:.1%}; threshold {r['threshold']:.4f}, "
+                   f"cap {r['cap']}) -> {out}/kept_keys.txt, labels.npy, centroids.npy, report.json, clusters.png")

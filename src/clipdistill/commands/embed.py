@@ -1,0 +1,43 @@
+"""`clipdistill embed`: run a teacher once over a data source into a feature store (docs/features.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    def embed(
+        teacher: str = typer.Option(..., help="teacher SPEC, e.g. open_clip:cd-teacher-64 or hf:DIR"),
+        data: str = typer.Option(..., help="data SOURCE: world:DIR | pairs.csv | shards/{00000..00009}.tar | ..."),
+        out: Path = typer.Option(..., help="store folder (a rerun into it finishes the missing shards)"),
+        tokens: bool = typer.Option(False, help="also store per-token features (patch / text tokens + mask)"),
+        augs: int = typer.Option(0, help="augmented views per image, stored with their replay parameters"),
+        shard_size: int = typer.Option(1000, help="rows per store shard for map sources (tar: one per tar)"),
+        batch_size: int = typer.Option(64, help="teacher batch size"),
+        num_workers: int = typer.Option(0, help="decode worker processes per rank"),
+        seed: int = typer.Option(0, help="seed of the augmentation parameters"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    ) -> None:
+        """Normalised fp16 teacher image/text embeddings for every sample, in resumable shards + manifest.
+
+        Example: clipdistill embed --teacher open_clip:cd-teacher-64 --data world:world_tiny --out feats --augs 2
+
+        Several processes (shards split across ranks, same output as one process):
+        torchrun --nproc_per_node 2 -m clipdistill embed --teacher SPEC --data SOURCE --out DIR
+        """
+        from clipdistill.config import build_config
+        from clipdistill.features.embed import EmbedOptions, embed_features
+        from clipdistill.features.store import FeatureStore
+
+        opts = build_config(EmbedOptions, dict(teacher=teacher, data=data, tokens=tokens, augs=augs,
+                                               shard_size=shard_size, batch_size=batch_size,
+                                               num_workers=num_workers, seed=seed, device=device), "options")
+        embed_features(opts, out)
+        if int(os.environ.get("RANK", "0")) == 0:  # one summary per torchrun job
+            store = FeatureStore(out)
+            typer.echo(f"wrote {out}: {len(store)} samples, fields {store.fields}, "
+                       f"skipped {store.manifest['counts']['skipped']} {store.manifest['skips']}")

@@ -1,0 +1,207 @@
+"""Image semantic balance — OUR RECONSTRUCTION of CLIP-CID's data step (methods.md 2.3(a), 7.3).
+
+The paper says only that it "filters out 43.7% of image-text pairs from LAION400M"; the steps below follow
+the same group's UNICOM/MLCD machinery and SemDeDup, and every choice is an option:
+
+1. spherical k-means (faiss) on teacher image embeddings: trained on a random sample, assigned in chunks;
+2. in each cluster, greedy semantic de-dup: walking members in `order`, drop one whose cosine to a member
+   already kept exceeds `threshold`;
+3. cap over-represented clusters at `cap` kept members;
+4. with `target_keep`, solve the cap (or, when de-dup alone keeps too little, the threshold) so the kept
+   fraction meets the target.
+
+Rows are read from the memory-mapped store a group of clusters at a time, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from clipdistill.config import StrictModel
+from clipdistill.errors import UserError
+from clipdistill.features.dedup import greedy_dedup, solve_cap
+from clipdistill.features.kmeans import assign, train_centroids, use_gpu
+from clipdistill.features.store import FeatureStore
+
+
+class BalanceOptions(StrictModel):
+    clusters: int = Field(..., ge=1, description="K, number of k-means clusters")
+    target_keep: float | None = Field(None, gt=0, le=1, description="kept fraction to solve for (CLIP-CID: 0.563)")
+    threshold: float | None = Field(None, ge=-1, le=1, description="cosine above which a later member is a duplicate")
+    cap: int | None = Field(None, ge=1, description="most members kept per cluster")
+    order: Literal["store", "far"] = Field("store", description="de-dup walk: store order, or farthest from the "
+                                           "centroid first (SemDeDup keeps the least typical)")
+    labels: Literal["image", "multimodal"] = Field("image", description="cluster labels for the cluster loss: "
+                                                   "the image clustering, or k-means on norm(norm(img)+norm(txt))")
+    train_points: int = Field(64, ge=1, description="k-means training sample: this many points per centroid")
+    niter: int = Field(20, ge=1)
+    chunk: int = Field(65536, ge=1, description="rows per assignment chunk")
+    group_rows: int = Field(65536, ge=1, description="rows of whole clusters read together for de-dup")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _solvable(self) -> BalanceOptions:
+        if self.target_keep is not None and self.threshold is not None and self.cap is not None:
+            raise ValueError("give --target-keep with at most one of --threshold / --cap (the other is solved)")
+        return self
+
+
+DEFAULT_THRESHOLD = 0.95  # starting threshold when it is to be solved or not given (SemDeDup-like eps = 0.05)
+SOLVE_STEPS = 14
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class Vectors:
+    """Unit vectors to cluster, read from the store: image, or the multimodal norm(img + txt)."""
+
+    def __init__(self, store: FeatureStore, kind: str, chunk: int):
+        self.store, self.kind, self.chunk = store, kind, chunk
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        x = _unit(self.store.rows("image", idx))
+        return x if self.kind == "image" else _unit(x + _unit(self.store.rows("text", idx)))
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self.kind == "image":
+            for start, block in self.store.chunks("image", self.chunk):
+                yield start, _unit(block)
+        else:
+            for (start, img), (_, txt) in zip(self.store.chunks("image", self.chunk),
+                                              self.store.chunks("text", self.chunk), strict=True):
+                yield start, _unit(_unit(img) + _unit(txt))
+
+
+def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool) -> dict:
+    n = len(vectors.store)
+    centroids, obj = train_centroids(vectors.rows, n, opts.clusters, sample=opts.train_points * opts.clusters,
+                                     niter=opts.niter, seed=opts.seed, gpu=gpu)
+    labels, sims = assign(vectors.chunks(), centroids, n, gpu)
+    return {"centroids": centroids, "labels": labels, "sims": sims, "objective": obj}
+
+
+def walk_order(labels: np.ndarray, sims: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows grouped by cluster in walk order, start offset of each cluster in it)."""
+    if order == "store":
+        rows = np.argsort(labels, kind="stable")
+    else:  # farthest from the centroid first
+        rows = np.lexsort((sims, labels))
+    sizes = np.bincount(labels, minlength=int(labels.max()) + 1)
+    return rows, np.concatenate([[0], np.cumsum(sizes)])
+
+
+def dedup_all(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, threshold: float, cap: int | None,
+              group_rows: int) -> list[np.ndarray]:
+    """Kept store rows of every cluster, in walk order; whole clusters are read together up to `group_rows`."""
+    kept: list[np.ndarray] = []
+    k = len(bounds) - 1
+    c = 0
+    while c < k:
+        stop = c + 1  # at least one cluster per read, however big
+        while stop < k and bounds[stop + 1] - bounds[c] <= group_rows:
+            stop += 1
+        emb = _unit(store.rows("image", rows[bounds[c]:bounds[stop]]))
+        for j in range(c, stop):
+            lo, hi = bounds[j] - bounds[c], bounds[j + 1] - bounds[c]
+            kept.append(rows[bounds[j] + greedy_dedup(emb[lo:hi], threshold, cap)])
+        c = stop
+    return kept
+
+
+def _fraction(kept: list[np.ndarray], cap: int | None, n: int) -> float:
+    return sum(len(x) if cap is None else min(len(x), cap) for x in kept) / n
+
+
+def solve_threshold(run: Callable[[float], list[np.ndarray]], cap: int | None, target: float, n: int,
+                    lo: float) -> tuple[float, list[np.ndarray]]:
+    """Bisect the threshold (higher keeps more) until the kept fraction is within 1% of the target."""
+    hi = 1.0
+    best = (lo, run(lo))
+    for _ in range(SOLVE_STEPS):
+        f = _fraction(best[1], cap, n)
+        if abs(f - target) <= 0.01 * target:
+            break
+        lo, hi = (best[0], hi) if f < target else (lo, best[0])
+        mid = (lo + hi) / 2
+        best = (mid, run(mid))
+    return best
+
+
+def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
+    """Cluster, de-duplicate and cap. Returns arrays + the solved parameters + timings (no files)."""
+    gpu = use_gpu(opts.device)
+    n = len(store)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    image = cluster(Vectors(store, "image", opts.chunk), opts, gpu)
+    timings["kmeans_and_assign"] = time.perf_counter() - t0
+    rows, bounds = walk_order(image["labels"], image["sims"], opts.order)
+
+    t0 = time.perf_counter()
+    threshold, cap = opts.threshold, opts.cap
+    survivors: int | None = None  # known only when the cap is solved after an uncapped de-dup
+
+    def run(t: float, c: int | None = None) -> list[np.ndarray]:
+        return dedup_all(store, rows, bounds, t, c, opts.group_rows)
+
+    if opts.target_keep is None:
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        kept = run(threshold, cap)
+    elif cap is not None:  # the threshold is solved, starting from a low one (keeps least)
+        most = np.minimum(np.diff(bounds), cap).sum() / n  # nothing de-duplicated
+        if most < opts.target_keep * 0.99:
+            raise UserError(f"--cap {cap} keeps at most {most:.3f} of the samples, below --target-keep "
+                            f"{opts.target_keep}: raise --cap or leave it out to have it solved")
+        threshold, kept = solve_threshold(lambda t: run(t, cap), None, opts.target_keep, n, lo=-1.0)
+    else:
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        kept = run(threshold)  # survivors of every cluster without a cap, then the cap that meets the target
+        if _fraction(kept, None, n) < opts.target_keep * 0.99:
+            if opts.threshold is not None:
+                raise UserError(f"de-dup at --threshold {threshold} already keeps only "
+                                f"{_fraction(kept, None, n):.3f} < --target-keep {opts.target_keep}: raise "
+                                "--threshold or leave it out to have it solved")
+            threshold, kept = solve_threshold(run, None, opts.target_keep, n, lo=threshold)
+        survivors = sum(len(x) for x in kept)
+        cap = solve_cap(np.array([len(x) for x in kept]), round(opts.target_keep * n))
+        kept = [x[:cap] for x in kept]
+    timings["dedup_and_cap"] = time.perf_counter() - t0
+
+    keep_mask = np.zeros(n, dtype=bool)
+    if kept:
+        keep_mask[np.concatenate(kept)] = True
+    result = {"image": image, "kept": keep_mask, "threshold": threshold, "cap": cap, "gpu": gpu,
+              "timings": timings, "survivors_before_cap": survivors}
+    if opts.labels == "multimodal":
+        t0 = time.perf_counter()
+        result["multimodal"] = cluster(Vectors(store, "multimodal", opts.chunk), opts, gpu)
+        timings["multimodal_kmeans"] = time.perf_counter() - t0
+    return result
+
+
+def run_balance(features: str | Path, out: str | Path, opts: BalanceOptions, *, teacher: str | None = None,
+                fingerprint: str | None = None) -> dict:
+    """`clipdistill balance`: read the store (refusing another teacher / source), balance, write DIR."""
+    from clipdistill.features.balance_output import write_outputs
+    from clipdistill.features.balance_report import build_report, plot_report
+
+    store = FeatureStore(features, teacher=teacher, fingerprint=fingerprint)
+    if len(store) == 0:
+        raise UserError(f"feature store {features} holds no samples")
+    result = balance(store, opts)
+    report = build_report(result["image"]["labels"], result["kept"], opts.clusters, result, opts.target_keep,
+                          opts.seed)
+    out = Path(out)
+    write_outputs(out, store, opts.model_dump(mode="json"), result, report)
+    plot_report(report, out / "clusters.png")
+    return report

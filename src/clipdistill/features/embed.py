@@ -1,0 +1,257 @@
+"""`embed_features`: one teacher pass over a data source into a feature store (layout in `store.py`).
+
+Work is split into store shards (a tar shard of a stream source, or `shard_size` rows of a map source).
+Each shard is computed from its own samples only, in a fixed order, so its bytes do not depend on which
+process computed it, on how many processes there were, or on whether an earlier run crashed: a rerun
+computes only the shards that are missing, and `torchrun --nproc_per_node N` gives rank r every N-th shard.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pydantic import Field
+from rich.progress import track
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from clipdistill.config import StrictModel
+from clipdistill.data import MapSource, ShardSource, open_source
+from clipdistill.errors import UserError
+from clipdistill.features.augment import AugmentOptions, views
+from clipdistill.features.store import STAGE, clean_temp, shard_name, write_shard
+from clipdistill.manifest import atomic_write_text, check_manifest, write_manifest
+from clipdistill.train.distributed import init_distributed, shutdown
+from clipdistill.zoo import ClipModel, load_model
+
+PLAN = "plan.json"
+
+
+class EmbedOptions(StrictModel):
+    teacher: str = Field(..., description="teacher SPEC")
+    data: str = Field(..., description="data SOURCE")
+    tokens: bool = Field(False, description="also store per-token features (CLIP-TD)")
+    augs: int = Field(0, ge=0, description="augmented views per image, stored with their replay parameters")
+    augment: AugmentOptions = AugmentOptions()
+    shard_size: int = Field(1000, ge=1, description="rows per store shard for map sources (tar: one per tar)")
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0, description="decode workers per process")
+    seed: int = Field(0, description="seeds the augmentation parameters")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    timeout_s: float = Field(1800.0, gt=0, description="how long a rank waits for the others at the end")
+
+
+# -- what one shard reads ------------------------------------------------------------------------
+
+class _Item:
+    """Turns a Sample into tensors for the teacher (and its augmented views)."""
+
+    def __init__(self, teacher: ClipModel, opts: EmbedOptions):
+        self.transform, self.tokenizer, self.opts = teacher.eval_transform, teacher.tokenizer, opts
+
+    def __call__(self, sample) -> dict:
+        item = {"key": sample.key, "image": self.transform(sample.image), "text": self.tokenizer([sample.text])[0]}
+        if self.opts.augs:
+            imgs, params = views(sample.image, sample.key, self.opts.augs, self.opts.seed, self.opts.augment)
+            item["aug_image"] = torch.stack([self.transform(v) for v in imgs])
+            item["aug_params"] = params
+        return item
+
+
+class _Rows(Dataset):
+    def __init__(self, source: MapSource, rows: range, make: _Item):
+        self.source, self.rows, self.make = source, rows, make
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        sample, reason = self.source.load(self.rows[i])
+        return {"_skip": reason} if sample is None else self.make(sample)
+
+
+class _Tar(IterableDataset):
+    def __init__(self, source: ShardSource, path: Path, make: _Item):
+        self.source, self.path, self.make = source, path, make
+
+    def __iter__(self) -> Iterator[dict]:
+        counts: Counter = Counter()
+        for sample in self.source.iter_shard(self.path, counts):
+            yield self.make(sample)
+        for reason, n in counts.items():
+            for _ in range(n):
+                yield {"_skip": reason}
+
+
+def _collate(items: list[dict]) -> dict:
+    good = [it for it in items if "_skip" not in it]
+    batch = {"skips": Counter(it["_skip"] for it in items if "_skip" in it), "key": [it["key"] for it in good]}
+    if good:
+        for name in ("image", "text", "aug_image"):
+            if name in good[0]:
+                batch[name] = torch.stack([it[name] for it in good])
+        if "aug_params" in good[0]:
+            batch["aug_params"] = [it["aug_params"] for it in good]
+    return batch
+
+
+def plan_units(source: MapSource | ShardSource, shard_size: int) -> list[range | Path]:
+    if isinstance(source, MapSource):
+        return [range(lo, min(lo + shard_size, len(source))) for lo in range(0, len(source), shard_size)]
+    if source.resampled:
+        raise UserError("embed needs a finite source: resampled tar streams have no end")
+    return list(source.shards)
+
+
+def _loader(source, unit: range | Path, make: _Item, opts: EmbedOptions) -> DataLoader:
+    if isinstance(unit, range):
+        return DataLoader(_Rows(source, unit, make), batch_size=opts.batch_size, num_workers=opts.num_workers,
+                          collate_fn=_collate)
+    # one tar is one stream: a second worker would read the same members again
+    return DataLoader(_Tar(source, unit, make), batch_size=opts.batch_size, num_workers=min(opts.num_workers, 1),
+                      collate_fn=_collate)
+
+
+# -- the teacher pass --------------------------------------------------------------------------------
+
+def _unit(x: torch.Tensor) -> np.ndarray:
+    return F.normalize(x.float(), dim=-1).cpu().numpy().astype(np.float16)
+
+
+@torch.inference_mode()
+def encode_batch(teacher: ClipModel, batch: dict, tokens: bool, device: torch.device) -> dict[str, np.ndarray]:
+    images, ids = batch["image"].to(device), batch["text"].to(device)
+    out: dict[str, np.ndarray] = {}
+    if tokens:  # one forward gives both the pooled embedding and the tokens
+        pooled, patches = teacher.encode_image_tokens(images)
+        out["image"], out["image_tokens"] = _unit(pooled), _unit(patches)
+        pooled, toks, mask = teacher.encode_text_tokens(ids)
+        out["text"], out["text_tokens"], out["text_mask"] = _unit(pooled), _unit(toks), mask.cpu().numpy()
+    else:
+        out["image"], out["text"] = _unit(teacher.encode_image(images)), _unit(teacher.encode_text(ids))
+    if "aug_image" in batch:
+        b, k = batch["aug_image"].shape[:2]
+        flat = batch["aug_image"].to(device).flatten(0, 1)
+        out["aug_image"] = _unit(teacher.encode_image(flat)).reshape(b, k, -1)
+    return out
+
+
+def embed_shard(teacher: ClipModel, loader: DataLoader, opts: EmbedOptions, device: torch.device):
+    keys: list[str] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    params: list | None = [] if opts.augs else None
+    skips: Counter = Counter()
+    for batch in loader:
+        skips.update(batch["skips"])
+        if not batch["key"]:
+            continue
+        keys.extend(batch["key"])
+        for name, arr in encode_batch(teacher, batch, opts.tokens, device).items():
+            parts.setdefault(name, []).append(arr)
+        if params is not None:
+            params.extend(batch["aug_params"])
+    arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    return keys, arrays, params, skips
+
+
+def fields_for(opts: EmbedOptions) -> list[str]:
+    return ["image", "text"] + (["image_tokens", "text_tokens", "text_mask"] if opts.tokens else []) + (
+        ["aug_image"] if opts.augs else [])
+
+
+def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
+    d = teacher.describe()
+    return {
+        "teacher": {"spec": opts.teacher, "weights_sha256": teacher.weights_hash(), "embed_dim": d["embed_dim"],
+                    "logit_scale": float(teacher.logit_scale.detach())},
+        "preprocessing": {"transform": "eval_transform", "image_size": d["image_size"], "image_mean": d["image_mean"],
+                          "image_std": d["image_std"], "context_length": d["context_length"]},
+        "source": {"spec": opts.data, "fingerprint": source.fingerprint(), "kind": source.kind},
+        "options": {"tokens": opts.tokens, "augs": opts.augs, "seed": opts.seed, "shard_size": opts.shard_size,
+                    "augment": opts.augment.model_dump(mode="json") if opts.augs else None},
+        "shards": [shard_name(i) for i in range(len(units))],
+        "fields": fields_for(opts),
+    }
+
+
+RESUME_KEYS = ["teacher.spec", "teacher.weights_sha256", "source.spec", "source.fingerprint", "options.tokens",
+               "options.augs", "options.augment", "options.seed", "options.shard_size", "shards"]
+
+
+def _check_resume(out: Path, plan: dict) -> None:
+    """A rerun into an existing folder must be the same job; otherwise its shards would be mixed."""
+    path = out / PLAN
+    if path.is_file():
+        expected = {k: _dotted(plan, k) for k in RESUME_KEYS}
+        check_manifest(json.loads(path.read_text()), expected, f"{out} (an earlier embed run; use another --out)")
+
+
+def _dotted(d: dict, key: str):
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+def embed_features(opts: EmbedOptions, out: str | Path) -> Path:
+    out = Path(out)
+    info = init_distributed(opts.device, opts.timeout_s)
+    try:
+        teacher = load_model(opts.teacher, device=str(info.device))
+        source = open_source(opts.data)
+        units = plan_units(source, opts.shard_size)
+        if not units:
+            raise UserError(f"{opts.data}: the source has no samples")
+        plan = _plan(opts, teacher, source, units)
+        _check_resume(out, plan)
+        out.mkdir(parents=True, exist_ok=True)
+        if info.is_main:
+            clean_temp(out)
+            atomic_write_text(out / PLAN, json.dumps(plan, indent=2))
+        if info.enabled:  # also the point after which rank 0 no longer removes temp folders
+            _same_teacher_everywhere(plan["teacher"]["weights_sha256"])
+        make = _Item(teacher, opts)
+        mine = [i for i in range(len(units)) if i % info.world_size == info.rank and not (out / shard_name(i)).is_dir()]
+        for i in track(mine, description=f"embed (rank {info.rank})", disable=not info.is_main):
+            keys, arrays, params, skips = embed_shard(teacher, _loader(source, units[i], make, opts), opts, info.device)
+            write_shard(out, i, keys, arrays if keys else _empty(opts, teacher.embed_dim), params, skips)
+        if info.enabled:
+            dist.barrier()
+        if info.is_main:
+            _finish(out, plan)
+    finally:
+        shutdown(info)
+    return out
+
+
+def _same_teacher_everywhere(weights_hash: str) -> None:
+    """Shards from different ranks must come from one teacher (a random-init SPEC differs per process)."""
+    hashes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(hashes, weights_hash)
+    if len(set(hashes)) > 1:
+        raise UserError("the ranks loaded different teacher weights (a random-init SPEC such as open_clip:ARCH "
+                        "without @CHECKPOINT?): give a teacher with saved weights")
+
+
+def _empty(opts: EmbedOptions, d: int) -> dict[str, np.ndarray]:
+    """Zero-row arrays of every field, for a shard whose every sample was skipped."""
+    shapes = {"image": (0, d), "text": (0, d), "image_tokens": (0, 0, d), "text_tokens": (0, 0, d),
+              "aug_image": (0, opts.augs, d)}
+    return {f: np.zeros((0, 0), bool) if f == "text_mask" else np.zeros(shapes[f], np.float16)
+            for f in fields_for(opts)}
+
+
+def _finish(out: Path, plan: dict) -> None:
+    skips: Counter = Counter()
+    count = 0
+    for name in plan["shards"]:
+        meta = json.loads((out / name / "meta.json").read_text())
+        count += meta["count"]
+        skips.update(meta["skips"])
+    write_manifest(out, STAGE, **plan, counts={"samples": count, "skipped": sum(skips.values()),
+                                               "shards": len(plan["shards"])}, skips=dict(sorted(skips.items())))

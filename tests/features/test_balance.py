@@ -1,0 +1,125 @@
+"""`balance`: planted near-duplicates go, singletons stay, the target keep fraction is met, foreign
+stores are refused, and the outputs read back through `BalanceResult`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from feat_helpers import make_store
+from typer.testing import CliRunner
+
+from clipdistill.cli import app
+from clipdistill.errors import ConfigError, ManifestMismatch, UserError
+from clipdistill.features.balance import BalanceOptions, run_balance
+from clipdistill.features.balance_output import BalanceResult
+
+
+@pytest.fixture(scope="module")
+def world_store(world, tmp_path_factory):
+    """The tiny world's pairs with stand-in embeddings: one random direction per scene group, members
+    jittered around it. (A random-init teacher maps different scenes to cosine ~1, so it cannot be the
+    test's judge of what a duplicate is; the world's ground truth can.)"""
+    truth = json.loads((world / "pairs_groundtruth.json").read_text())
+    keys = sorted(truth)
+    groups = sorted({truth[k]["group"] for k in keys})
+    rng = np.random.default_rng(0)
+    centre = dict(zip(groups, rng.standard_normal((len(groups), 64)), strict=True))
+    emb = np.stack([centre[truth[k]["group"]] for k in keys])
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True) + 0.01 * rng.standard_normal(emb.shape)
+    return make_store(tmp_path_factory.mktemp("wstore"), keys, emb, shard_size=128), truth
+
+
+@pytest.mark.parametrize("order", ["store", "far"])
+def test_planted_duplicates_removed_singletons_kept(world_store, tmp_path, order):
+    store, truth = world_store
+    report = run_balance(store, tmp_path, BalanceOptions(clusters=8, threshold=0.99, labels="multimodal", order=order))
+    kept = (tmp_path / "kept_keys.txt").read_text().split()
+    groups = [truth[k]["group"] for k in kept]
+    assert len(groups) == len(set(groups)) == len({v["group"] for v in truth.values()})  # one per scene
+    singles = {k for k, v in truth.items() if v["singleton"]}
+    assert singles <= set(kept)
+    assert any(v["planted_duplicate"] for v in truth.values())
+    assert report["kept"] == len(kept) and report["samples"] == len(truth)
+    assert sum(report["cluster_sizes"]["after"]) == sum(report["cluster_sizes"]["random_control"]) == len(kept)
+    assert (tmp_path / "clusters.png").stat().st_size > 0
+    assert sum(report["hist_after"]["counts"]) == sum(report["hist_before"]["counts"]) == 8  # clusters per histogram
+    from clipdistill.report.inputs import collect  # `clipdistill report` takes the balance report as it is
+
+    assert "report" in collect([tmp_path / "report.json"]).balance
+
+    result = BalanceResult(tmp_path, fingerprint="fp")
+    assert result.kept_keys == kept and result.space == "multimodal"
+    assert result.labels_for(kept).shape == (len(kept),)
+    for space in ("image", "multimodal"):
+        c = result.centroids(space)
+        assert c.shape == (8, 64) and np.allclose(np.linalg.norm(c, axis=1), 1, atol=1e-4)
+        assert 0 <= result.labels(space).min() and result.labels(space).max() < 8
+    with pytest.raises(UserError, match="no cluster label"):
+        result.labels_for(["not-a-key"])
+    both = result.labels_for([kept[0], "not-a-key"], space="image", missing=-1)
+    assert both[1] == -1 and both[0] == result.labels("image")[result.keys.index(kept[0])]
+
+
+@pytest.fixture(scope="module")
+def skewed_store(tmp_path_factory):
+    """4000 rows: 12 clusters of very different sizes, a quarter of them near-copies of another row."""
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((12, 32)) * 3
+    sizes = np.array([1200, 700, 500, 400, 300, 250, 200, 150, 120, 80, 60, 40])
+    emb = np.concatenate([c + rng.standard_normal((n, 32)) for c, n in zip(centres, sizes, strict=True)])
+    copies = rng.choice(len(emb), 1000, replace=False)
+    emb[copies] = emb[rng.integers(0, len(emb), 1000)] + 0.002 * rng.standard_normal((1000, 32))
+    keys = [f"k{i:05d}" for i in range(len(emb))]
+    return make_store(tmp_path_factory.mktemp("skew"), keys, emb, shard_size=1500)
+
+
+@pytest.mark.parametrize("given", [{}, {"cap": 400}, {"threshold": 0.999}])
+def test_target_keep_met_within_one_percent(skewed_store, tmp_path, given):
+    report = run_balance(skewed_store, tmp_path, BalanceOptions(clusters=12, target_keep=0.563, **given))
+    assert abs(report["kept_fraction"] - 0.563) <= 0.01 * 0.563
+    assert report["target_met_within_1pct"] is True
+    if "cap" in given:
+        assert max(report["cluster_sizes"]["after"]) <= 400
+    if "threshold" in given:
+        assert report["threshold"] == 0.999
+    # balancing flattens the cluster distribution more than a random subset of the same size does
+    stats = report["cluster_size_stats"]
+    assert stats["after"]["normalised_entropy"] > stats["random_control"]["normalised_entropy"]
+
+
+def test_threshold_too_strict_for_the_target_is_refused(skewed_store, tmp_path):
+    with pytest.raises(UserError, match="raise --threshold"):
+        run_balance(skewed_store, tmp_path, BalanceOptions(clusters=12, target_keep=0.9, threshold=0.0))
+    with pytest.raises(UserError, match="raise --cap"):
+        run_balance(skewed_store, tmp_path, BalanceOptions(clusters=12, target_keep=0.9, cap=50))
+
+
+def test_foreign_store_and_result_refused(skewed_store, tmp_path):
+    with pytest.raises(ManifestMismatch, match="teacher.spec: manifest has 'synthetic', this run uses 'open_clip:x'"):
+        run_balance(skewed_store, tmp_path, BalanceOptions(clusters=4), teacher="open_clip:x")
+    run_balance(skewed_store, tmp_path, BalanceOptions(clusters=4, threshold=0.99))
+    with pytest.raises(ManifestMismatch, match="source.fingerprint"):
+        BalanceResult(tmp_path, fingerprint="another dataset")
+    with pytest.raises(ManifestMismatch, match="made by stage 'embed', expected 'balance'"):
+        BalanceResult(skewed_store)
+
+
+def test_options_refused():
+    with pytest.raises(ValueError, match="at most one"):
+        BalanceOptions(clusters=4, target_keep=0.5, threshold=0.9, cap=3)
+
+
+def test_cli_help_and_errors(skewed_store, tmp_path):
+    runner = CliRunner()
+    for verb in ("balance", "embed"):
+        out = runner.invoke(app, [verb, "--help"], terminal_width=200)
+        assert out.exit_code == 0 and "Example: clipdistill " + verb in out.output
+    assert "RECONSTRUCTION" in runner.invoke(app, ["balance", "--help"]).output
+    bad = runner.invoke(app, ["balance", "--features", str(skewed_store), "--out", str(tmp_path),
+                              "--clusters", "99999"])
+    assert isinstance(bad.exception, UserError) and "more than the 4000 samples" in str(bad.exception)
+    bad = runner.invoke(app, ["balance", "--features", str(skewed_store), "--out", str(tmp_path),
+                              "--clusters", "4", "--order", "sideways"])
+    assert isinstance(bad.exception, ConfigError) and "order" in str(bad.exception)

@@ -1,0 +1,141 @@
+"""Tiny data and subprocess helpers for the reliability suite (no network, everything built on the fly)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from PIL import Image
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (230, 220, 20), (200, 30, 200), (30, 200, 200)]
+NAMES = ["red", "green", "blue", "yellow", "magenta", "cyan"]
+
+
+def png_bytes(i: int, size: int = 64) -> bytes:
+    im = Image.new("RGB", (size, size), COLORS[i % len(COLORS)])
+    im.paste(COLORS[(i + 2) % len(COLORS)], (i % 40, i % 30, i % 40 + 16, i % 30 + 16))  # varied content
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def caption(i: int) -> str:
+    return f"a {NAMES[i % len(NAMES)]} square with a {NAMES[(i + 2) % len(NAMES)]} patch"
+
+
+def write_pairs(root: Path, n: int = 32, rows: list[tuple[str, bytes | None, str]] | None = None) -> Path:
+    """`root/pairs.csv` (key,image,caption) over n good 64 px PNGs, or the given (key, image bytes, caption)
+    rows (None bytes = the image file is not written)."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = rows if rows is not None else [(f"k{i}", png_bytes(i), caption(i)) for i in range(n)]
+    with open(root / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "image", "caption"])
+        for key, data, text in rows:
+            if data is not None:
+                (root / "img" / f"{key}.png").write_bytes(data)
+            w.writerow([key, f"img/{key}.png", text])
+    return root / "pairs.csv"
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def sample_members(keys: range) -> list[tuple[str, bytes]]:
+    return [m for i in keys for m in ((f"{i:06d}.png", png_bytes(i)), (f"{i:06d}.txt", caption(i).encode()))]
+
+
+def cli(*args: str, timeout: float = 240, script: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m clipdistill ARGS` (or `python SCRIPT ARGS`) in a subprocess; output captured as text."""
+    head = [str(script)] if script else ["-m", "clipdistill"]
+    return subprocess.run([sys.executable, *head, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def assert_clear_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """A user-facing refusal: exit 2, `error: ...` naming the problem, and no Python traceback."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "error:" in proc.stderr and "Traceback" not in out, out
+    for n in needles:
+        assert n in out, (n, out)
+
+
+def run_main(*args: str) -> tuple[int, str]:
+    """The CLI entry point in this process (so monkeypatched faults apply): (exit code, stdout + stderr)."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from clipdistill.cli import main
+
+    buf = io.StringIO()
+    argv, sys.argv = sys.argv, ["clipdistill", *args]
+    code = 0
+    try:
+        with redirect_stdout(buf), redirect_stderr(buf):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, buf.getvalue()
+
+
+def tiny_distill_config(path: Path, source: str, **train) -> str:
+    """A 32 px student, no teacher, batch 8: the cheapest real `distill` run."""
+    import yaml
+
+    cfg = {"student": {"model": "open_clip:cd-student-xs-32"}, "data": {"source": source, "batch_size": 8},
+           "train": {"epochs": 1, "save_every": 2, "progress": False, "tensorboard": False, "device": "cpu",
+                     **train}}
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def ddp_resume_worker(rank: int, world: int, port: int, out_dir: str, die_at_call: int | None,
+                      resume: str | None) -> None:
+    """One DDP rank of the toy task (tests/train/toy.py), checkpointing every 2 steps; rank 1 vanishes at its
+    `die_at_call`-th step. Writes `outcome<rank>.txt`: `ok <steps trained here>` or the UserError."""
+    import os
+
+    import torch
+    from toy import ToyTask, make_factory, weights
+
+    from clipdistill.errors import UserError
+    from clipdistill.train import TrainConfig, fit
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    task = ToyTask(crash_at_call=None)
+    if rank == 1 and die_at_call is not None:
+        step = task.training_step
+
+        def dying(batch):
+            if task.calls + 1 == die_at_call:
+                os._exit(3)  # a peer that vanishes without a goodbye
+            return step(batch)
+
+        task.training_step = dying
+    cfg = TrainConfig(lr=0.05, epochs=2, progress=False, tensorboard=False, save_every=2, device="cpu",
+                      collective_timeout_s=5)
+    try:
+        fit(task, make_factory(8, rank, world), cfg, Path(out_dir) / "run", resume=resume)
+        outcome = f"ok {task.calls}"
+        if rank == 0:
+            torch.save(weights(task), Path(out_dir) / "ddp_weights.pt")
+    except UserError as e:
+        outcome = f"UserError: {e}"
+    (Path(out_dir) / f"outcome{rank}.txt").write_text(outcome)

@@ -1,0 +1,123 @@
+"""`embed` killed or failing mid-way: reruns finish the store byte-identically, redoing only missing shards;
+a store made from other data is refused."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rel_cases import case
+from rel_helpers import write_pairs
+
+from clipdistill.errors import ManifestMismatch, UserError
+from clipdistill.features import embed as embed_mod
+from clipdistill.features.embed import EmbedOptions, embed_features
+from clipdistill.features.store import FeatureStore
+
+ARCH = "open_clip:cd-student-xs-32"
+KILL_AT_SHARD = """
+import os, signal, sys
+import clipdistill
+from clipdistill.features import embed
+from clipdistill.features.embed import EmbedOptions, embed_features
+write, calls = embed.write_shard, [0]
+def dying(*a, **k):
+    calls[0] += 1
+    if calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(*a, **k)
+embed.write_shard = dying
+embed_features(EmbedOptions(teacher=sys.argv[1], data=sys.argv[2], shard_size=8, batch_size=8, device="cpu"),
+               sys.argv[3])
+"""
+
+
+def opts(data, teacher: str) -> EmbedOptions:
+    return EmbedOptions(teacher=teacher, data=str(data), shard_size=8, batch_size=8, device="cpu")
+
+
+def shard_bytes(store) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.glob("shard-*/*"))}
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> str:
+    """A teacher with saved weights: the same in every process (a random init is not)."""
+    from safetensors.torch import save_file
+
+    from clipdistill.zoo import load_model
+
+    path = tmp_path_factory.mktemp("teacher") / "t.safetensors"
+    save_file({k: v.contiguous() for k, v in load_model(ARCH).inner.state_dict().items()}, str(path))
+    return f"{ARCH}@{path}"
+
+
+@pytest.fixture(scope="module")
+def reference(pairs, teacher, tmp_path_factory):
+    return embed_features(opts(pairs, teacher), tmp_path_factory.mktemp("ref") / "store")
+
+
+@case("kill", "SIGKILL `embed` while it writes its 3rd of 4 store shards, then rerun",
+      "the rerun computes only the 2 missing shards (finished ones untouched); every shard file is "
+      "byte-identical to an uninterrupted run")
+def test_kill_embed_then_rerun(tmp_path, pairs, teacher, reference):
+    out = tmp_path / "store"
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_SHARD, teacher, str(pairs), str(out)],
+                            capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -9, killed.stderr
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000", "shard-00001"]
+    with pytest.raises(UserError):
+        FeatureStore(out)  # not finished: no manifest yet, so nothing downstream can trust it
+    before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("shard-*/keys.txt")}
+    embed_features(opts(pairs, teacher), out)
+    assert {n: (out / n / "keys.txt").stat().st_mtime_ns for n in before} == before
+    assert shard_bytes(out) == shard_bytes(reference)
+    assert len(FeatureStore(out)) == 32
+
+
+@case("disk", "the disk fills up while `embed` writes its 2nd store shard",
+      "KNOWN GAP (test marked xfail): a bare `OSError` instead of a clear error. The half-written shard stays "
+      "in a hidden temp folder that no reader trusts and the rerun removes; the rerun completes")
+@pytest.mark.xfail(strict=True, raises=OSError, reason="features/store.py write_shard does not turn OSError "
+                   "into a UserError nor remove its temp folder (reported to the lead)")
+def test_embed_write_fails(tmp_path, pairs, teacher, reference, monkeypatch):
+    real_save, calls = np.save, [0]
+
+    def save(path, arr, *a, **k):
+        calls[0] += 1
+        if calls[0] == 3:  # 2 arrays per shard: the 1st array of the 2nd shard
+            with open(path, "wb") as f:
+                f.write(b"\x93NUMPY partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_save(path, arr, *a, **k)
+
+    monkeypatch.setattr("clipdistill.features.store.np.save", save)
+    out = tmp_path / "store"
+    with pytest.raises(UserError, match="No space left"):
+        embed_features(opts(pairs, teacher), out)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("shard", ".shard"))) == ["shard-00000"]
+    monkeypatch.setattr("clipdistill.features.store.np.save", real_save)
+    embed_features(opts(pairs, teacher), out)
+    assert shard_bytes(out) == shard_bytes(reference)
+
+
+@case("config", "a feature store made from other data (or another teacher) given to a reader or to `embed --out`",
+      "`ManifestMismatch` naming the differing field (`source.fingerprint`, `teacher.spec`)")
+def test_feature_store_from_other_data(tmp_path, pairs, teacher, reference):
+    from clipdistill.data import open_source
+
+    assert len(FeatureStore(reference, teacher=teacher, fingerprint=open_source(str(pairs)).fingerprint())) == 32
+    other = write_pairs(tmp_path / "other", 16)
+    with pytest.raises(ManifestMismatch, match="source.fingerprint"):
+        FeatureStore(reference, fingerprint=open_source(str(other)).fingerprint())
+    with pytest.raises(ManifestMismatch, match="teacher.spec"):
+        FeatureStore(reference, teacher="open_clip:cd-teacher-64")
+    with pytest.raises(ManifestMismatch):
+        embed_features(opts(other, teacher), reference)
+
+
+assert embed_mod.write_shard  # the kill script patches this name

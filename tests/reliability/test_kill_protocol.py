@@ -1,0 +1,49 @@
+"""SIGKILL a `protocol` sweep while a cell trains, rerun it: the same results, and no finished cell redone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+from rel_cases import case
+from rel_helpers import HERE, cli
+
+sys.path.insert(0, str(HERE.parent / "td"))
+from td_helpers import write_tasksets  # noqa: E402
+
+from clipdistill.td.protocol import ProtocolConfig, run_protocol  # noqa: E402
+
+
+def protocol_config(root, out) -> dict:
+    vqa = write_tasksets(root / "data", n=16)["vqa"]
+    return {"tasks": [{"name": "vqa", "kind": "vqa", "train": str(vqa["train"]), "val": str(vqa["val"])}],
+            "fractions": [0.5], "seeds": [0], "full": False, "methods": ["baseline", "naive", "clip_td"],
+            "teacher": "open_clip:cd-student-xs-32", "batch_size": 8, "out": str(out),
+            "student": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "heads": 2,
+                        "context_length": 16},
+            "train": {"epochs": 1, "lr": 3e-3, "progress": False, "tensorboard": False, "device": "cpu"}}
+
+
+@case("kill", "SIGKILL a `protocol` sweep while its 3rd cell trains, then rerun the same command",
+      "the 2 finished cells are skipped (their results untouched), the killed cell runs again from scratch; "
+      "`rows.json` equals an uninterrupted sweep's")
+def test_kill_protocol_sweep_then_rerun(tmp_path):
+    cfg = protocol_config(tmp_path, tmp_path / "killed")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    killed = subprocess.run([sys.executable, str(HERE / "faulty_cli.py"), "kill-cell:3", "protocol",
+                             str(tmp_path / "p.yaml")], capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -9, killed.stderr
+    cells = tmp_path / "killed" / "cells" / "vqa" / "f0.5-s0"
+    done = {m: (cells / m / "result.json").stat().st_mtime_ns for m in ("baseline", "naive")}
+    assert not (cells / "clip_td" / "result.json").exists() and not (tmp_path / "killed" / "rows.json").exists()
+
+    again = cli("protocol", str(tmp_path / "p.yaml"))
+    assert again.returncode == 0, again.stderr
+    assert "skip (done) cells/vqa/f0.5-s0/baseline" in again.stdout
+    assert "skip (done) cells/vqa/f0.5-s0/naive" in again.stdout and "run cells/vqa/f0.5-s0/clip_td" in again.stdout
+    assert {m: (cells / m / "result.json").stat().st_mtime_ns for m in done} == done
+
+    reference = run_protocol(ProtocolConfig(**{**cfg, "out": str(tmp_path / "ref")}), progress=lambda s: None)
+    assert json.loads((tmp_path / "killed" / "rows.json").read_text()) == reference["rows"]
