@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,9 +16,13 @@ from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers, view_prefix
 from clipdistill.errors import UserError
 from clipdistill.losses import build_loss
+from clipdistill.losses.base import loss_class
 from clipdistill.manifest import write_manifest
 from clipdistill.train import fit, init_distributed, shutdown
 from clipdistill.zoo import load_model, save_run_model
+
+if TYPE_CHECKING:
+    from clipdistill.distill.joins import DataJoins
 
 
 def _require(module: str, what: str) -> None:
@@ -25,23 +30,34 @@ def _require(module: str, what: str) -> None:
         raise UserError(f"{what} needs {module}, which is not in this installation")
 
 
-def build_task(cfg: DistillConfig, device: torch.device) -> tuple[DistillTask, dict]:
+def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None = None) -> tuple[DistillTask, dict]:
+    """`joins`: the feature store / balance output of this run's source (needed for teacher.mode=cached,
+    data.keep and the cluster loss)."""
     torch.manual_seed(cfg.train.seed)  # same student init on every rank (DDP also broadcasts rank 0's)
     student = load_model(cfg.student.model)
     teachers = None
     if cfg.teacher.mode in ("online", "ensemble"):
         teachers = FrozenTeachers(cfg.teacher.models, device, cfg.teacher.logit_scale)
-    elif cfg.teacher.mode == "cached":
-        _require("clipdistill.features", "teacher.mode=cached (the feature store reader)")
-        raise UserError("teacher.mode=cached is not wired to the feature store yet in this version")
+    cached = joins is not None and joins.cached is not None
+    if cfg.teacher.mode == "cached" and not cached:
+        raise UserError("teacher.mode=cached: build the task with the run's data joins (the feature store)")
     init = {"init": cfg.student.init}
     if cfg.student.init == "inherit":
         if teachers is None:
             raise UserError("student.init=inherit needs an online teacher (teacher.models) to inherit from")
         init.update(inherit_weights(student.inner, teachers.models[0].inner, cfg.student.inherit_layers))
-    teacher_dim = teachers.dim if teachers else None
-    loss = build_loss(cfg.loss, student.embed_dim, teacher_dim)
-    if "teacher" in loss.needs and teachers is None:
+    teacher_dim = teachers.dim if teachers else joins.teacher_dim if cached else None
+    clusters = {}
+    if any("cluster_labels" in loss_class(name).needs for name in cfg.loss):
+        if joins is None or joins.balance is None:
+            raise UserError(f"the losses {sorted(cfg.loss)} include a cluster term, which needs cluster labels "
+                            "and centres: set data.keep to a `clipdistill balance` output")
+        t_hash = teachers.models[0].weights_hash() if teachers else joins.teacher_hash
+        centres = joins.centres(t_hash)
+        clusters = {"num_clusters": centres.shape[0], "centroids": centres}
+        teacher_dim = teacher_dim or centres.shape[1]  # no teacher: project the student into the centres' space
+    loss = build_loss(cfg.loss, student.embed_dim, teacher_dim, **clusters)
+    if "teacher" in loss.needs and teachers is None and not cached:
         raise UserError(f"the losses {sorted(cfg.loss)} need a teacher, but teacher.mode={cfg.teacher.mode}")
     return DistillTask(student, loss, teachers, cfg.data.mask_ratio), init
 
@@ -49,30 +65,36 @@ def build_task(cfg: DistillConfig, device: torch.device) -> tuple[DistillTask, d
 def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Path:
     _require("clipdistill.data", "distill")
     from clipdistill.data import make_loader, open_source
+    from clipdistill.distill.joins import DataJoins
 
-    if cfg.data.keep:
-        _require("clipdistill.features", "data.keep (a balance output)")
-        raise UserError("data.keep is not wired to the balance output yet in this version")
+    if cfg.teacher.mode == "cached" or cfg.data.keep:
+        _require("clipdistill.features", "teacher.mode=cached / data.keep (feature store and balance readers)")
     info = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     try:
-        task, init = build_task(cfg, info.device)
         source = open_source(cfg.data.source)
-        views = {"": (task.student.train_transform, task.student.tokenizer)}
+        joins = DataJoins(cfg, source)
+        task, init = build_task(cfg, info.device, joins)
+        # stored augmented views are already the training augmentation: only resize/normalise them
+        student_tf = task.student.eval_transform if joins.replays else task.student.train_transform
+        views = {"": (student_tf, task.student.tokenizer)}
         for i, t in enumerate(task.teachers.models if task.teachers else []):
             views[view_prefix(i)] = (t.eval_transform, t.tokenizer)
+        keys = joins.keys
 
         def loader_factory(epoch: int, start_step: int = 0):
-            return make_loader(source, views, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed * 1000 + epoch,
-                               num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size,
-                               start_step=start_step, drop_last=True)
+            batches = make_loader(joins.source_for(source, epoch), views, cfg.data.batch_size, shuffle=True,
+                                  seed=cfg.train.seed * 1000 + epoch, num_workers=cfg.data.num_workers,
+                                  rank=info.rank, world_size=info.world_size, keys=keys, start_step=start_step,
+                                  drop_last=True)
+            return joins.wrap(batches, epoch)
 
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, out / "config.yaml")
-            teachers = task.teachers.models if task.teachers else []
-            write_manifest(out, "distill", student=cfg.student.model, init=init,
-                           teachers=[{"spec": t.spec, "weights_sha256": t.weights_hash()} for t in teachers],
-                           data={"source": cfg.data.source, "fingerprint": source.fingerprint()},
+            online = task.teachers.models if task.teachers else []
+            teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash()} for t in online] + joins.teachers()
+            write_manifest(out, "distill", student=cfg.student.model, init=init, teachers=teachers,
+                           data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
                            world_size=info.world_size)
         fit(task, loader_factory, cfg.train, out, resume=resume)
         if info.is_main:

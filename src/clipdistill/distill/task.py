@@ -13,13 +13,16 @@ from clipdistill.zoo import ClipModel
 
 class DistillTask:
     """One step: student forward, teacher features (online forward or read from the batch for a cached
-    teacher), optional masked-image pass (mfd) and cluster labels (cluster), then the weighted loss."""
+    teacher), optional masked-image pass (mfd) and cluster labels (cluster), then the weighted loss.
+
+    Cluster labels come with the batch (`cluster_label`, joined by sample key from the balance output by
+    `distill.joins`), not looked up by `batch["index"]`: that is the source row for a map source but only
+    the position inside its tar for a stream source."""
 
     def __init__(self, student: ClipModel, loss: WeightedLoss, teachers: FrozenTeachers | None = None,
-                 mask_ratio: float = 0.5, cluster_labels: torch.Tensor | None = None):
+                 mask_ratio: float = 0.5):
         self.student, self.loss, self.teachers = student, loss, teachers
         self.mask_ratio = mask_ratio
-        self.cluster_labels = cluster_labels  # by dataset index (from balance), looked up per batch
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"student": self.student, "loss": self.loss}
@@ -52,8 +55,6 @@ class DistillTask:
         return self.loss(inputs)
 
     def _labels(self, batch: dict) -> torch.Tensor:
-        if "cluster_label" in batch:
-            return batch["cluster_label"]
-        if self.cluster_labels is None:
+        if "cluster_label" not in batch:
             raise UserError("the cluster loss needs cluster labels: train on a balance output (data.keep)")
-        return self.cluster_labels.to(batch["index"].device)[batch["index"]]
+        return batch["cluster_label"]

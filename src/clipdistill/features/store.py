@@ -34,6 +34,7 @@ from clipdistill.manifest import check_manifest, read_manifest
 
 STAGE = "embed"
 TMP_PREFIX = ".tmp-"
+PARAMS_CACHE = 4  # parsed aug_params shards kept per reader
 
 
 def shard_name(index: int) -> str:
@@ -42,21 +43,31 @@ def shard_name(index: int) -> str:
 
 def write_shard(out: Path, index: int, keys: list[str], arrays: dict[str, np.ndarray],
                 aug_params: list | None, skips: dict[str, int]) -> Path:
-    """Write one shard under `.tmp-shard-NNNNN-PID`, then rename: nobody ever sees half a shard."""
+    """Write one shard under `.tmp-shard-NNNNN-PID`, then rename: nobody ever sees half a shard.
+
+    A failed write (disk full, permissions) removes the temp folder and raises a `UserError` naming the
+    path: a rerun then recomputes just this shard instead of trusting a partial one."""
     final = Path(out) / shard_name(index)
     tmp = final.with_name(f"{TMP_PREFIX}{final.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     for name, arr in arrays.items():
         if len(arr) != len(keys):
             raise ValueError(f"shard {index}: {name} has {len(arr)} rows for {len(keys)} keys")
-        np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
-    (tmp / "keys.txt").write_text("".join(f"{k}\n" for k in keys))
-    if aug_params is not None:
-        (tmp / "aug_params.json").write_text(json.dumps(aug_params, sort_keys=True))
-    (tmp / "meta.json").write_text(json.dumps({"count": len(keys), "skips": dict(sorted(skips.items()))}))
-    os.replace(tmp, final)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
+        (tmp / "keys.txt").write_text("".join(f"{k}\n" for k in keys))
+        if aug_params is not None:
+            (tmp / "aug_params.json").write_text(json.dumps(aug_params, sort_keys=True))
+        (tmp / "meta.json").write_text(json.dumps({"count": len(keys), "skips": dict(sorted(skips.items()))}))
+        os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"could not write feature shard {final} ({e.filename or tmp}: {e.strerror or e}); "
+                        "free space or fix the folder, then rerun the same command: finished shards are "
+                        "kept and only the missing ones are computed") from e
     return final
 
 
@@ -94,6 +105,7 @@ class FeatureStore:
         self.n = n
         self._keys: list[str] | None = None
         self._row_of: dict[str, int] | None = None
+        self._params: dict[int, list] = {}
 
     def __len__(self) -> int:
         return self.n
@@ -158,10 +170,12 @@ class FeatureStore:
         if "aug_image" not in self.fields:
             raise UserError(f"{self.root} holds no augmented views; re-embed with --augs K")
         rows = np.asarray(rows, dtype=np.int64)
-        cache: dict[int, list] = {}
-        out = []
-        for r, s in zip(rows, self._owner(rows), strict=True):
-            if s not in cache:
-                cache[s] = json.loads((self.root / self.names[s] / "aug_params.json").read_text())
-            out.append(cache[s][r - self.starts[s]])
-        return out
+        return [self._shard_params(int(s))[r - self.starts[s]] for r, s in zip(rows, self._owner(rows), strict=True)]
+
+    def _shard_params(self, shard: int) -> list:
+        """One shard's parsed aug_params.json; the last few stay parsed, as training asks one key at a time."""
+        if shard not in self._params:
+            if len(self._params) >= PARAMS_CACHE:
+                self._params.pop(next(iter(self._params)))
+            self._params[shard] = json.loads((self.root / self.names[shard] / "aug_params.json").read_text())
+        return self._params[shard]

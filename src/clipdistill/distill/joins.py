@@ -1,0 +1,142 @@
+"""What `distill` joins to the training data by sample key, from earlier stages:
+
+- `teacher.mode: cached` -> a feature store (`clipdistill embed`): teacher features per batch instead of a
+  teacher forward; with an `--augs K` store the student sees the replayed view whose embedding is stored.
+- `data.keep` -> a balance output (`clipdistill balance`): train on its kept-list only, with its cluster
+  labels (per batch) and centres (for the cluster loss).
+
+Everything joins by `batch["key"]`, never by `batch["index"]`: that is the source row for a map source but
+only the position inside its tar for a stream source. Joins are pure functions of (key, epoch, seed), so
+a resumed run (`make_loader(start_step=...)`) sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from clipdistill.data import MapSource, ShardSource
+from clipdistill.distill.config import DistillConfig
+from clipdistill.manifest import check_manifest
+
+
+class _ReplayedMap(MapSource):
+    """A map source whose images are the stored augmented views (picklable for loader workers)."""
+
+    def load(self, i: int):
+        sample, reason = super().load(i)
+        if sample is not None:
+            sample.image = self.replay(sample.key, sample.image)
+        return sample, reason
+
+
+class _ReplayedShards(ShardSource):
+    def iter_shard(self, path, counter):
+        for sample in super().iter_shard(path, counter):
+            sample.image = self.replay(sample.key, sample.image)
+            yield sample
+
+
+class _Replay:
+    def __init__(self, cached, epoch: int, seed: int):
+        self.cached, self.epoch, self.seed = cached, epoch, seed
+
+    def __call__(self, key: str, image):
+        return self.cached.view_image(key, image, self.cached.pick_view(key, self.epoch, self.seed))
+
+
+class Joined:
+    """`Batches` with a per-batch join applied; keeps `len()` so the loop can count steps per epoch."""
+
+    def __init__(self, batches, fn: Callable[[dict], dict]):
+        self.batches, self.fn = batches, fn
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self.fn(b) for b in self.batches)
+
+
+class DataJoins:
+    def __init__(self, cfg: DistillConfig, source):
+        from clipdistill.features import BalanceResult, CachedTeacher  # optional part of the install
+
+        self.fingerprint = fingerprint = source.fingerprint()
+        self.cached = self.balance = None
+        if cfg.teacher.mode == "cached":
+            spec = cfg.teacher.models[0] if cfg.teacher.models else None
+            self.cached = CachedTeacher(cfg.teacher.features, teacher=spec, fingerprint=fingerprint)
+        if cfg.data.keep:
+            self.balance = BalanceResult(cfg.data.keep, fingerprint=fingerprint)
+        self.filter = cfg.data.filter
+        self.fixed_scale = cfg.teacher.logit_scale
+        self.seed = cfg.train.seed
+
+    @property
+    def replays(self) -> bool:
+        """An `--augs` store: the student sees the stored views (already augmented: eval transform only)."""
+        return self.cached is not None and self.cached.num_views > 0
+
+    @property
+    def teacher_dim(self) -> int | None:
+        return int(self.cached.store.manifest["teacher"]["embed_dim"]) if self.cached else None
+
+    @property
+    def teacher_hash(self) -> str | None:
+        return self.cached.store.manifest["teacher"].get("weights_sha256") if self.cached else None
+
+    @property
+    def keys(self) -> list[str] | None:
+        return self.balance.kept_keys if self.balance and self.filter else None
+
+    def centres(self, teacher_hash: str | None) -> torch.Tensor:
+        """The balance's cluster centres; they live in its teacher's space, so another teacher is refused."""
+        if teacher_hash is not None:
+            check_manifest(self.balance.manifest, {"teacher.weights_sha256": teacher_hash},
+                           f"balance output {self.balance.root} (its centres are in another teacher's space)")
+        return torch.from_numpy(self.balance.centroids())
+
+    def source_for(self, source, epoch: int):
+        if not self.replays:
+            return source
+        cls = _ReplayedMap if isinstance(source, MapSource) else _ReplayedShards
+        view = cls.__new__(cls)
+        view.__dict__.update(source.__dict__)  # same rows and the same skip counter, only images differ
+        view.replay = _Replay(self.cached, epoch, self.seed)
+        return view
+
+    def wrap(self, batches, epoch: int):
+        if self.cached is None and self.balance is None:
+            return batches
+        return Joined(batches, lambda b: self.attach(b, epoch))
+
+    def attach(self, batch: dict, epoch: int) -> dict:
+        keys = list(batch["key"])
+        if self.cached is not None:
+            views = [self.cached.pick_view(k, epoch, self.seed) for k in keys] if self.replays else None
+            self.cached.attach(batch, views)
+            if self.fixed_scale is not None:
+                batch["cached_t_logit_scale"] = torch.tensor(float(self.fixed_scale))
+        if self.balance is not None:
+            batch["cluster_label"] = torch.from_numpy(self.balance.labels_for(keys).astype(np.int64))
+        return batch
+
+    def teachers(self) -> list[dict]:
+        """The cached teacher as the run manifest lists teachers (plus where its features came from)."""
+        if self.cached is None:
+            return []
+        t = self.cached.store.manifest["teacher"]
+        return [{"spec": t.get("spec"), "weights_sha256": t.get("weights_sha256"),
+                 "features": str(self.cached.store.root), "augs": self.cached.num_views}]
+
+    def data(self) -> dict:
+        """The balance output this run trained on, for the run manifest's `data`."""
+        if self.balance is None:
+            return {}
+        counts = self.balance.manifest.get("counts", {})
+        return {"keep": {"dir": str(self.balance.root), "kept": len(self.balance.kept_keys), "filter": self.filter,
+                         "samples": counts.get("samples"), "clusters": self.balance.num_clusters,
+                         "label_space": self.balance.space}}
