@@ -1,10 +1,10 @@
 """Render the README "Reliability" table from the suite's own `@case` rows.
 
     python tests/reliability/table.py            # print the table
-    python tests/reliability/table.py --write    # refresh it in docs/reliability.md
+    python tests/reliability/table.py --write    # refresh it in README.md and docs/reliability.md
 
-`test_table.py` fails when docs/reliability.md holds another table than this renders, so the documented
-cases are exactly the ones the tests run.
+`test_table.py` fails when either file holds another table than this renders, so the documented cases are
+exactly the ones the tests run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-DOC = HERE.parents[1] / "docs" / "reliability.md"
+DOCS = [HERE.parents[1] / "README.md", HERE.parents[1] / "docs" / "reliability.md"]
 BEGIN, END = "<!-- reliability-table:begin -->", "<!-- reliability-table:end -->"
 
 
@@ -44,20 +44,22 @@ def render(cases: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def documented() -> str:
-    text = DOC.read_text()
+def documented(doc: Path) -> str:
+    text = doc.read_text()
     return text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip("\n") + "\n"
 
 
 def write() -> None:
-    text = DOC.read_text()
-    head, tail = text[:text.index(BEGIN) + len(BEGIN)], text[text.index(END):]
-    DOC.write_text(f"{head}\n{render(collect())}{tail}")
+    table = render(collect())
+    for doc in DOCS:
+        text = doc.read_text()
+        head, tail = text[:text.index(BEGIN) + len(BEGIN)], text[text.index(END):]
+        doc.write_text(f"{head}\n{table}{tail}")
 
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
         write()
-        print(f"wrote {DOC}")
+        print("wrote " + ", ".join(map(str, DOCS)))
     else:
         print(render(collect()), end="")
