@@ -167,6 +167,8 @@ def make_splits(data: Any, out: str | Path, *, task: str, fractions: Sequence[fl
                 continue
             raise DataError(f"{missing} of {len(keys)} {task} examples have no field {name!r}; "
                             f"fields present: {', '.join(sorted(data.meta[keys[0]]))}")
+        if shift_fields is None and len(set(values.values())) < 2:
+            continue  # a default field with one value here (the world's SNLI-VE train split is all `flat`)
         split = shift_split(values, test_values=test_values, seed=seed)
         written.append(out / f"shift_{name}.json")
         write_split(written[-1], kind="shift", task=task, source=source, params={"field": name, "seed": seed},

@@ -11,18 +11,16 @@ from rel_cases import case
 from rel_helpers import HERE, cli
 
 sys.path.insert(0, str(HERE.parent / "td"))
-from td_helpers import write_tasksets  # noqa: E402
+from td_helpers import TINY_STUDENT, build_tiny_world  # noqa: E402
 
 from clipdistill.td.protocol import ProtocolConfig, run_protocol  # noqa: E402
 
 
 def protocol_config(root, out) -> dict:
-    vqa = write_tasksets(root / "data", n=16)["vqa"]
-    return {"tasks": [{"name": "vqa", "kind": "vqa", "train": str(vqa["train"]), "val": str(vqa["val"])}],
-            "fractions": [0.5], "seeds": [0], "full": False, "methods": ["baseline", "naive", "clip_td"],
-            "teacher": "open_clip:cd-student-xs-32", "batch_size": 8, "out": str(out),
-            "student": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "heads": 2,
-                        "context_length": 16},
+    world = build_tiny_world(root / "world")
+    return {"world": str(world), "tasks": [{"name": "vqa", "kind": "vqa", "folder": "tasks/vqa"}],
+            "fractions": [0.25], "seeds": [0], "full": False, "methods": ["baseline", "naive", "clip_td"],
+            "teacher": "open_clip:cd-student-xs-32", "batch_size": 8, "out": str(out), "student": TINY_STUDENT,
             "train": {"epochs": 1, "lr": 3e-3, "progress": False, "tensorboard": False, "device": "cpu"}}
 
 
@@ -35,14 +33,14 @@ def test_kill_protocol_sweep_then_rerun(tmp_path):
     killed = subprocess.run([sys.executable, str(HERE / "faulty_cli.py"), "kill-cell:3", "protocol",
                              str(tmp_path / "p.yaml")], capture_output=True, text=True, timeout=240)
     assert killed.returncode == -9, killed.stderr
-    cells = tmp_path / "killed" / "cells" / "vqa" / "f0.5-s0"
+    cells = tmp_path / "killed" / "cells" / "vqa" / "f0.25-s0"
     done = {m: (cells / m / "result.json").stat().st_mtime_ns for m in ("baseline", "naive")}
     assert not (cells / "clip_td" / "result.json").exists() and not (tmp_path / "killed" / "rows.json").exists()
 
     again = cli("protocol", str(tmp_path / "p.yaml"))
     assert again.returncode == 0, again.stderr
-    assert "skip (done) cells/vqa/f0.5-s0/baseline" in again.stdout
-    assert "skip (done) cells/vqa/f0.5-s0/naive" in again.stdout and "run cells/vqa/f0.5-s0/clip_td" in again.stdout
+    assert "skip (done) cells/vqa/f0.25-s0/baseline" in again.stdout
+    assert "skip (done) cells/vqa/f0.25-s0/naive" in again.stdout and "run cells/vqa/f0.25-s0/clip_td" in again.stdout
     assert {m: (cells / m / "result.json").stat().st_mtime_ns for m in done} == done
 
     reference = run_protocol(ProtocolConfig(**{**cfg, "out": str(tmp_path / "ref")}), progress=lambda s: None)

@@ -1,47 +1,103 @@
 import json
+import shutil
+from pathlib import Path
 
 import pytest
-from td_helpers import stand_in_fit
+from td_helpers import TASKS, TINY_STUDENT, stand_in_fit
 from typer.testing import CliRunner
 
-from clipdistill.errors import ManifestMismatch
+from clipdistill.data.tasks import open_task
+from clipdistill.errors import DataError, ManifestMismatch
+from clipdistill.splits import make_splits
+from clipdistill.td.data import TaskConfig, low_shot_examples
 from clipdistill.td.protocol import ProtocolConfig, run_protocol, summarise
-from clipdistill.td.runner import nested_subset
 
-TRAIN = {"epochs": 2, "lr": 3e-3}
-
-
-def _cfg(tasksets, out, **kw):
-    tasks = [{"name": k, "kind": k, "train": str(v["train"]), "val": str(v["val"])} for k, v in tasksets.items()]
-    tasks[0]["shift_tests"] = {"style": str(tasksets["vqa"]["val"])}
-    return ProtocolConfig(tasks=tasks, fractions=[0.5], seeds=[0], full=True, teacher="open_clip:cd-student-xs-32",
-                          student={"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "heads": 2,
-                                   "context_length": 16}, batch_size=8, out=str(out), **kw)
+TRAIN = {"epochs": 1, "lr": 3e-3}
 
 
-def test_tiny_protocol_end_to_end_and_resume(tasksets, tmp_path):
-    cfg = _cfg(tasksets, tmp_path / "p")
+def _cfg(world, out, **kw):
+    tasks = [{"name": k, "kind": k, "folder": folder} for k, folder in TASKS.items()]
+    tasks[0]["shift_splits"] = ["shift_style"]
+    base = {"tasks": tasks, "world": str(world), "fractions": [0.25], "seeds": [0], "full": False,
+            "methods": ["baseline", "clip_td"], "teacher": "open_clip:cd-student-xs-32", "student": TINY_STUDENT,
+            "batch_size": 16, "eval_batch_size": 64, "out": str(out)}
+    return ProtocolConfig(**{**base, **kw})
+
+
+def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
+    cfg = _cfg(world, tmp_path / "p")
+    assert [t.val_split for t in cfg.tasks] == ["val", "dev", "val"]  # per-kind defaults (SNLI-VE: dev)
     res = run_protocol(cfg, trainer=stand_in_fit, train_config=TRAIN, progress=lambda s: None)
     rows = res["rows"]
     assert {r["task"] for r in rows} == {"vqa", "snli_ve", "vcr"}
-    assert {r["method"] for r in rows} == {"baseline", "naive", "clip_td"}
-    assert {r["regime"] for r in rows} == {"low_shot", "full", "shift:style"}
+    assert {r["method"] for r in rows} == {"baseline", "clip_td"}
+    assert {(r["task"], r["regime"]) for r in rows} == {("vqa", "low_shot"), ("vqa", "shift:shift_style"),
+                                                      ("snli_ve", "low_shot"), ("vcr", "low_shot")}
     assert {r["metric"] for r in rows if r["task"] == "vcr"} == {"q_a", "qa_r", "q_ar"}
     assert all(0 <= r["value"] <= 100 for r in rows)
     assert set(rows[0]) == {"task", "kind", "regime", "fraction", "method", "seed", "metric", "value"}
-    table = json.loads((tmp_path / "p" / "results.json").read_text())
-    assert any(e["method"] == "clip_td" and "gain_abs" in e for e in table)
-    assert "| vcr | full | 1 | q_ar | clip_td |" in (tmp_path / "p" / "results.md").read_text()
-    run = tmp_path / "p" / "cells" / "vqa" / "f1-s0" / "clip_td"
-    assert (run / "task_model.safetensors").is_file() and (run / "config.yaml").is_file()
+    assert "| vcr | low_shot | 0.25 | q_ar | clip_td |" in (tmp_path / "p" / "results.md").read_text()
 
-    seen = []  # rerun: every cell is done, nothing trains
-    again = run_protocol(cfg, trainer=None, train_config=TRAIN, progress=seen.append)
-    assert all(s.startswith("skip") for s in seen) and again["rows"] == rows
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["table"] == str(tmp_path / "p" / "results.md")
+    gains = summary["gain_points"]
+    assert set(gains) == {"vqa low_shot f0.25", "vqa shift:shift_style f0.25", "snli_ve low_shot f0.25",
+                          "vcr low_shot f0.25"}
+    table = {(e["task"], e["regime"], e["metric"], e["method"]): e["mean"] for e in res["table"]}
+    assert gains["vcr low_shot f0.25"] == pytest.approx(
+        table[("vcr", "low_shot", "q_ar", "clip_td")] - table[("vcr", "low_shot", "q_ar", "baseline")], abs=1e-3)
 
-    changed = _cfg(tasksets, tmp_path / "p", td={"lam": 0.25})
+    run = tmp_path / "p" / "cells" / "vqa" / "f0.25-s0" / "clip_td"
+    exported = json.loads((run / "task_model.json").read_text())
+    train = open_task("vqa", world / "tasks" / "vqa", "train")
+    assert exported["data"]["source_sha256"] == train.source_sha256()
+    assert exported["data"]["train_examples"] == round(0.25 * len(train.examples))
+
+    moved = tmp_path / "moved_world"  # rerun from a moved copy of the world: every cell is done, nothing trains
+    shutil.copytree(world / "tasks", moved / "tasks")
+    seen = []
+    again = run_protocol(_cfg(moved, tmp_path / "p"), trainer=None, train_config=TRAIN, progress=seen.append)
+    assert seen and all(s.startswith("skip") for s in seen) and again["rows"] == rows
+
     with pytest.raises(ManifestMismatch, match="td.lam"):
-        run_protocol(changed, trainer=stand_in_fit, train_config=TRAIN, progress=lambda s: None)
+        run_protocol(_cfg(world, tmp_path / "p", td={"lam": 0.25}), trainer=stand_in_fit, train_config=TRAIN,
+                     progress=lambda s: None)
+    dev = moved / "tasks" / "snli_ve" / "snli_ve_dev.jsonl"  # same config, other annotations: refused too
+    dev.write_text("\n".join(dev.read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(ManifestMismatch, match="other snli_ve data"):
+        run_protocol(_cfg(moved, tmp_path / "p"), trainer=stand_in_fit, train_config=TRAIN, progress=lambda s: None)
+
+
+def test_unknown_split_fails_before_any_training(world, tmp_path):
+    cfg = _cfg(world, tmp_path / "p", tasks=[{"name": "vcr", "kind": "vcr", "folder": "tasks/vcr",
+                                              "shift_splits": ["shift_style"]}])
+    with pytest.raises(DataError, match="no 'shift_style' file"):
+        run_protocol(cfg, trainer=stand_in_fit, train_config=TRAIN, progress=lambda s: None)
+    assert not (tmp_path / "p" / "cells").exists()
+
+
+def test_low_shot_subsets_nested_and_same_from_a_splits_folder(world, tmp_path):
+    task = TaskConfig(name="snli_ve", kind="snli_ve", folder=str(world / "tasks" / "snli_ve"))
+    data = open_task("snli_ve", task.folder, "train")
+    keys = {f: {ex.key for ex in low_shot_examples(task, data, f, seed=1)} for f in (0.05, 0.25, 1.0)}
+    assert keys[0.05] < keys[0.25] < keys[1.0] and len(keys[0.25]) == round(0.25 * len(data.examples))
+    assert {ex.key for ex in low_shot_examples(task, data, 0.25, seed=2)} != keys[0.25]
+    labels = [ex.label for ex in low_shot_examples(task, data, 0.25, seed=1)]
+    assert {labels.count(y) for y in range(3)} <= {len(labels) // 3, len(labels) // 3 + 1}  # stratified
+
+    make_splits(data, tmp_path / "splits", task="snli_ve", fractions=[0.05, 0.25, 1.0], seeds=[1],
+                shift_fields=[])
+    from_file = task.model_copy(update={"splits": str(tmp_path / "splits")})
+    assert {ex.key for ex in low_shot_examples(from_file, data, 0.25, seed=1)} == keys[0.25]
+
+
+def test_splits_made_for_other_data_are_refused(world, tmp_path):
+    folder = world / "tasks" / "snli_ve"
+    make_splits(open_task("snli_ve", folder, "dev"), tmp_path / "splits", task="snli_ve", fractions=[0.25], seeds=[0],
+                shift_fields=[])
+    task = TaskConfig(name="snli_ve", kind="snli_ve", folder=str(folder), splits=str(tmp_path / "splits"))
+    with pytest.raises(ManifestMismatch, match="source.sha256"):
+        low_shot_examples(task, open_task("snli_ve", folder, "train"), 0.25, seed=0)
 
 
 def test_summary_mean_std_and_gains():
@@ -53,11 +109,19 @@ def test_summary_mean_std_and_gains():
     assert td["gain_abs"] == 10.0 and td["gain_rel_pct"] == pytest.approx(20.0)
 
 
-def test_low_shot_subsets_are_nested_and_deterministic():
-    keys = [f"k{i}" for i in range(200)]
-    small, big = nested_subset(keys, 0.05, 1), nested_subset(keys, 0.25, 1)
-    assert len(small) == 10 and len(big) == 50 and small < big
-    assert nested_subset(keys, 0.05, 1) == small != nested_subset(keys, 0.05, 2)
+def test_finetune_command_reads_the_world(world, tmp_path):
+    from clipdistill.cli import app
+
+    out = tmp_path / "ft"
+    config = Path(__file__).parents[2] / "configs" / "td" / "finetune_tiny.yaml"
+    r = CliRunner().invoke(app, ["finetune", str(config), "--set", f"world={world}",
+                                 "--set", "td.method=baseline", "--set", "fraction=0.1", "--set", f"out={out}",
+                                 "--set", f"student={json.dumps(TINY_STUDENT)}", "--set",
+                                 "train={epochs: 1, progress: false, tensorboard: false, device: cpu}"])
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.output[r.output.index('{\n  "val"'):])
+    assert set(results) == {"val", "shift:shift_style"} and results["val"]["n"] > 0
+    assert json.loads((out / "task_model.json").read_text())["data"]["train_split"] == "train"
 
 
 def test_commands_have_help_with_example_and_bad_config_is_a_clear_error(tmp_path):
@@ -74,11 +138,14 @@ def test_commands_have_help_with_example_and_bad_config_is_a_clear_error(tmp_pat
 
 
 def test_shipped_td_configs_validate():
-    from pathlib import Path
-
     from clipdistill.config import load_config
     from clipdistill.td.runner import FinetuneConfig
 
     root = Path(__file__).parents[2] / "configs" / "td"
-    assert load_config(FinetuneConfig, root / "finetune_tiny.yaml").td.method == "clip_td"
+    assert load_config(FinetuneConfig, root / "finetune_tiny.yaml").task.folder == "tasks/vqa"
     assert load_config(ProtocolConfig, root / "protocol_tiny.yaml").methods == ["baseline", "naive", "clip_td"]
+    demo = load_config(ProtocolConfig, root / "protocol_demo.yaml", ["world=w", "teacher=open_clip:x"])
+    assert demo.world == "w" and [t.kind for t in demo.tasks] == ["snli_ve"] and demo.full is False
+    default = load_config(ProtocolConfig, root / "protocol_default.yaml")
+    assert {t.kind: t.shift_splits for t in default.tasks} == {
+        "vqa": ["shift_style", "heldout"], "snli_ve": ["shift_style", "heldout"], "vcr": []}

@@ -1,7 +1,8 @@
 import torch
+from td_helpers import open_examples
 from torch.utils.flop_counter import FlopCounterMode
 
-from clipdistill.td.examples import read_task_jsonl, vcr_items
+from clipdistill.td.examples import vcr_items
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.student import StudentConfig, VLStudent, build_student, init_from_clip
 from clipdistill.td.task import Collator, TDConfig, TDTask
@@ -16,8 +17,8 @@ def _flops(modules, batch, kind):
     return fc.get_total_flops()
 
 
-def test_exported_model_same_size_and_cost_with_and_without_clip_td(tasksets, teacher):
-    exs = read_task_jsonl(tasksets["vqa"]["train"], "vqa")
+def test_exported_model_same_size_and_cost_with_and_without_clip_td(world, teacher):
+    exs = open_examples(world, "vqa")
     vocab = build_answer_vocab([e.answers for e in exs], 10)
     tasks = {}
     for method in ("baseline", "clip_td"):
@@ -34,9 +35,9 @@ def test_exported_model_same_size_and_cost_with_and_without_clip_td(tasksets, te
     assert td.export_modules().keys() == {"student", "head"}
 
 
-def test_every_task_trains_one_step_with_each_rule(tasksets, teacher):
+def test_every_task_trains_one_step_with_each_rule(world, teacher):
     for kind in ("snli_ve", "vcr"):
-        exs = read_task_jsonl(tasksets[kind]["train"], kind)
+        exs = open_examples(world, kind)
         items = [it for e in exs for it in vcr_items(e)] if kind == "vcr" else exs
         for method, rule in (("naive", "teacher_relevance"), ("clip_td", "student_attention")):
             task = TDTask(kind, VLStudent(SMALL), TDConfig(method=method, selection=rule, weights={"per_modality": True}),

@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune a VL task student (VQA / SNLI-VE / VCR); `td.method` picks baseline, naive or clip_td.
 
-        Example: clipdistill finetune configs/td/finetune_tiny.yaml --set td.method=baseline --set out=runs/ft
+        The task is read from `task.folder` (relative to `world` when set), e.g. the embedded world's tasks/vqa.
+
+        Example: clipdistill finetune configs/td/finetune_tiny.yaml --set world=world_tiny --set td.method=baseline --set out=runs/ft
         """
         from clipdistill.config import load_config
         from clipdistill.td.runner import FinetuneConfig, run_finetune

@@ -15,13 +15,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train and evaluate baseline / naive distillation / CLIP-TD for every task x regime x seed.
 
-        Finished cells are skipped on rerun. Writes OUT/rows.json, OUT/results.json and OUT/results.md.
+        Task data is read from each task's folder (relative ones under `world`). Finished cells are skipped on
+        rerun. Writes OUT/rows.json, OUT/results.json, OUT/results.md and OUT/summary.json.
 
-        Example: clipdistill protocol configs/td/protocol_tiny.yaml --set out=runs/td_tiny
+        Example: clipdistill protocol configs/td/protocol_tiny.yaml --set world=world_tiny --set out=runs/td_tiny
         """
         from clipdistill.config import load_config
         from clipdistill.td.protocol import ProtocolConfig, run_protocol
 
         cfg = load_config(ProtocolConfig, config, overrides)
-        run_protocol(cfg, progress=typer.echo)
+        result = run_protocol(cfg, progress=typer.echo)
         typer.echo((Path(cfg.out) / "results.md").read_text())
+        gains = result["summary"]["gain_points"]
+        if gains:
+            typer.echo("CLIP-TD - baseline (points): " + ", ".join(f"{k}: {v:+.2f}" for k, v in gains.items()))

@@ -1,11 +1,15 @@
 """`clipdistill protocol`: every task x regime x method x seed as one resumable cell, then a results table.
 
-Regimes: low-shot fractions x seeds (nested subsets), full data, and domain-shift test sets (evaluated
-with the full-data model of the same seed). Methods: baseline fine-tune, naive distillation, CLIP-TD.
+Regimes: low-shot fractions x seeds (nested, stratified subsets of the train split), full data, and
+domain-shift splits (`shift_splits`, evaluated with each trained model: regime `shift:<split>`, with the
+fraction of the model). Methods: baseline fine-tune, naive distillation, CLIP-TD. Task data is read by
+the real readers (`clipdistill.data.tasks`); `world` roots relative task folders.
 A cell is finished once `cells/<task>/f<fraction>-s<seed>/<method>/result.json` exists; reruns skip it,
-unless its recorded config differs from the current one, which is refused (naming the field).
-Outputs: `rows.json` (rows {task, regime, fraction, method, seed, metric, value} for `report`),
-`results.json` + `results.md` (mean +- std over seeds, absolute and relative gain over the baseline).
+unless its recorded config (all but `out` / `world`, the locations) or the hash of the task's annotation
+files differs, which is refused (naming the field).
+Outputs: `rows.json` (rows {task, kind, regime, fraction, method, seed, metric, value} for `report`),
+`results.json` + `results.md` (mean +- std over seeds, absolute and relative gain over the baseline),
+`summary.json` (CLIP-TD minus baseline, in points of each task's main metric).
 """
 
 from __future__ import annotations
@@ -17,18 +21,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import field_validator
+
 from clipdistill.config import StrictModel
 from clipdistill.errors import ManifestMismatch
 from clipdistill.manifest import atomic_write_text
-from clipdistill.td.runner import FinetuneConfig, TaskData, Trainer, run_finetune
+from clipdistill.td.data import TaskConfig, TaskReader
+from clipdistill.td.runner import FinetuneConfig, Trainer, run_finetune
 from clipdistill.td.student import StudentConfig
 from clipdistill.td.task import TDConfig
 
 Method = Literal["baseline", "naive", "clip_td"]
+MAIN_METRIC = {"vqa": "accuracy", "snli_ve": "accuracy", "vcr": "q_ar"}
+LOCATION_FIELDS = {"out", "world"}  # where things are, not what runs: moving the world keeps finished cells
 
 
 class ProtocolConfig(StrictModel):
-    tasks: list[TaskData]
+    tasks: list[TaskConfig]
+    world: str | None = None  # embedded world (or any root): relative task folders are resolved under it
     fractions: list[float] = [0.01, 0.05, 0.1, 0.25]
     seeds: list[int] = [0, 1, 2]
     full: bool = True
@@ -41,6 +51,14 @@ class ProtocolConfig(StrictModel):
     train: dict[str, Any] = {}
     out: str = "runs/protocol"
 
+    @field_validator("tasks")
+    @classmethod
+    def _unique_names(cls, tasks: list[TaskConfig]) -> list[TaskConfig]:
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique (they name the cell folders), got {names}")
+        return tasks
+
 
 def cell_configs(cfg: ProtocolConfig) -> list[tuple[str, FinetuneConfig]]:
     """(cell path relative to out, its FinetuneConfig) for every cell, in run order."""
@@ -50,7 +68,7 @@ def cell_configs(cfg: ProtocolConfig) -> list[tuple[str, FinetuneConfig]]:
         for fraction in fractions:
             for seed in cfg.seeds:
                 for method in cfg.methods:
-                    ft = FinetuneConfig(task=task, student=cfg.student, teacher=cfg.teacher,
+                    ft = FinetuneConfig(task=task, world=cfg.world, student=cfg.student, teacher=cfg.teacher,
                                         td=cfg.td.model_copy(update={"method": method}), batch_size=cfg.batch_size,
                                         eval_batch_size=cfg.eval_batch_size, fraction=fraction, seed=seed,
                                         train=cfg.train)
@@ -71,26 +89,35 @@ def _check_same(recorded: dict, current: dict, where: str, prefix: str = "") -> 
 def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_config: Any = None,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
     out = Path(cfg.out)
+    reader = TaskReader(progress)
+    # every split of every task opened (and hashed) up front: a bad folder or split name fails before training
+    data_sha = {t.name: reader.data_sha256(t, cfg.world) for t in cfg.tasks}
     rows: list[dict[str, Any]] = []
     for rel, ft in cell_configs(cfg):
         cell = out / rel
         result_path = cell / "result.json"
-        current = ft.model_dump(mode="json", exclude={"out"})
+        current = ft.model_dump(mode="json", exclude=LOCATION_FIELDS)
         if result_path.is_file():
             done = json.loads(result_path.read_text())
             _check_same(done["config"], current, str(cell))
+            if done.get("data_sha256") != data_sha[ft.task.name]:
+                raise ManifestMismatch(f"{cell} was run on other {ft.task.name} data (annotation files differ); "
+                                       "use another `out` folder or delete that cell")
             progress(f"skip (done) {rel}")
         else:
             progress(f"run {rel}")
-            metrics = run_finetune(ft, cell, trainer=trainer, train_config=train_config)
-            done = {"config": current, "metrics": metrics}
+            metrics = run_finetune(ft, cell, trainer=trainer, train_config=train_config, reader=reader, log=progress)
+            done = {"config": current, "data_sha256": data_sha[ft.task.name], "metrics": metrics}
             atomic_write_text(result_path, json.dumps(done, indent=2))
         rows += cell_rows(ft, done["metrics"])
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=2))
     table = summarise(rows)
     atomic_write_text(out / "results.json", json.dumps(table, indent=2))
     atomic_write_text(out / "results.md", to_markdown(table))
-    return {"rows": rows, "table": table}
+    summary = {"gain_points": gain_points(table, {t.name: t.kind for t in cfg.tasks}),
+               "table": str(out / "results.md")}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return {"rows": rows, "table": table, "summary": summary}
 
 
 def cell_rows(ft: FinetuneConfig, metrics: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -98,10 +125,8 @@ def cell_rows(ft: FinetuneConfig, metrics: dict[str, dict[str, float]]) -> list[
     for split, values in metrics.items():
         if split == "val":
             regime = "full" if ft.fraction >= 1.0 else "low_shot"
-        elif ft.fraction >= 1.0:
-            regime = split  # shift:NAME, from the full-data model
         else:
-            continue  # shifted sets are reported for the full-data regime only
+            regime = split  # shift:NAME, from the model of this fraction (the row's `fraction`)
         for metric, value in values.items():
             if metric != "n":
                 rows.append({"task": ft.task.name, "kind": ft.task.kind, "regime": regime, "fraction": ft.fraction,
@@ -126,6 +151,13 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["gain_rel_pct"] = 100 * (mean - b) / b if b else None
         table.append(entry)
     return table
+
+
+def gain_points(table: list[dict[str, Any]], kinds: dict[str, str]) -> dict[str, float]:
+    """{"<task> <regime> f<fraction>": CLIP-TD mean - baseline mean} on each task's main metric (in points:
+    the metrics are percentages); empty unless both methods ran."""
+    return {f"{e['task']} {e['regime']} f{e['fraction']:g}": round(e["gain_abs"], 4) for e in table
+            if e["method"] == "clip_td" and "gain_abs" in e and e["metric"] == MAIN_METRIC[kinds[e["task"]]]}
 
 
 def to_markdown(table: list[dict[str, Any]]) -> str:

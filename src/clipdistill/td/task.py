@@ -217,6 +217,10 @@ class TDTask:
     @torch.no_grad()
     def _teacher_signals(self, batch: dict):
         t = self.teacher
+        device = batch["teacher_image"].device
+        if t.logit_scale.device != device:  # the loop moves batches and trainable modules, not the frozen teacher
+            t.to(device)
+            self._null = None
         img_pooled, patch = t.encode_image_tokens(batch["teacher_image"])
         txt_pooled, tokens, tmask = t.encode_text_tokens(batch["teacher_ids"])
         tokens, tmask = align_text(tokens, tmask, batch["ids"].shape[1])
@@ -225,7 +229,7 @@ class TDTask:
         scale = t.logit_scale
         if self.kind == "snli_ve":
             if self._null is None:
-                self._null = t.encode_text(t.tokenizer([self.td.null_prompt]))[0]
+                self._null = t.encode_text(t.tokenizer([self.td.null_prompt]).to(device))[0]
             probs = entailment_probs(img_pooled, txt_pooled, self._null, scale)
         else:
             cand = t.encode_text(batch["teacher_cand_ids"]).view(len(img_pooled), -1, img_pooled.shape[-1])
@@ -247,7 +251,9 @@ def evaluate(task: TDTask, batches) -> dict[str, float]:
         m.eval()
     scores: list[float] = []
     vcr: dict[str, dict[str, tuple[int, int]]] = {"q_a": {}, "qa_r": {}}
+    device = next(task.student.parameters()).device  # where the loop left the student (cuda after GPU training)
     for batch in batches:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         preds = task.predict(batch)
         if task.kind == "vqa":
             scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch["answers"], strict=True)]

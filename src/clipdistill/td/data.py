@@ -1,0 +1,97 @@
+"""Task data of a CLIP-TD run: the `task:` config section, its splits read through the real task readers
+(`clipdistill.data.tasks.open_task`: VQA v2 / SNLI-VE / VCR formats, the embedded world's files) and the
+low-shot training subset (`clipdistill.splits`: a `clipdistill splits` lowshot.json, or made on the fly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import model_validator
+
+from clipdistill.config import StrictModel
+from clipdistill.data.tasks import TaskData, open_task
+from clipdistill.errors import UserError
+from clipdistill.manifest import sha256_json
+from clipdistill.splits import load_split, low_shot, select, stratum
+from clipdistill.td.examples import TaskExample, TaskKind
+
+DEFAULT_VAL_SPLIT = {"vqa": "val", "snli_ve": "dev", "vcr": "val"}  # the datasets' own names
+
+
+class TaskConfig(StrictModel):
+    name: str
+    kind: TaskKind
+    folder: str  # the task folder (world: tasks/<kind>); a relative one is resolved under `world` when set
+    train_split: str = "train"
+    val_split: str | None = None  # default per kind: vqa / vcr "val", snli_ve "dev"
+    shift_splits: list[str] = []  # domain-shifted test splits, evaluated with the same trained model
+    images: str | None = None  # image folder, if not the task folder's own (COCO / Flickr30k elsewhere)
+    splits: str | None = None  # folder from `clipdistill splits`: its lowshot.json gives the low-shot subsets
+    max_answers: int = 3129  # VQA answer vocabulary size (the usual VQA v2 choice)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_val_split(cls, data: Any) -> Any:
+        # filled before validation (not in an after-validator) so the recorded config names the split used
+        if isinstance(data, dict) and data.get("val_split") is None and data.get("kind") in DEFAULT_VAL_SPLIT:
+            data = {**data, "val_split": DEFAULT_VAL_SPLIT[data["kind"]]}
+        return data
+
+    def eval_splits(self) -> dict[str, str]:
+        """{result name: split}: "val" and "shift:<split>" for each shift split."""
+        return {"val": str(self.val_split), **{f"shift:{s}": s for s in self.shift_splits}}
+
+
+def task_folder(task: TaskConfig, world: str | None) -> Path:
+    folder = Path(task.folder)
+    return folder if world is None or folder.is_absolute() else Path(world) / folder
+
+
+class TaskReader:
+    """Opens task splits once per process (a protocol runs many cells on the same files) and reports
+    records the readers skipped, by reason."""
+
+    def __init__(self, log: Callable[[str], None] = print):
+        self.log = log
+        self._cache: dict[tuple, TaskData] = {}
+
+    def open(self, task: TaskConfig, world: str | None, split: str) -> TaskData:
+        folder = task_folder(task, world)
+        key = (task.kind, str(folder.resolve()), split, task.images)
+        if key not in self._cache:
+            data = open_task(task.kind, folder, split, task.images)
+            if data.skips.total:
+                reasons = ", ".join(f"{r}: {n}" for r, n in sorted(data.skips.items()))
+                self.log(f"{task.name} {split}: {len(data.examples)} examples, skipped {data.skips.total} "
+                         f"records ({reasons})")
+            self._cache[key] = data
+        return self._cache[key]
+
+    def data_sha256(self, task: TaskConfig, world: str | None) -> str:
+        """One hash over the annotations of every split a run reads (train, val, shift)."""
+        splits = [task.train_split, *task.eval_splits().values()]
+        return sha256_json({s: self.open(task, world, s).source_sha256() for s in splits})
+
+
+def low_shot_examples(task: TaskConfig, data: TaskData, fraction: float, seed: int) -> list[TaskExample]:
+    """The training subset for (fraction, seed): nested across fractions of one seed, stratified by answer /
+    label; from `task.splits`/lowshot.json when given (refused if made for other data)."""
+    if task.splits:
+        path = Path(task.splits) / "lowshot.json"
+        doc = load_split(path, task=task.kind, source_sha256=data.source_sha256())
+        if fraction >= 1.0:
+            return data.examples
+        ids = doc["ids"].get(f"seed{seed}", {}).get(f"{fraction:g}")
+        if ids is None:
+            have = {s: sorted(v) for s, v in doc["ids"].items()}
+            raise UserError(f"{path} has no subset for seed {seed}, fraction {fraction:g} (it has {have}); "
+                            "remake it with `clipdistill splits --fractions ... --seeds ...`")
+        return select(data.examples, ids)
+    if fraction >= 1.0:
+        return data.examples
+    keys = [ex.key for ex in data.examples]
+    strata = [stratum(task.kind, ex, data.meta[ex.key]) for ex in data.examples]
+    return select(data.examples, low_shot(keys, strata, [fraction], [seed])[f"seed{seed}"][f"{fraction:g}"])
