@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 from typer.testing import CliRunner
 
-from clipdistill.cli import app
 from clipdistill import demo
+from clipdistill.cli import app
 from clipdistill.demo import run_demo
 
 
