@@ -79,9 +79,10 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
          [["distill", preset("baseline"), "--out", str(out / "students" / "baseline"), *common,
            "--set", f"student.model={STUDENT_ARCH}", "--set", f"train.epochs={s.student_epochs}",
            "--set", "train.warmup_steps=20"]]),
-        ("cid", "CLIP-CID student: balanced data + clip + cluster + instance",
+        ("cid", "CLIP-CID student: balanced data + clip + cluster + instance, teacher read from the store",
          [["distill", preset("cid"), "--out", str(out / "students" / "cid"), *common,
            "--set", f"student.model={STUDENT_ARCH}", "--set", f"teacher.models=[{teacher_spec}]",
+           "--set", "teacher.mode=cached", "--set", f"teacher.features={out / 'features'}",
            "--set", f"data.keep={out / 'balance'}", "--set", f"train.epochs={s.student_epochs}",
            "--set", "train.warmup_steps=20"]]),
     ]
