@@ -40,7 +40,7 @@ class Sizes:
 
 SIZES = {
     "tiny": Sizes("tiny", 2, 2, 32, 8, (0.25,), (0,), 1),
-    "small": Sizes("small", 12, 10, 128, 64, (0.05, 0.25), (0, 1), 4),
+    "small": Sizes("small", 8, 10, 128, 64, (0.05, 0.25), (0, 1), 4),
 }
 
 TEACHER_ARCH = "open_clip:cd-teacher-64"
