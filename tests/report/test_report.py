@@ -48,6 +48,21 @@ def test_gap_closed_hand_computed():
         comparison_table(results, teacher="X", baseline="B")
 
 
+def test_gap_closed_skips_gaps_under_one_point():
+    """A teacher that leads by 0.6 pt (or trails) gives no gap column: the ratio would be noise."""
+    results = [fake_result("T", "zeroshot_classification", {"acc1": 0.986}),
+               fake_result("B", "zeroshot_classification", {"acc1": 0.980}),
+               fake_result("S", "zeroshot_classification", {"acc1": 0.990}),
+               fake_result("T", "linear_probe", {"lp_acc1": 0.30}),
+               fake_result("B", "linear_probe", {"lp_acc1": 0.35}),
+               fake_result("S", "linear_probe", {"lp_acc1": 0.40})]
+    s = next(r for r in comparison_table(results, teacher="T", baseline="B").rows if r["model"] == "S")
+    assert s["gap"] is None
+    results[0]["metrics"]["acc1"] = 0.995  # a 1.5-point lead counts: (0.990-0.980)/(0.995-0.980) = 2/3
+    s = next(r for r in comparison_table(results, teacher="T", baseline="B").rows if r["model"] == "S")
+    assert s["gap"] == pytest.approx(2 / 3)
+
+
 class _Images(HTMLParser):
     def __init__(self):
         super().__init__()

@@ -13,7 +13,8 @@ from clipdistill.report.tables import comparison_table
 
 __all__ = ["ReportInputs", "build_report", "collect"]
 
-GAP_NOTE = ("Gap closed = (student - baseline) / (teacher - baseline), averaged over the metric columns; "
+GAP_NOTE = ("Gap closed = (student - baseline) / (teacher - baseline), averaged over the metric columns where "
+            "the teacher leads the baseline by at least 1 point (empty when it leads on none); "
             "throughput is encode speed measured during evaluation, on the machine and batch size recorded "
             "in each result's efficiency block.")
 

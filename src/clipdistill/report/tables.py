@@ -2,7 +2,9 @@
 
 Gap closed (per metric) = (student - baseline) / (teacher - baseline): 0 % = no better than the
 baseline (a student of the same size trained without distillation), 100 % = as good as the teacher.
-The row's value is the mean over the metric columns where the teacher and the baseline differ.
+The row's value is the mean over the metric columns where the teacher leads the baseline by at least
+`MIN_GAP` (1 point): over a smaller or negative gap the ratio is noise (a 0.6-point gap turned a 1-point
+difference into "178 %"), so those columns are left out and the cell is empty when none is left.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ HEADLINE = {
     "zeroshot_classification": [("acc1", "zero-shot top-1")],
     "linear_probe": [("lp_acc1", "linear probe top-1")],
 }
+MIN_GAP = 0.01
 RETRIEVAL = [("text_retrieval_recall", "I->T R@{k}"), ("image_retrieval_recall", "T->I R@{k}")]
 
 
@@ -72,5 +75,5 @@ def _gap_closed(row: dict, t: dict | None, b: dict | None, columns: list[str]) -
     if t is None or b is None or row["role"] != "student":
         return None
     gaps = [(row[c] - b[c]) / (t[c] - b[c]) for c in columns
-            if all(c in r for r in (row, t, b)) and t[c] != b[c]]
+            if all(c in r for r in (row, t, b)) and t[c] - b[c] >= MIN_GAP]
     return statistics.fmean(gaps) if gaps else None
