@@ -92,3 +92,17 @@ def check_manifest(data: dict[str, Any], expected: dict[str, Any], where: str) -
     ]
     if diffs:
         raise ManifestMismatch(f"{where} was made from other inputs than this run:\n" + "\n".join(diffs))
+
+
+def read_checked(folder: str | Path, stage: str, what: str, *, teacher: str | None = None,
+                 fingerprint: str | None = None) -> dict[str, Any]:
+    """A stage's manifest, checked against the teacher spec and source fingerprint the caller was told to
+    use (the feature store and the balance output are both keyed on these two)."""
+    data = read_manifest(folder, stage)
+    expected = {}
+    if teacher is not None:
+        expected["teacher.spec"] = teacher
+    if fingerprint is not None:
+        expected["source.fingerprint"] = fingerprint
+    check_manifest(data, expected, f"{what} {folder}")
+    return data

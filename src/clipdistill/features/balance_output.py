@@ -18,7 +18,7 @@ import numpy as np
 
 from clipdistill.errors import UserError
 from clipdistill.features.store import FeatureStore
-from clipdistill.manifest import check_manifest, read_manifest, write_manifest
+from clipdistill.manifest import read_checked, write_manifest
 
 STAGE = "balance"
 
@@ -54,13 +54,7 @@ class BalanceResult:
 
     def __init__(self, root: str | Path, *, teacher: str | None = None, fingerprint: str | None = None):
         self.root = Path(root)
-        self.manifest = read_manifest(self.root, STAGE)
-        expected = {}
-        if teacher is not None:
-            expected["teacher.spec"] = teacher
-        if fingerprint is not None:
-            expected["source.fingerprint"] = fingerprint
-        check_manifest(self.manifest, expected, f"balance output {self.root}")
+        self.manifest = read_checked(self.root, STAGE, "balance output", teacher=teacher, fingerprint=fingerprint)
         self.space = self.manifest["label_space"]
         self._keys: list[str] | None = None
         self._index: dict[str, int] | None = None

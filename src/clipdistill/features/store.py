@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from clipdistill.errors import DataError, UserError
-from clipdistill.manifest import check_manifest, read_manifest
+from clipdistill.manifest import read_checked
 
 STAGE = "embed"
 TMP_PREFIX = ".tmp-"
@@ -83,13 +83,7 @@ class FeatureStore:
 
     def __init__(self, root: str | Path, *, teacher: str | None = None, fingerprint: str | None = None):
         self.root = Path(root)
-        self.manifest = read_manifest(self.root, STAGE)
-        expected = {}
-        if teacher is not None:
-            expected["teacher.spec"] = teacher
-        if fingerprint is not None:
-            expected["source.fingerprint"] = fingerprint
-        check_manifest(self.manifest, expected, f"feature store {self.root}")
+        self.manifest = read_checked(self.root, STAGE, "feature store", teacher=teacher, fingerprint=fingerprint)
         self.names: list[str] = list(self.manifest["shards"])
         self.starts: list[int] = []
         self.counts: list[int] = []
