@@ -74,6 +74,20 @@ def test_json_config_path_and_run_folder(model, batch, tmp_path):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_training_checkpoint_loads_as_open_clip_weights(model, batch, tmp_path):
+    """A mid-run `distill` checkpoint (student beside loss modules) evaluates via open_clip:ARCH@FILE."""
+    from clipdistill.train.checkpoint import module_state
+
+    extra = torch.nn.Linear(3, 2)  # a learnable loss part, saved in the same file under "loss."
+    path = tmp_path / "model.safetensors"
+    save_file(module_state({"student": model, "loss": extra}), str(path))
+    loaded = load_model(f"open_clip:{ARCH}@{path}")
+    a, b = embeddings(model, batch), embeddings(loaded, batch)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(UserError, match="checkpoints/step_N"):
+        load_model(f"run:{tmp_path}")  # no model.json: the message says how to load a checkpoint
+
+
 def test_token_features_shapes_and_pooling(model, batch):
     images, ids = batch
     with torch.no_grad():

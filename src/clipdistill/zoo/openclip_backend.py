@@ -153,7 +153,20 @@ def load_open_clip(spec: str, arch: str, checkpoint: str | None) -> OpenClipMode
     name, cfg = read_arch_config(arch)
     inner = build_open_clip(name, cfg)
     if checkpoint:
-        apply_state(inner, load_tensors(checkpoint), f"{spec}")
+        apply_state(inner, student_weights(load_tensors(checkpoint)), f"{spec}")
     return OpenClipModel(inner, spec, name, cfg)
+
+
+TRAINING_CKPT_PREFIX = "student.inner."  # how `distill` checkpoints name the student (beside loss modules)
+
+
+def student_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The student's own weights when `state` is a `distill` training checkpoint, else `state` unchanged.
+
+    Lets `open_clip:ARCH@RUN/checkpoints/step_N/model.safetensors` evaluate a run mid-training.
+    """
+    n = len(TRAINING_CKPT_PREFIX)
+    own = {k[n:]: v for k, v in state.items() if k.startswith(TRAINING_CKPT_PREFIX)}
+    return own or state
 
 

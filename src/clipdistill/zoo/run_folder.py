@@ -36,7 +36,8 @@ def load_run(folder: str, spec: str) -> OpenClipModel:
     meta_path, weights = path / MODEL_JSON, path / MODEL_WEIGHTS
     if not meta_path.is_file() or not weights.is_file():
         raise UserError(f"{spec}: {folder} holds no trained student ({MODEL_JSON} + {MODEL_WEIGHTS}); "
-                        "is the run finished, or did you mean one of its checkpoints?")
+                        "is the run finished? A checkpoint loads as "
+                        f"open_clip:ARCH@{folder}/checkpoints/step_N/model.safetensors")
     meta = json.loads(meta_path.read_text())
     inner = build_open_clip(meta["arch"], meta["arch_config"])
     apply_state(inner, load_tensors(weights), spec)

@@ -1,7 +1,8 @@
 """The model SPEC grammar shared by every command.
 
     open_clip:ARCH                  random init (ARCH: open_clip name, one of ours, or a JSON config path)
-    open_clip:ARCH@CHECKPOINT       + weights (open_clip checkpoint, bare state dict, or .safetensors)
+    open_clip:ARCH@CHECKPOINT       + weights (open_clip checkpoint, bare state dict, .safetensors,
+                                    or a run's checkpoints/step_N/model.safetensors)
     hf:DIR                          a local Hugging Face CLIPModel folder
     run:DIR                         a student trained by clipdistill
 """
