@@ -188,3 +188,21 @@ def test_teacher_and_student_differ_in_resolution_and_dim():
     assert t.eval_transform(im).shape[-1] == 64 and s.eval_transform(im).shape[-1] == 32
     assert (t.embed_dim, s.embed_dim) == (256, 64)
     assert s.num_params()["total"] < t.num_params()["total"]
+
+
+def test_every_shipped_arch_builds_and_is_listed():
+    """`models list` shows each shipped config (the ResNet teacher too) and each one encodes an image."""
+    from typer.testing import CliRunner
+
+    from clipdistill.cli import app
+    from clipdistill.zoo import shipped_archs
+
+    res = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "200"})  # rich reads COLUMNS
+    assert res.exit_code == 0, res.output
+    assert "ResNet 32 x 1-1-1-1" in res.output
+    for name in shipped_archs():
+        assert name in res.output
+        m = load_model(f"open_clip:{name}")
+        with torch.no_grad():
+            emb = m.encode_image(m.eval_transform(Image.new("RGB", (64, 64), (9, 9, 9))).unsqueeze(0))
+        assert emb.shape == (1, m.embed_dim), name
