@@ -2,7 +2,7 @@
 # Quality runs on the `default` embedded world (the figures in benchmarks/RESULTS.md "Quality").
 # Resumable: a stage whose output exists is skipped. Hours on 2 CPU cores; minutes on a GPU.
 #   bash benchmarks/quality_default.sh            # everything, ResNet stand-in teacher, under runs/q/rn
-#   EPOCHS=3 TEACHER_EPOCHS=4 TEACHER_ARCH=cd-teacher-64 K=runs/q bash benchmarks/quality_default.sh
+#   TEACHER_ARCH=cd-teacher-64 TEACHER_BATCH=128 K=runs/q bash benchmarks/quality_default.sh
 #     (the ViT teacher of the first table; the CLIP-TD protocol needs it: per-patch tokens come from a ViT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +14,13 @@ K=${K:-$Q/rn}                          # everything that depends on the teacher 
 T=run:$K/teacher
 E=${EPOCHS:-3}
 TE=${TEACHER_EPOCHS:-4}
+TB=${TEACHER_BATCH:-256}
 COMMON=(--set data.source=world:$W --set data.batch_size=128 --set train.progress=false --set data.num_workers=1)
 
 done_run() { [ -f "$1/model.safetensors" ]; }
 [ -f $W/world.json ] || $CD world --out $W --size default --seed 0
 done_run $K/teacher || $CD distill configs/baseline.yaml --out $K/teacher "${COMMON[@]}" \
-  --set student.model=open_clip:$TA --set train.epochs=$TE --set train.warmup_steps=50 --set data.batch_size=256
+  --set student.model=open_clip:$TA --set train.epochs=$TE --set train.warmup_steps=50 --set data.batch_size=$TB
 [ -f $K/features/manifest.json ] || $CD embed --teacher $T --data world:$W --out $K/features
 [ -f $K/balance/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance --clusters 256 --target-keep 0.563
 
