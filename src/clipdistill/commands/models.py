@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
             cfg = read_arch_config(name)[1]
             v, t = cfg["vision_cfg"], cfg["text_cfg"]
             layers = v["layers"]  # a list of stage depths for open_clip's ModifiedResNet towers
-            vision = f"{v['width']} x {layers}" if isinstance(layers, int) else f"ResNet {v['width']} x {'-'.join(map(str, layers))}"
+            if isinstance(layers, int):
+                vision = f"{v['width']} x {layers}"
+            else:
+                vision = f"ResNet {v['width']} x {'-'.join(map(str, layers))}"
             table.add_row(name, str(v["image_size"]), str(v.get("patch_size", "-")), vision,
                           f"{t['width']} x {t['layers']}", str(cfg["embed_dim"]))
         Console().print(table)
