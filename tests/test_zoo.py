@@ -105,6 +105,19 @@ def test_token_features_shapes_and_pooling(model, batch):
     assert torch.allclose(tokens[torch.arange(3), eos_pos], tpooled, atol=1e-6)
 
 
+def test_resnet_token_features_come_from_the_attention_pool():
+    """A CLIP ResNet's grid tokens are the attention pool's other outputs: its first one is encode_image."""
+    torch.manual_seed(0)
+    rn = load_model("open_clip:cd-teacher-rn-64").eval()
+    images = torch.randn(2, 3, rn.image_size, rn.image_size)
+    with torch.no_grad():
+        pooled, patches = rn.encode_image_tokens(images)
+        reference = rn.encode_image(images)
+    assert patches.shape == (2, (rn.image_size // 32) ** 2, rn.embed_dim)  # stride-32 feature map: 2x2 at 64 px
+    assert torch.allclose(pooled, reference, atol=1e-5)
+    assert not torch.allclose(patches[:, 0], patches[:, 1])  # each cell its own query, not copies of the pool
+
+
 def test_pickled_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
 

@@ -59,6 +59,14 @@ def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
     again = run_protocol(_cfg(moved, tmp_path / "p"), trainer=None, train_config=TRAIN, progress=seen.append)
     assert seen and all(s.startswith("skip") for s in seen) and again["rows"] == rows
 
+    other_teacher = _cfg(moved, tmp_path / "p", teacher="open_clip:cd-student-s-32")
+    seen.clear()  # baseline cells never load the teacher: reused under another one, distilled cells are not
+    run_protocol(other_teacher.model_copy(update={"methods": ["baseline"]}), trainer=None, train_config=TRAIN,
+                 progress=seen.append)
+    assert len(seen) == 3 and all(s.startswith("skip") for s in seen)
+    with pytest.raises(ManifestMismatch, match="teacher='open_clip:cd-student-xs-32'"):
+        run_protocol(other_teacher, trainer=None, train_config=TRAIN, progress=lambda s: None)
+
     with pytest.raises(ManifestMismatch, match="td.lam"):
         run_protocol(_cfg(world, tmp_path / "p", td={"lam": 0.25}), trainer=stand_in_fit, train_config=TRAIN,
                      progress=lambda s: None)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import open_clip
 import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import text_global_pool
 from torch import nn
@@ -99,8 +101,10 @@ class OpenClipModel(ClipModel):
 
     def encode_image_tokens(self, images):
         v = self.inner.visual
+        if isinstance(v, ModifiedResNet) and v.attnpool is not None:
+            return resnet_tokens(v, images)
         if not hasattr(v, "_embeds"):
-            raise UserError(f"{self.spec}: per-token image features need an open_clip ViT image tower")
+            raise UserError(f"{self.spec}: per-token image features need an open_clip ViT or ModifiedResNet tower")
         x = v.transformer(v._embeds(images))
         pooled, tokens = v._pool(x)
         if v.proj is not None:
@@ -130,6 +134,28 @@ class OpenClipModel(ClipModel):
 
     def visual_parameters(self):
         return list(self.inner.visual.parameters())
+
+
+def resnet_tokens(v: ModifiedResNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled [B, D], grid tokens [B, HW, D]) of a CLIP ResNet, both in the joint space.
+
+    The attention pool already computes an output for every query position (mean token + the final
+    feature map's cells) and keeps only the first; the other cells' outputs are the per-patch features
+    (as in dense-CLIP work), so the pooled vector is exactly `encode_image`. A 64 px input gives a 2x2 grid.
+    """
+    x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(images)))))
+    p = v.attnpool
+    x = x.flatten(2).permute(2, 0, 1)  # NCHW -> (HW)NC
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0) + p.positional_embedding[:, None, :].to(x.dtype)
+    x, _ = F.multi_head_attention_forward(  # the same call as open_clip's AttentionPool2d.forward
+        query=x, key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=p.num_heads,
+        q_proj_weight=p.q_proj.weight, k_proj_weight=p.k_proj.weight, v_proj_weight=p.v_proj.weight,
+        in_proj_weight=None, in_proj_bias=torch.cat([p.q_proj.bias, p.k_proj.bias, p.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+        out_proj_weight=p.c_proj.weight, out_proj_bias=p.c_proj.bias,
+        use_separate_proj_weight=True, training=p.training, need_weights=False,
+    )
+    return x[0], x[1:].transpose(0, 1)
 
 
 def apply_state(inner: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
