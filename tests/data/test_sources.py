@@ -81,6 +81,18 @@ def test_imagefolder_with_classnames(tmp_path):
     assert [(s.key, s.text) for s in src] == [("cat_a/x.png", "a photo of a tabby cat."), ("dog_b/x.png", "a photo of a big dog.")]
 
 
+def test_images_folder_keys_are_relative_paths(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "1.png").write_bytes(png())
+    (tmp_path / "0.jpg").write_bytes(b"garbage")  # undecodable: counted, not fatal
+    (tmp_path / "notes.txt").write_text("not an image")
+    src = open_source(f"images:{tmp_path}")
+    assert src.keys == ["0.jpg", "a/1.png"]
+    assert [(s.key, s.text) for s in src] == [("a/1.png", "a/1.png")] and src.skips == {"undecodable_image": 1}
+    with pytest.raises(DataError, match="no image files"):
+        open_source(f"images:{tmp_path / 'a' / 'missing'}")
+
+
 def write_shards(folder):
     with tarfile.open(folder / "s-0.tar", "w") as tar:
         for i in range(4):

@@ -161,6 +161,21 @@ def open_imagefolder(root: str | Path, template: str = "a photo of a {c}.") -> M
     return MapSource(str(root), keys, paths, texts)
 
 
+def open_images(root: str | Path) -> MapSource:
+    """Every image file under DIR (recursively), keyed by its path relative to DIR; the text is that key.
+
+    For stores of images alone (CLIP-TD's cached teacher reads only the image half): a task's images are
+    embedded once and every fine-tune cell reads them back by the same relative path.
+    """
+    root = Path(root)
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTS) \
+        if root.is_dir() else []
+    if not paths:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) under this folder")
+    keys = [p.relative_to(root).as_posix() for p in paths]
+    return MapSource(str(root), keys, paths, list(keys))
+
+
 def expand_shards(pattern: str) -> list[Path]:
     from braceexpand import braceexpand
 
@@ -260,7 +275,7 @@ class ShardSource:
 
 def open_source(spec: str, *, image_col: str = "image", caption_col: str = "caption", key_col: str = "key",
                 resampled: bool = False, seed: int = 0) -> MapSource | ShardSource:
-    """`world:DIR` | `imagefolder:DIR` | `*.csv` / `*.tsv` / `*.jsonl` | tar shards (brace patterns allowed)."""
+    """`world:DIR` | `imagefolder:DIR` | `images:DIR` | `*.csv` / `*.tsv` / `*.jsonl` | tar shards (brace patterns allowed)."""
     if spec.startswith("world:"):
         root = Path(spec[len("world:"):])
         if not (root / "pairs.csv").is_file():
@@ -268,9 +283,11 @@ def open_source(spec: str, *, image_col: str = "image", caption_col: str = "capt
         return open_table(root / "pairs.csv")
     if spec.startswith("imagefolder:"):
         return open_imagefolder(spec[len("imagefolder:"):])
+    if spec.startswith("images:"):
+        return open_images(spec[len("images:"):])
     if spec.endswith((".csv", ".tsv", ".tab", ".jsonl")):
         return open_table(spec, image_col, caption_col, key_col)
     if ".tar" in spec:
         return ShardSource(spec, resampled=resampled, seed=seed)
-    raise DataError(f"cannot tell what kind of source {spec!r} is: use world:DIR, imagefolder:DIR, a .csv/.tsv/.jsonl "
-                    "file, or .tar shards such as shards/{00000..00009}.tar")
+    raise DataError(f"cannot tell what kind of source {spec!r} is: use world:DIR, imagefolder:DIR, images:DIR, "
+                    "a .csv/.tsv/.jsonl file, or .tar shards such as shards/{00000..00009}.tar")

@@ -254,6 +254,11 @@ _VQA_NAMES = {"questions": ["{s}_questions.json", "v2_OpenEnded_mscoco_{s}2014_q
 _DEFAULT_IMAGES = {"vqa": "images", "snli_ve": "images", "vcr": "vcr1images"}
 
 
+def task_image_dir(kind: str, folder: str | Path, images: str | Path | None = None) -> Path:
+    """Where a task's images are: `images` if given, else the folder's default sub-folder for the kind."""
+    return Path(images) if images else Path(folder) / _DEFAULT_IMAGES[kind]
+
+
 def _find(folder: Path, patterns: list[str], split: str) -> Path:
     tried = [folder / p.format(s=split) for p in patterns]
     for p in tried:
@@ -271,7 +276,7 @@ def open_task(kind: str, folder: str | Path, split: str, images: str | Path | No
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"task folder not found: {folder}")
-    image_dir = Path(images) if images else folder / _DEFAULT_IMAGES[kind]
+    image_dir = task_image_dir(kind, folder, images)
     if kind == "vqa":
         return load_vqa(_find(folder, _VQA_NAMES["questions"], split), _find(folder, _VQA_NAMES["annotations"], split),
                         image_dir)

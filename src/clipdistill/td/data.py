@@ -31,6 +31,9 @@ class TaskConfig(StrictModel):
     images: str | None = None  # image folder, if not the task folder's own (COCO / Flickr30k elsewhere)
     splits: str | None = None  # folder from `clipdistill splits`: its lowshot.json gives the low-shot subsets
     max_answers: int = 3129  # VQA answer vocabulary size (the usual VQA v2 choice)
+    # feature store of this task's images (`embed --tokens --data images:IMAGE_DIR` with the run's teacher):
+    # CLIP-TD reads the teacher's image features from it instead of running the image tower (td/cached.py)
+    teacher_features: str | None = None
 
     @model_validator(mode="before")
     @classmethod

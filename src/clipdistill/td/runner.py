@@ -14,9 +14,11 @@ from pydantic import Field
 from safetensors.torch import save_file
 
 from clipdistill.config import StrictModel, build_config, dump_config
+from clipdistill.data.tasks import task_image_dir
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text
-from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples
+from clipdistill.td.cached import CachedImageTeacher
+from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, task_folder
 from clipdistill.td.examples import TaskExample, TaskKind, vcr_items
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.student import StudentConfig, build_student
@@ -82,7 +84,12 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     student, init_info = build_student(cfg.student)
     teacher = load_model(cfg.teacher) if cfg.teacher and cfg.td.distils else None
     task = TDTask(spec.kind, student, cfg.td, teacher, vocab)
-    collate = Collator(spec.kind, student, task.teacher, vocab, cfg.td.vqa_distractors)
+    cached = None
+    if task.teacher is not None and spec.teacher_features:
+        image_dir = task_image_dir(spec.kind, task_folder(spec, cfg.world), spec.images)
+        cached = CachedImageTeacher(spec.teacher_features, task.teacher, image_dir)
+        cached.check_covers([ex.image for ex in train_ex])
+    collate = Collator(spec.kind, student, task.teacher, vocab, cfg.td.vqa_distractors, cached=cached)
     items = _items(train_ex, spec.kind)
 
     def loader_factory(epoch: int):

@@ -92,8 +92,9 @@ class Collator:
     """Turns TaskExamples (VQA / SNLI-VE) or ChoiceItems (VCR) into student + teacher tensors."""
 
     def __init__(self, kind: TaskKind, student: VLStudent, teacher=None, vocab: list[str] | None = None,
-                 vqa_distractors: int = 7):
+                 vqa_distractors: int = 7, cached=None):
         self.kind, self.teacher = kind, teacher
+        self.cached = cached  # a td.cached.CachedImageTeacher: image signals read, not computed
         self.context_length = student.cfg.context_length
         self.transform = student_transform(student.cfg.image_size)
         self.vocab = vocab or []
@@ -127,7 +128,10 @@ class Collator:
             gt_texts, cand_texts, cand_labels = [ex.text for ex in exs], None, batch["labels"]
         if self.teacher is not None:
             tok = self.teacher.tokenizer
-            batch["teacher_image"] = torch.stack([self.teacher.eval_transform(im) for im in pil])
+            if self.cached is not None:
+                batch["teacher_image_pooled"], batch["teacher_patch"] = self.cached.signals([ex.image for ex in exs])
+            else:
+                batch["teacher_image"] = torch.stack([self.teacher.eval_transform(im) for im in pil])
             batch["teacher_ids"] = tok(gt_texts)
             batch["teacher_labels"] = cand_labels
             if cand_texts is not None:
@@ -217,11 +221,14 @@ class TDTask:
     @torch.no_grad()
     def _teacher_signals(self, batch: dict):
         t = self.teacher
-        device = batch["teacher_image"].device
+        device = batch["teacher_ids"].device
         if t.logit_scale.device != device:  # the loop moves batches and trainable modules, not the frozen teacher
             t.to(device)
             self._null = None
-        img_pooled, patch = t.encode_image_tokens(batch["teacher_image"])
+        if "teacher_patch" in batch:  # read from a feature store by the Collator
+            img_pooled, patch = batch["teacher_image_pooled"], batch["teacher_patch"]
+        else:
+            img_pooled, patch = t.encode_image_tokens(batch["teacher_image"])
         txt_pooled, tokens, tmask = t.encode_text_tokens(batch["teacher_ids"])
         tokens, tmask = align_text(tokens, tmask, batch["ids"].shape[1])
         teacher = {"patch": align_patches(patch, self.student.grid), "tokens": tokens, "mask": tmask,
