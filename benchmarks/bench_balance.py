@@ -117,7 +117,8 @@ def main() -> None:
     ratio = runs[n2]["seconds"] / runs[n1]["seconds"]
     growth_target = 4.5 * (n2 / n1) / 4  # "4M at most 4.5x the 1M time", scaled when other sizes are asked
     checks = [
-        {"name": f"balance N={n1} seconds", "value": runs[n1]["seconds"], "target": "< 120", "ok": runs[n1]["seconds"] < 120},
+        {"name": f"balance N={n1} seconds", "value": runs[n1]["seconds"], "target": "< 120",
+         "ok": runs[n1]["seconds"] < 120},
         {"name": f"balance N={n1} peak RSS GiB", "value": runs[n1]["peak_rss_gib"], "target": "< 3",
          "ok": runs[n1]["peak_rss_gib"] < 3},
         {"name": f"time N={n2} / time N={n1}", "value": ratio, "target": f"<= {growth_target:g}",

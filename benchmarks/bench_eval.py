@@ -60,8 +60,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = load_model(f"open_clip:{args.arch}")
 
-    loader = torch.utils.data.DataLoader(TransformedImages(ds, model.eval_transform, len(ds)), batch_size=args.batch_size,
-                                         num_workers=args.workers, collate_fn=collate_images)
+    loader = torch.utils.data.DataLoader(TransformedImages(ds, model.eval_transform, len(ds)),
+                                         batch_size=args.batch_size, num_workers=args.workers,
+                                         collate_fn=collate_images)
     batches = [x for x, _, _ in loader]  # decoded once, up front, for forward_only
     with torch.no_grad():
         model.encode_image(batches[0])  # warm-up

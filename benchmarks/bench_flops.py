@@ -56,7 +56,8 @@ def student_step_flops(arch: str, batch: int, steps: int) -> dict:
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - t) / steps
-    return {"arch": arch, "batch": batch, "step_flops": flops, "step_seconds": seconds, "achieved_flops": flops / seconds}
+    return {"arch": arch, "batch": batch, "step_flops": flops, "step_seconds": seconds,
+            "achieved_flops": flops / seconds}
 
 
 def main() -> None:

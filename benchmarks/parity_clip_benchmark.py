@@ -146,7 +146,8 @@ def main() -> int:
     b = theirs(args.clip_benchmark, args.arch, ckpt, cls, captions, ks)
     diffs = {k: 100 * abs(a[k] - b[k]) for k in b}
     rows = {k: {"clipdistill": a[k], "clip_benchmark": b[k], "diff_points": diffs[k]} for k in b}
-    report = {"arch": args.arch, "duplicate_captions": args.duplicate_captions, "images": len(open_imagefolder(cls)), "retrieval_images": args.retrieval_images,
+    report = {"arch": args.arch, "duplicate_captions": args.duplicate_captions, "images": len(open_imagefolder(cls)),
+              "retrieval_images": args.retrieval_images,
               "tol_points": args.tol, "metrics": rows, "seconds": time.perf_counter() - t0,
               "pass": max(diffs.values()) <= args.tol}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 `open_clip`: a folder that open_clip 3.x loads as-is, three ways:
     open_clip.create_model_and_transforms("local-dir:OUT")               (open_clip_config.json + weights)
-    open_clip.add_model_config("OUT/ARCH.json"); create_model_and_transforms("ARCH", pretrained="OUT/open_clip_model.safetensors")
+    open_clip.add_model_config("OUT/ARCH.json")
+    open_clip.create_model_and_transforms("ARCH", pretrained="OUT/open_clip_model.safetensors")
 `onnx`: `image_encoder.onnx` (images [B, 3, H, W] -> features [B, D]) and `text_encoder.onnx`
 (token ids [B, L] int64 -> features [B, D]), unnormalised, batch dimension dynamic.
 """
@@ -57,7 +58,8 @@ def export_onnx(model: OpenClipModel, out: Path, opset: int = 18) -> list[Path]:
         path = out / f"{which}_encoder.onnx"
         with warnings.catch_warnings():  # tracer notes on shape checks that are constant for this model
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Tower(model, which), (example,), str(path), input_names=[name], output_names=["features"],
+            torch.onnx.export(_Tower(model, which), (example,), str(path), input_names=[name],
+                              output_names=["features"],
                               dynamic_axes={name: {0: "batch"}, "features": {0: "batch"}},
                               opset_version=opset, dynamo=False)
         paths.append(path)
@@ -66,7 +68,8 @@ def export_onnx(model: OpenClipModel, out: Path, opset: int = 18) -> list[Path]:
 
 def export_model(model, fmt: Format, out: str | Path) -> list[Path]:
     if not isinstance(model, OpenClipModel):
-        raise UserError(f"export supports open_clip-architecture models (run:DIR, open_clip:...), got {getattr(model, 'spec', type(model).__name__)}")
+        raise UserError("export supports open_clip-architecture models (run:DIR, open_clip:...), "
+                        f"got {getattr(model, 'spec', type(model).__name__)}")
     out = Path(out)
     if fmt == "open_clip":
         return export_open_clip(model, out)

@@ -78,7 +78,8 @@ def test_imagefolder_with_classnames(tmp_path):
         (tmp_path / cls / "x.png").write_bytes(png())
     (tmp_path / "classnames.txt").write_text("tabby cat\nbig dog\n")
     src = open_source(f"imagefolder:{tmp_path}")
-    assert [(s.key, s.text) for s in src] == [("cat_a/x.png", "a photo of a tabby cat."), ("dog_b/x.png", "a photo of a big dog.")]
+    assert [(s.key, s.text) for s in src] == [("cat_a/x.png", "a photo of a tabby cat."),
+                                              ("dog_b/x.png", "a photo of a big dog.")]
 
 
 def test_images_folder_keys_are_relative_paths(tmp_path):

@@ -62,7 +62,8 @@ def test_snli_ve_labels_and_skips(tmp_path):
     rows = [
         {"Flickr30K_ID": "3416050480", "sentence1": "a dog", "sentence2": "An animal.", "gold_label": "entailment",
          "pairID": "3416050480.jpg#4r1e", "captionID": "3416050480.jpg#4"},
-        {"Flickr30K_ID": "3416050480", "sentence2": "A cat.", "gold_label": "contradiction", "pairID": "3416050480.jpg#4r1c"},
+        {"Flickr30K_ID": "3416050480", "sentence2": "A cat.", "gold_label": "contradiction",
+         "pairID": "3416050480.jpg#4r1c"},
         {"Flickr30K_ID": "3416050480", "sentence2": "Hm.", "gold_label": "-", "pairID": "3416050480.jpg#4r1n"},
         {"Flickr30K_ID": "1", "sentence2": "A cat.", "gold_label": "neutral", "pairID": "1.jpg#0r1n"},
         {"Flickr30K_ID": "3416050480", "sentence2": "A cat.", "gold_label": "neutral", "pairID": "3416050480.jpg#4r1e"},

@@ -35,9 +35,12 @@ def test_gap_closed_hand_computed():
     results = [fake_result("T", "zeroshot_classification", {"acc1": 0.8}),
                fake_result("B", "zeroshot_classification", {"acc1": 0.4}),
                fake_result("S", "zeroshot_classification", {"acc1": 0.7}),
-               fake_result("T", "zeroshot_retrieval", {"text_retrieval_recall@1": 0.5, "image_retrieval_recall@1": 0.6}),
-               fake_result("B", "zeroshot_retrieval", {"text_retrieval_recall@1": 0.1, "image_retrieval_recall@1": 0.6}),
-               fake_result("S", "zeroshot_retrieval", {"text_retrieval_recall@1": 0.2, "image_retrieval_recall@1": 0.9})]
+               fake_result("T", "zeroshot_retrieval",
+                           {"text_retrieval_recall@1": 0.5, "image_retrieval_recall@1": 0.6}),
+               fake_result("B", "zeroshot_retrieval",
+                           {"text_retrieval_recall@1": 0.1, "image_retrieval_recall@1": 0.6}),
+               fake_result("S", "zeroshot_retrieval",
+                           {"text_retrieval_recall@1": 0.2, "image_retrieval_recall@1": 0.9})]
     t = comparison_table(results, teacher="T", baseline="B")
     assert t.columns == ["d: zero-shot top-1", "d: I->T R@1", "d: T->I R@1"]
     s = next(r for r in t.rows if r["model"] == "S")

@@ -40,8 +40,8 @@ def test_every_task_trains_one_step_with_each_rule(world, teacher):
         exs = open_examples(world, kind)
         items = [it for e in exs for it in vcr_items(e)] if kind == "vcr" else exs
         for method, rule in (("naive", "teacher_relevance"), ("clip_td", "student_attention")):
-            task = TDTask(kind, VLStudent(SMALL), TDConfig(method=method, selection=rule, weights={"per_modality": True}),
-                          teacher)
+            task = TDTask(kind, VLStudent(SMALL),
+                          TDConfig(method=method, selection=rule, weights={"per_modality": True}), teacher)
             terms = task.training_step(Collator(kind, task.student, teacher)(items[:4]))
             assert {"task", "distill_image", "distill_text", "distill", "loss", "weight_mean"} <= terms.keys()
             terms["loss"].backward()

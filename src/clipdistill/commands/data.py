@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
 
     @data.command("inspect")
     def inspect(
-        source: str = typer.Argument(..., help="world:DIR | imagefolder:DIR | images:DIR | pairs.csv/.tsv/.jsonl | shards/{00000..00009}.tar"),
+        source: str = typer.Argument(
+            ..., help="world:DIR | imagefolder:DIR | images:DIR | pairs.csv/.tsv/.jsonl | shards/{00000..00009}.tar"),
         image_col: str = typer.Option("image", help="CSV/JSONL column holding the image path"),
         caption_col: str = typer.Option("caption", help="CSV/JSONL column holding the caption"),
         limit: int = typer.Option(0, help="Stop after this many samples (0 = all)"),

@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
         teacher: str = typer.Option(..., help="teacher SPEC, e.g. open_clip:cd-teacher-64 or hf:DIR"),
-        data: str = typer.Option(..., help="data SOURCE: world:DIR | pairs.csv | images:DIR | shards/{00000..00009}.tar | ..."),
+        data: str = typer.Option(
+            ..., help="data SOURCE: world:DIR | pairs.csv | images:DIR | shards/{00000..00009}.tar | ..."),
         out: Path = typer.Option(..., help="store folder (a rerun into it finishes the missing shards)"),
         tokens: bool = typer.Option(False, help="also store per-token features (patch / text tokens + mask)"),
         augs: int = typer.Option(0, help="augmented views per image, stored with their replay parameters"),

@@ -83,7 +83,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Image->text and text->image recall@k, several captions per image, in chunks.
 
-        Example: clipdistill eval retrieval --model run:runs/student --data world/retrieval.jsonl --recall-k 1 --recall-k 5
+        Example: clipdistill eval retrieval --model run:runs/student --data world/retrieval.jsonl \\
+            --recall-k 1 --recall-k 5
         """
         from clipdistill.evaluation import open_retrieval, retrieval_eval
 
@@ -111,7 +112,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Linear probe on frozen image features; weight decay chosen on val, refit on train+val.
 
-        Example: clipdistill eval linear-probe --model open_clip:cd-teacher-64 --train world/cls_train --data world/cls_test
+        Example: clipdistill eval linear-probe --model open_clip:cd-teacher-64 --train world/cls_train \\
+            --data world/cls_test
         """
         from clipdistill.evaluation import linear_probe_eval, open_imagefolder
 

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
         The task is read from `task.folder` (relative to `world` when set), e.g. the embedded world's tasks/vqa.
 
-        Example: clipdistill finetune configs/td/finetune_tiny.yaml --set world=world_tiny --set td.method=baseline --set out=runs/ft
+        Example: clipdistill finetune configs/td/finetune_tiny.yaml --set world=world_tiny --set td.method=baseline \\
+            --set out=runs/ft
         """
         from clipdistill.config import load_config
         from clipdistill.td.runner import FinetuneConfig, run_finetune

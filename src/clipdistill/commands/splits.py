@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write split manifests (ids + a hash of the annotations) for low-shot / domain-shift studies.
 
-        Example: clipdistill splits --task vcr --data world_tiny/tasks/vcr --out splits/vcr --shift-by source --test-values movieclips
+        Example: clipdistill splits --task vcr --data world_tiny/tasks/vcr --out splits/vcr --shift-by source \\
+            --test-values movieclips
         """
         from clipdistill.data.tasks import open_task
         from clipdistill.manifest import write_manifest

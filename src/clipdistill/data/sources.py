@@ -134,7 +134,8 @@ def open_table(path: str | Path, image_col: str = "image", caption_col: str = "c
     if image_col not in rows[0]:
         raise DataError(f"{path}: no {image_col!r} column (columns: {', '.join(rows[0])}); set the image column name")
     if caption_col not in rows[0]:
-        raise DataError(f"{path}: no {caption_col!r} column (columns: {', '.join(rows[0])}); set the caption column name")
+        raise DataError(f"{path}: no {caption_col!r} column (columns: {', '.join(rows[0])}); "
+                        "set the caption column name")
     keys = [str(r[key_col]) if key_col in r else f"row-{i}" for i, r in enumerate(rows)]
     paths = [path.parent / str(r[image_col] or "") for r in rows]
     return MapSource(str(path), keys, paths, [r.get(caption_col) for r in rows])
@@ -275,7 +276,8 @@ class ShardSource:
 
 def open_source(spec: str, *, image_col: str = "image", caption_col: str = "caption", key_col: str = "key",
                 resampled: bool = False, seed: int = 0) -> MapSource | ShardSource:
-    """`world:DIR` | `imagefolder:DIR` | `images:DIR` | `*.csv` / `*.tsv` / `*.jsonl` | tar shards (brace patterns allowed)."""
+    """`world:DIR` | `imagefolder:DIR` | `images:DIR` | `*.csv` / `*.tsv` / `*.jsonl` |
+    tar shards (brace patterns allowed)."""
     if spec.startswith("world:"):
         root = Path(spec[len("world:"):])
         if not (root / "pairs.csv").is_file():

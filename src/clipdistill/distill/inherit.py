@@ -40,7 +40,8 @@ def _depths(names: list[str]) -> dict[str, int]:
 
 
 def _heads(model: nn.Module) -> dict[str, int]:
-    return {f"{n}.in_proj_weight": m.num_heads for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    return {f"{n}.in_proj_weight": m.num_heads for n, m in model.named_modules()
+            if isinstance(m, nn.MultiheadAttention)}
 
 
 def _leading(t: torch.Tensor, shape: torch.Size, name: str) -> torch.Tensor:

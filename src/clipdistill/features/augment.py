@@ -74,7 +74,8 @@ def replay(image: Image.Image, params: dict) -> Image.Image:
     return ImageEnhance.Color(out).enhance(params["saturation"])
 
 
-def views(image: Image.Image, key: str, k: int, seed: int, opts: AugmentOptions) -> tuple[list[Image.Image], list[dict]]:
+def views(image: Image.Image, key: str, k: int, seed: int,
+          opts: AugmentOptions) -> tuple[list[Image.Image], list[dict]]:
     """K augmented views of one image and their replay parameters."""
     params = [sample_params(view_rng(seed, key, v), image.width, image.height, opts) for v in range(k)]
     return [replay(image, p) for p in params], params

@@ -95,6 +95,7 @@ class BalanceResult:
             self._index = {k: i for i, k in enumerate(self.keys)}
         rows = np.array([self._index.get(k, -1) for k in keys], dtype=np.int64)
         if missing is None and (rows < 0).any():
-            raise UserError(f"balance output {self.root} has no cluster label for sample {keys[int(np.argmax(rows < 0))]!r}")
+            raise UserError(f"balance output {self.root} has no cluster label for sample "
+                            f"{keys[int(np.argmax(rows < 0))]!r}")
         labels = self.labels(space)[np.maximum(rows, 0)].astype(np.int64)
         return np.where(rows < 0, missing if missing is not None else 0, labels)

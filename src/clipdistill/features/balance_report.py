@@ -10,7 +10,8 @@ import numpy as np
 def _stats(sizes: np.ndarray) -> dict:
     p = sizes[sizes > 0] / max(sizes.sum(), 1)
     entropy = float(-(p * np.log(p)).sum())
-    return {"max": int(sizes.max()), "mean": float(sizes.mean()), "max_over_mean": float(sizes.max() / max(sizes.mean(), 1e-12)),
+    return {"max": int(sizes.max()), "mean": float(sizes.mean()),
+            "max_over_mean": float(sizes.max() / max(sizes.mean(), 1e-12)),
             "normalised_entropy": entropy / np.log(len(sizes)) if len(sizes) > 1 else 1.0,
             "empty_clusters": int((sizes == 0).sum())}
 

@@ -19,7 +19,8 @@ def use_gpu(choice: str) -> bool:
     return choice != "cpu" and gpus > 0
 
 
-def train_centroids(rows: Rows, n: int, k: int, *, sample: int, niter: int, seed: int, gpu: bool) -> tuple[np.ndarray, float]:
+def train_centroids(rows: Rows, n: int, k: int, *, sample: int, niter: int, seed: int,
+                    gpu: bool) -> tuple[np.ndarray, float]:
     """(centroids [k, D] unit float32, final objective) from k-means on `sample` random rows."""
     if k > n:
         raise UserError(f"--clusters {k} is more than the {n} samples in the store")
@@ -33,7 +34,8 @@ def train_centroids(rows: Rows, n: int, k: int, *, sample: int, niter: int, seed
     return km.centroids.copy(), float(km.obj[-1]) if len(km.obj) else float("nan")
 
 
-def assign(chunks: Iterator[tuple[int, np.ndarray]], centroids: np.ndarray, n: int, gpu: bool) -> tuple[np.ndarray, np.ndarray]:
+def assign(chunks: Iterator[tuple[int, np.ndarray]], centroids: np.ndarray, n: int,
+           gpu: bool) -> tuple[np.ndarray, np.ndarray]:
     """(label int32 [n], cosine to its centroid float32 [n]) by inner product with the unit centroids."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     if gpu:

@@ -209,7 +209,8 @@ def _write_vqa(root: Path, w: _Writer, size: WorldSize, seed: int, banned: froze
         anns = [a for a in pooled if side[str(a["question_id"])] == part]
         qs = [questions[a["question_id"]] for a in anns]
         head = {k: v for k, v in sets["train"].questions.items() if k != "questions"} | {"data_subtype": f"cp_{part}"}
-        ahead = {k: v for k, v in sets["train"].annotations.items() if k != "annotations"} | {"data_subtype": f"cp_{part}"}
+        ahead = ({k: v for k, v in sets["train"].annotations.items() if k != "annotations"}
+                 | {"data_subtype": f"cp_{part}"})
         _write_vqa_set(folder, f"cp_{part}", VQASet({**head, "questions": qs}, {**ahead, "annotations": anns}))
         counts[f"cp_{part}"] = len(qs)
     return counts

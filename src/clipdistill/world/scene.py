@@ -57,7 +57,8 @@ class Scene:
     objects: tuple[Obj, ...]
     background: str
     style: str = "flat"
-    jitter: int = 0  # seeds the few-pixel jitter of positions and colours; copies with another value are near-duplicates
+    # seeds the few-pixel jitter of positions and colours; copies with another value are near-duplicates
+    jitter: int = 0
 
     def canonical(self) -> tuple:
         """The scene without its jitter: equal for near-duplicates."""

@@ -33,7 +33,8 @@ def _hypothesis(scene: Scene, label: str, rng: random.Random) -> str:
     return f"The {o.color} {o.shape} {_PHRASE[value]}."
 
 
-def make_snli_ve(scenes: list[Scene], rng: random.Random, *, first_image_id: int) -> tuple[list[dict], dict[str, Scene]]:
+def make_snli_ve(scenes: list[Scene], rng: random.Random, *,
+                 first_image_id: int) -> tuple[list[dict], dict[str, Scene]]:
     """One hypothesis per label per image, as SNLI collected them; returns (jsonl rows, file name -> scene)."""
     rows, images = [], {}
     for i, scene in enumerate(scenes):

@@ -81,7 +81,8 @@ def metadata(scene: Scene) -> dict:
             "height": IMAGE_SIZE}
 
 
-def make_vcr(scenes: list[Scene], movies: list[str], rng: random.Random, *, split: str) -> tuple[list[dict], dict[str, Scene]]:
+def make_vcr(scenes: list[Scene], movies: list[str], rng: random.Random, *,
+             split: str) -> tuple[list[dict], dict[str, Scene]]:
     """One question per image (`movies[i]` is the movie of scene i); scenes have 4 objects, as VCR has 4
     candidates. Returns (jsonl rows, img_fn -> scene)."""
     rows, images = [], {}

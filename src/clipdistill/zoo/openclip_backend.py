@@ -85,7 +85,8 @@ class OpenClipModel(ClipModel):
         self.train_transform = image_transform_v2(PreprocessCfg(**pp), is_train=True)
         self.eval_transform = image_transform_v2(PreprocessCfg(**pp), is_train=False)
         self.tokenizer = open_clip.get_tokenizer(inner.clipdistill_arch_name)
-        self.context_length = int(getattr(self.tokenizer, "context_length", config["text_cfg"].get("context_length", 77)))
+        self.context_length = int(getattr(self.tokenizer, "context_length",
+                                          config["text_cfg"].get("context_length", 77)))
         self.eos_id = int(getattr(self.tokenizer, "eot_token_id", 49407))
 
     # the text tower lives on the model itself (CLIP) or under .text (CustomTextCLIP)
@@ -164,7 +165,8 @@ def apply_state(inner: nn.Module, state: dict[str, torch.Tensor], where: str) ->
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if bad:
         k = bad[0]
-        raise UserError(f"{where}: weights for another architecture ({k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise UserError(f"{where}: weights for another architecture "
+                        f"({k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
     missing, unexpected = inner.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]  # buffer that differs across versions
     if missing or unexpected:
