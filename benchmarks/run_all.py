@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-BENCHES = ["loader", "embed", "balance", "distill", "eval", "flops"]
+BENCHES = ["loader", "embed", "balance", "distill", "eval", "flops", "td"]
 
 
 def machine() -> str:
@@ -58,7 +58,8 @@ def main() -> None:
             print(f"{r['name']:<10} ERROR: {r['error']}")
             continue
         for c in r.get("checks", []):
-            print(f"{r['name']:<10} {c['name']:<48} {c['value']:>10.3g} {c['target']:>12} {'yes' if c['ok'] else 'NO'}")
+            ok = "-" if c["ok"] is None else ("yes" if c["ok"] else "NO")  # None: a figure with no target
+            print(f"{r['name']:<10} {c['name']:<48} {c['value']:>10.3g} {c['target']:>12} {ok}")
     (OUT / "all.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
 
 

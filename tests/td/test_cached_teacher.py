@@ -12,7 +12,7 @@ from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.runner import FinetuneConfig, run_finetune
 from clipdistill.td.student import StudentConfig, VLStudent
-from clipdistill.td.task import Collator, TDConfig, TDTask
+from clipdistill.td.task import CandidateMemo, Collator, TDConfig, TDTask
 from clipdistill.zoo import load_model
 
 ARCH = "cd-student-xs-32"
@@ -88,3 +88,23 @@ def test_store_of_other_images_or_weights_is_refused(world, saved_teacher, store
     retrained.spec = saved_teacher  # same SPEC string, other weights behind it
     with pytest.raises(ManifestMismatch, match="weights"):
         CachedImageTeacher(store, retrained, world / TASKS["vqa"] / "images")
+
+
+def test_candidate_memo_encodes_each_text_once_and_evicts_least_recent(teacher):
+    calls = []
+
+    class Counting:
+        def encode_text(self, ids):
+            calls.append(len(ids))
+            return teacher.encode_text(ids)
+
+    memo = CandidateMemo(Counting(), capacity=3)
+    ids = teacher.tokenizer(["what colour red", "what colour blue", "what colour red", "how many 2"])
+    with torch.no_grad():
+        reference = teacher.encode_text(ids)
+    assert torch.allclose(memo(ids), reference, atol=1e-5) and calls == [3]  # the repeated text encoded once
+    assert torch.allclose(memo(ids[[3, 0]]), reference[[3, 0]], atol=1e-5) and calls == [3]  # all memoised
+    memo(teacher.tokenizer(["a new one"]))  # 4 texts > capacity 3: the least recently used ("blue") goes
+    assert calls == [3, 1] and len(memo.memo) == 3
+    memo(ids[[1]])
+    assert calls == [3, 1, 1]

@@ -9,6 +9,7 @@ mode and out of `trainable()`, so it never enters checkpoints; the projection he
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Literal
 
 import open_clip
@@ -145,6 +146,32 @@ class Collator:
         return [gt] + [a for a in self.vocab if a != gt][: self.vqa_distractors]
 
 
+class CandidateMemo:
+    """The frozen teacher's text embeddings of candidate texts (VQA "question answer" prompts, VCR choices),
+    memoised by token ids: every epoch, and every method of a protocol cell, asks for the same candidates again,
+    and encoding them was most of a CLIP-TD step's teacher cost (8 candidates per item). Least recently used
+    entries go past `capacity` (D float32 each: 100k x 512 = 200 MB)."""
+
+    def __init__(self, teacher, capacity: int = 100_000):
+        self.teacher, self.capacity = teacher, capacity
+        self.memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        keys = [tuple(row) for row in ids.tolist()]
+        new = list(dict.fromkeys(k for k in keys if k not in self.memo))
+        found = {k: self.memo[k] for k in keys if k in self.memo}
+        if new:
+            encoded = self.teacher.encode_text(torch.tensor(new, device=ids.device))
+            found.update((k, e.clone()) for k, e in zip(new, encoded, strict=True))  # own storage, not the batch's
+        for k, v in found.items():
+            self.memo[k] = v
+            self.memo.move_to_end(k)
+        while len(self.memo) > self.capacity:
+            self.memo.popitem(last=False)
+        return torch.stack([found[k] for k in keys])
+
+
 class TDTask:
     """Task protocol: `trainable()` and `training_step(batch)`; plus `predict` and `export_modules`."""
 
@@ -166,6 +193,7 @@ class TDTask:
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
             self._null = None
+            self._candidates = CandidateMemo(self.teacher)
 
     def trainable(self) -> dict[str, nn.Module]:
         mods = {"student": self.student, "head": self.head}
@@ -225,6 +253,7 @@ class TDTask:
         if t.logit_scale.device != device:  # the loop moves batches and trainable modules, not the frozen teacher
             t.to(device)
             self._null = None
+            self._candidates = CandidateMemo(t)
         if "teacher_patch" in batch:  # read from a feature store by the Collator
             img_pooled, patch = batch["teacher_image_pooled"], batch["teacher_patch"]
         else:
@@ -239,7 +268,7 @@ class TDTask:
                 self._null = t.encode_text(t.tokenizer([self.td.null_prompt]).to(device))[0]
             probs = entailment_probs(img_pooled, txt_pooled, self._null, scale)
         else:
-            cand = t.encode_text(batch["teacher_cand_ids"]).view(len(img_pooled), -1, img_pooled.shape[-1])
+            cand = self._candidates(batch["teacher_cand_ids"]).view(len(img_pooled), -1, img_pooled.shape[-1])
             probs = choice_probs(img_pooled, cand, scale)
         conf_t2i = text_to_image_confidence(img_pooled, txt_pooled, scale)
         return teacher, probs, conf_t2i
