@@ -51,3 +51,39 @@ def test_vcr_joint_is_the_indicator_not_the_product():
     assert m["q_ar"] == 0.5
     with pytest.raises(ValueError):
         vcr_joint_accuracy([0], [0], [], [])
+
+
+def test_answer_prior_per_question_type_majority_class_and_vcr_position(tmp_path):
+    from clipdistill.data.tasks import TaskData
+    from clipdistill.td.examples import TaskExample
+    from clipdistill.td.prior import prior_metrics
+
+    img = tmp_path / "x.png"
+
+    def vqa(key, text, answers, qtype=None):
+        return TaskExample(key=key, image=img, text=text, answers=answers), ({"question_type": qtype} if qtype else {})
+
+    train = [vqa("1", "What color is the ball?", ["red"] * 6 + ["blue"] * 4, "what color is"),
+             vqa("2", "What color is the cube?", ["Red."] * 10, "what color is"),
+             vqa("3", "How many dogs?", ["two"] * 10),  # no question_type: its first three words
+             vqa("4", "How many dogs?", ["3"] * 8 + ["2"] * 2)]
+    test = [vqa("5", "What color is the sky?", ["blue"] * 10, "what color is"),  # prior says red: 0
+            vqa("6", "How many dogs?", ["2"] * 10),  # "two" normalises to "2" (12 votes > 8 for "3"): 100
+            vqa("7", "Is it raining?", ["yes"] * 10)]  # unseen type: overall most frequent answer ("red", 16): 0
+    tr_ex, tr_meta = [e for e, _ in train], {e.key: m for e, m in train}
+    data = TaskData("vqa", [e for e, _ in test], {e.key: m for e, m in test}, [])
+    assert prior_metrics("vqa", tr_ex, tr_meta, {"val": data})["val"] == {"accuracy": pytest.approx(100 / 3), "n": 3}
+
+    ve = [TaskExample(key=str(i), image=img, text="h", label=lab) for i, lab in enumerate([2, 2, 0, 1, 2])]
+    dev = TaskData("snli_ve", ve[:4], {}, [])  # majority class 2: right on 2 of 4
+    assert prior_metrics("snli_ve", ve, {}, {"val": dev})["val"]["accuracy"] == 50.0
+
+    def vcr(key, label, rationale_label):
+        return TaskExample(key=key, image=img, text="q", label=label, choices=list("abcd"),
+                           rationales=list("efgh"), rationale_label=rationale_label)
+
+    vtrain = [vcr("a", 1, 3), vcr("b", 1, 0), vcr("c", 2, 3)]  # most frequent positions: answer 1, rationale 3
+    vval = TaskData("vcr", [vcr("d", 1, 3), vcr("e", 1, 2), vcr("f", 0, 3)], {}, [])
+    m = prior_metrics("vcr", vtrain, {}, {"val": vval})["val"]
+    assert m["q_a"] == pytest.approx(200 / 3) and m["qa_r"] == pytest.approx(200 / 3)
+    assert m["q_ar"] == pytest.approx(100 / 3) and m["n"] == 3  # joint: only "d" has both right

@@ -151,9 +151,24 @@ def test_shipped_td_configs_validate():
 
     root = Path(__file__).parents[2] / "configs" / "td"
     assert load_config(FinetuneConfig, root / "finetune_tiny.yaml").task.folder == "tasks/vqa"
-    assert load_config(ProtocolConfig, root / "protocol_tiny.yaml").methods == ["baseline", "naive", "clip_td"]
+    assert load_config(ProtocolConfig, root / "protocol_tiny.yaml").methods == ["prior", "baseline", "naive", "clip_td"]
     demo = load_config(ProtocolConfig, root / "protocol_demo.yaml", ["world=w", "teacher=open_clip:x"])
     assert demo.world == "w" and [t.kind for t in demo.tasks] == ["snli_ve"] and demo.full is False
     default = load_config(ProtocolConfig, root / "protocol_default.yaml")
     assert {t.kind: t.shift_splits for t in default.tasks} == {
         "vqa": ["shift_style", "heldout"], "snli_ve": ["shift_style", "heldout"], "vcr": []}
+
+
+def test_prior_cells_train_nothing_and_score_every_split(world, tmp_path):
+    def no_training(*a, **k):
+        raise AssertionError("the prior method trained")
+
+    res = run_protocol(_cfg(world, tmp_path / "p", methods=["prior"]), trainer=no_training, train_config=TRAIN,
+                       progress=lambda s: None)
+    got = {(r["task"], r["regime"], r["metric"]) for r in res["rows"]}
+    assert got == {("vqa", "low_shot", "accuracy"), ("vqa", "shift:shift_style", "accuracy"),
+                   ("snli_ve", "low_shot", "accuracy"), ("vcr", "low_shot", "q_a"), ("vcr", "low_shot", "qa_r"),
+                   ("vcr", "low_shot", "q_ar")}
+    vqa = next(r["value"] for r in res["rows"] if r["task"] == "vqa" and r["regime"] == "low_shot")
+    assert 5 < vqa < 95  # the world's questions have typed answers: the prior is far from 0 and from perfect
+    assert not (tmp_path / "p" / "cells" / "vqa" / "f0.25-s0" / "prior" / "task_model.json").exists()

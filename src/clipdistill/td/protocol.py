@@ -31,7 +31,7 @@ from clipdistill.td.runner import FinetuneConfig, Trainer, run_finetune
 from clipdistill.td.student import StudentConfig
 from clipdistill.td.task import TDConfig
 
-Method = Literal["baseline", "naive", "clip_td"]
+Method = Literal["baseline", "naive", "clip_td", "prior"]
 MAIN_METRIC = {"vqa": "accuracy", "snli_ve": "accuracy", "vcr": "q_ar"}
 LOCATION_FIELDS = {"out", "world"}  # where things are, not what runs: moving the world keeps finished cells
 

@@ -21,6 +21,7 @@ from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, task_folder
 from clipdistill.td.examples import TaskExample, TaskKind, vcr_items
 from clipdistill.td.heads import build_answer_vocab
+from clipdistill.td.prior import prior_metrics
 from clipdistill.td.student import StudentConfig, build_student
 from clipdistill.td.task import Collator, TDConfig, TDTask, evaluate
 
@@ -76,6 +77,10 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     train_data = reader.open(spec, cfg.world, spec.train_split)
     evals = {name: reader.open(spec, cfg.world, split) for name, split in spec.eval_splits().items()}
     train_ex = low_shot_examples(spec, train_data, cfg.fraction, cfg.seed)
+    if cfg.td.method == "prior":  # the answer-prior floor: label statistics of the subset, nothing trains
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
+        return prior_metrics(spec.kind, train_ex, train_data.meta, evals)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)

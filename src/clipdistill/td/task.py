@@ -42,7 +42,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class TDConfig(StrictModel):
     """CLIP-TD objective settings — our reconstruction; every choice is an option (docs/clip_td.md)."""
 
-    method: Literal["baseline", "naive", "clip_td"] = "clip_td"
+    method: Literal["baseline", "naive", "clip_td", "prior"] = "clip_td"  # prior: no training (td/prior.py)
     selection: SelectionRule = "teacher_relevance"
     image_fraction: float = 0.5
     text_fraction: float = 0.5
@@ -61,7 +61,7 @@ class TDConfig(StrictModel):
 
     @property
     def distils(self) -> bool:
-        return self.method != "baseline" and self.lam > 0
+        return self.method not in ("baseline", "prior") and self.lam > 0
 
 
 def student_transform(image_size: int) -> T.Compose:
