@@ -61,8 +61,9 @@ def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
 
     other_teacher = _cfg(moved, tmp_path / "p", teacher="open_clip:cd-student-s-32")
     seen.clear()  # baseline cells never load the teacher: reused under another one, distilled cells are not
-    run_protocol(other_teacher.model_copy(update={"methods": ["baseline"]}), trainer=None, train_config=TRAIN,
-                 progress=seen.append)
+    stored = _cfg(moved, tmp_path / "p", teacher="open_clip:cd-student-s-32", methods=["baseline"])
+    stored.tasks[0].teacher_features = str(tmp_path / "feats")  # nor a teacher feature store
+    run_protocol(stored, trainer=None, train_config=TRAIN, progress=seen.append)
     assert len(seen) == 3 and all(s.startswith("skip") for s in seen)
     with pytest.raises(ManifestMismatch, match="teacher='open_clip:cd-student-xs-32'"):
         run_protocol(other_teacher, trainer=None, train_config=TRAIN, progress=lambda s: None)

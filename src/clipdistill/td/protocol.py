@@ -76,6 +76,15 @@ def cell_configs(cfg: ProtocolConfig) -> list[tuple[str, FinetuneConfig]]:
     return cells
 
 
+def _identity(config: dict, distils: bool) -> dict:
+    """What a finished cell's result depends on. A cell that never loads the teacher (prior, baseline) stays
+    valid under another teacher or teacher feature store, so comparing teachers reuses those cells."""
+    if distils:
+        return config
+    task = {k: v for k, v in config.get("task", {}).items() if k != "teacher_features"}
+    return {**{k: v for k, v in config.items() if k != "teacher"}, "task": task}
+
+
 def _check_same(recorded: dict, current: dict, where: str, prefix: str = "") -> None:
     for key in sorted(set(recorded) | set(current)):
         a, b = recorded.get(key), current.get(key)
@@ -99,11 +108,7 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
         current = ft.model_dump(mode="json", exclude=LOCATION_FIELDS)
         if result_path.is_file():
             done = json.loads(result_path.read_text())
-            # a cell that never loads the teacher (baseline) stays valid under another teacher, so comparing
-            # teachers reuses the baseline cells instead of retraining them
-            unused = set() if ft.td.distils else {"teacher"}
-            _check_same({k: v for k, v in done["config"].items() if k not in unused},
-                        {k: v for k, v in current.items() if k not in unused}, str(cell))
+            _check_same(_identity(done["config"], ft.td.distils), _identity(current, ft.td.distils), str(cell))
             if done.get("data_sha256") != data_sha[ft.task.name]:
                 raise ManifestMismatch(f"{cell} was run on other {ft.task.name} data (annotation files differ); "
                                        "use another `out` folder or delete that cell")
