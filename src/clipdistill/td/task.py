@@ -148,9 +148,9 @@ class Collator:
 
 class CandidateMemo:
     """The frozen teacher's text embeddings of candidate texts (VQA "question answer" prompts, VCR choices),
-    memoised by token ids: every epoch, and every method of a protocol cell, asks for the same candidates again,
-    and encoding them was most of a CLIP-TD step's teacher cost (8 candidates per item). Least recently used
-    entries go past `capacity` (D float32 each: 100k x 512 = 200 MB)."""
+    memoised by token ids: every epoch asks for the same candidates again, and encoding them was most of a
+    CLIP-TD step's teacher cost (8 candidates per VQA item). Least recently used entries go past `capacity`
+    (D float32 each: 100k x 512 = 200 MB)."""
 
     def __init__(self, teacher, capacity: int = 100_000):
         self.teacher, self.capacity = teacher, capacity
