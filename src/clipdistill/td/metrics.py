@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from clipdistill.errors import UserError
+
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
     "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
@@ -134,3 +136,20 @@ def vcr_joint_accuracy(
         "qa_r": accuracy(qar_pred, qar_label),
         "q_ar": both / n,
     }
+
+
+def accuracy_result(scores: Sequence[float]) -> dict[str, float]:
+    """{"accuracy": percent, "n"} from per-item scores in [0, 1] (VQA soft scores or SNLI-VE hits)."""
+    if not scores:
+        raise UserError("evaluation set is empty")
+    return {"accuracy": 100 * sum(scores) / len(scores), "n": len(scores)}
+
+
+def vcr_result(vcr: dict[str, dict[str, tuple[int, int]]]) -> dict[str, float]:
+    """Q->A / QA->R / Q->AR percentages from {"q_a": {key: (pred, label)}, "qa_r": {...}}, over the keys with both."""
+    keys = sorted(set(vcr["q_a"]) & set(vcr["qa_r"]))
+    if not keys:
+        raise UserError("VCR evaluation needs items with both answers and rationales")
+    m = vcr_joint_accuracy([vcr["q_a"][k][0] for k in keys], [vcr["q_a"][k][1] for k in keys],
+                           [vcr["qa_r"][k][0] for k in keys], [vcr["qa_r"][k][1] for k in keys])
+    return {**{k: 100 * v for k, v in m.items()}, "n": len(keys)}

@@ -16,7 +16,7 @@ from collections import Counter
 from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
 from clipdistill.td.examples import TaskExample, TaskKind, vcr_items
-from clipdistill.td.metrics import normalize_answer, vcr_joint_accuracy, vqa_accuracy
+from clipdistill.td.metrics import accuracy_result, normalize_answer, vcr_result, vqa_accuracy
 
 
 def question_type(ex: TaskExample, meta: dict) -> str:
@@ -41,30 +41,21 @@ def prior_metrics(kind: TaskKind, train: list[TaskExample], train_meta: dict,
         def score(data: TaskData) -> dict[str, float]:
             preds = [by_type[t].most_common(1)[0][0] if (t := question_type(ex, data.meta)) in by_type else fallback
                      for ex in data.examples]
-            return _mean([vqa_accuracy(p, ex.answers) for p, ex in zip(preds, data.examples, strict=True)])
+            return accuracy_result([vqa_accuracy(p, ex.answers) for p, ex in zip(preds, data.examples, strict=True)])
     elif kind == "snli_ve":
         majority = Counter(ex.label for ex in train).most_common(1)[0][0]
 
         def score(data: TaskData) -> dict[str, float]:
-            return _mean([float(ex.label == majority) for ex in data.examples])
+            return accuracy_result([float(ex.label == majority) for ex in data.examples])
     else:
         position = {sub: Counter(it.label for ex in train for it in vcr_items(ex) if it.sub == sub).most_common(1)
                     for sub in ("q_a", "qa_r")}
         guess = {sub: c[0][0] if c else 0 for sub, c in position.items()}
 
         def score(data: TaskData) -> dict[str, float]:
-            items = {(it.key, it.sub): it.label for ex in data.examples for it in vcr_items(ex)}
-            keys = sorted({k for k, sub in items if (k, "qa_r") in items})
-            if not keys:
-                raise UserError("VCR evaluation needs items with both answers and rationales")
-            qa = [items[(k, "q_a")] for k in keys]
-            qar = [items[(k, "qa_r")] for k in keys]
-            m = vcr_joint_accuracy([guess["q_a"]] * len(keys), qa, [guess["qa_r"]] * len(keys), qar)
-            return {**{k: 100 * v for k, v in m.items()}, "n": len(keys)}
+            vcr: dict[str, dict[str, tuple[int, int]]] = {"q_a": {}, "qa_r": {}}
+            for ex in data.examples:
+                for it in vcr_items(ex):
+                    vcr[it.sub][it.key] = (guess[it.sub], it.label)
+            return vcr_result(vcr)
     return {name: score(data) for name, data in evals.items()}
-
-
-def _mean(scores: list[float]) -> dict[str, float]:
-    if not scores:
-        raise UserError("evaluation set is empty")
-    return {"accuracy": 100 * sum(scores) / len(scores), "n": len(scores)}

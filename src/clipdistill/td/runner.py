@@ -77,14 +77,12 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     train_data = reader.open(spec, cfg.world, spec.train_split)
     evals = {name: reader.open(spec, cfg.world, split) for name, split in spec.eval_splits().items()}
     train_ex = low_shot_examples(spec, train_data, cfg.fraction, cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
     if cfg.td.method == "prior":  # the answer-prior floor: label statistics of the subset, nothing trains
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
         return prior_metrics(spec.kind, train_ex, train_data.meta, evals)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
     vocab = build_answer_vocab([ex.answers for ex in train_ex], spec.max_answers) if spec.kind == "vqa" else None
     student, init_info = build_student(cfg.student)
     teacher = load_model(cfg.teacher) if cfg.teacher and cfg.td.distils else None

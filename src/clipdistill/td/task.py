@@ -22,7 +22,7 @@ from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
 from clipdistill.td.examples import ChoiceItem, TaskExample, TaskKind
 from clipdistill.td.heads import ClassifierHead, MultipleChoiceHead, VQAHead, vqa_targets
-from clipdistill.td.metrics import normalize_answer, vcr_joint_accuracy, vqa_accuracy
+from clipdistill.td.metrics import accuracy_result, normalize_answer, vcr_result, vqa_accuracy
 from clipdistill.td.objective import Distance, DistillHeads, distillation_terms
 from clipdistill.td.selection import SelectionRule, select_tokens
 from clipdistill.td.student import VLStudent
@@ -298,13 +298,4 @@ def evaluate(task: TDTask, batches) -> dict[str, float]:
         else:
             for key, sub, p, y in zip(batch["key"], batch["sub"], preds, batch["labels"].tolist(), strict=True):
                 vcr[sub][key] = (p, y)
-    if task.kind != "vcr":
-        if not scores:
-            raise UserError("evaluation set is empty")
-        return {"accuracy": 100 * sum(scores) / len(scores), "n": len(scores)}
-    keys = sorted(set(vcr["q_a"]) & set(vcr["qa_r"]))
-    if not keys:
-        raise UserError("VCR evaluation needs items with both answers and rationales")
-    m = vcr_joint_accuracy([vcr["q_a"][k][0] for k in keys], [vcr["q_a"][k][1] for k in keys],
-                           [vcr["qa_r"][k][0] for k in keys], [vcr["qa_r"][k][1] for k in keys])
-    return {**{k: 100 * v for k, v in m.items()}, "n": len(keys)}
+    return vcr_result(vcr) if task.kind == "vcr" else accuracy_result(scores)
