@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +24,7 @@ from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
 from clipdistill.losses import build_loss
 from clipdistill.zoo import load_model
+from interleave import interleaved_medians, task_step
 
 KD = {"clip": {}, "crd": {}, "fd": {"weight": 2000}, "icl": {}}
 
@@ -36,13 +35,6 @@ def plain_step(student, opt, batch):
     logits = out["logit_scale"] * img @ txt.T
     labels = torch.arange(len(logits))
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
-def task_step(task, opt, batch):
-    loss = task.training_step(batch)["loss"]
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -93,15 +85,7 @@ def main() -> None:
         "cached": lambda: task_step(cached_task, opt, {**batch, **cached}),
         "online": lambda: task_step(online, opt, batch),
     }
-    for fn in variants.values():  # warm-up
-        fn()
-    times = {k: [] for k in variants}
-    for _ in range(args.rounds):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(variants, args.rounds)
     cached_ratio = med["cached"] / med["plain"]
     online_ratio = med["online"] / (med["teacher_forward"] + med["plain"])
     res = {

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -33,13 +31,7 @@ from clipdistill.td.student import StudentConfig, VLStudent
 from clipdistill.td.task import CandidateMemo, Collator, TDConfig, TDTask
 from clipdistill.world.build import build_world
 from clipdistill.zoo import load_model
-
-
-def step(task, opt, batch):
-    loss = task.training_step(batch)["loss"]
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+from interleave import interleaved_medians, task_step
 
 
 def main() -> None:
@@ -79,19 +71,11 @@ def main() -> None:
                    "cached": Collator("vqa", tasks["clip_td"].student, teacher, vocab, cached=cached)(exs)}
         params = [p for t in tasks.values() for m in t.trainable().values() for p in m.parameters()]
         opt = torch.optim.AdamW(params, lr=1e-5)
-        variants = {"baseline": lambda: step(tasks["baseline"], opt, batches["baseline"]),
-                    "online": lambda: step(tasks["clip_td"], opt, batches["online"]),
-                    "cached": lambda: step(tasks["clip_td"], opt, batches["cached"]),
-                    "online_no_memo": lambda: step(no_memo, opt, batches["online"])}
-        for fn in variants.values():  # warm-up
-            fn()
-        times = {k: [] for k in variants}
-        for _ in range(args.rounds):
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        variants = {"baseline": lambda: task_step(tasks["baseline"], opt, batches["baseline"]),
+                    "online": lambda: task_step(tasks["clip_td"], opt, batches["online"]),
+                    "cached": lambda: task_step(tasks["clip_td"], opt, batches["cached"]),
+                    "online_no_memo": lambda: task_step(no_memo, opt, batches["online"])}
+        med = interleaved_medians(variants, args.rounds)
     res = {"teacher": args.teacher_arch, "batch": args.batch, "threads": args.threads, "median_seconds": med,
            # figures without a target: "ok" is None (run_all prints "-")
            "checks": [{"name": "CLIP-TD step, cached image half / online", "value": med["cached"] / med["online"],
