@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from td_helpers import TASKS, TINY_STUDENT, open_examples, stand_in_fit
 
-from clipdistill.errors import DataError, ManifestMismatch
+from clipdistill.errors import DataError, ManifestMismatch, UserError
 from clipdistill.features.embed import EmbedOptions, embed_features
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.heads import build_answer_vocab
@@ -75,12 +75,17 @@ def test_finetune_with_a_store_never_runs_the_image_tower(world, saved_teacher, 
     assert 0 <= metrics["val"]["accuracy"] <= 100
 
 
-def test_store_of_other_images_or_weights_is_refused(world, saved_teacher, store, tmp_path):
+def test_store_of_other_images_weights_or_without_tokens_is_refused(world, saved_teacher, store, tmp_path):
     teacher = load_model(saved_teacher)
     other_dir = world / TASKS["snli_ve"] / "images"  # keys are relative paths: SNLI-VE's images are not in it
     snli = open_examples(world, "snli_ve")
     with pytest.raises(DataError, match="not in feature store"):
         CachedImageTeacher(store, teacher, other_dir).check_covers([ex.image for ex in snli])
+    plain = tmp_path / "no_tokens"  # a store without --tokens has no patch tokens to read
+    embed_features(EmbedOptions(teacher=saved_teacher, data=f"images:{world / TASKS['vqa'] / 'images'}",
+                                device="cpu"), plain)
+    with pytest.raises(UserError, match="re-embed with --tokens"):
+        CachedImageTeacher(plain, teacher, world / TASKS["vqa"] / "images")
     torch.manual_seed(1)
     path = tmp_path / "other.safetensors"
     save_file({k: v.contiguous() for k, v in load_model(f"open_clip:{ARCH}").inner.state_dict().items()}, str(path))
