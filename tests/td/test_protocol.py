@@ -7,9 +7,9 @@ from td_helpers import TASKS, TINY_STUDENT, stand_in_fit
 from typer.testing import CliRunner
 
 from clipdistill.data.tasks import open_task
-from clipdistill.errors import DataError, ManifestMismatch
+from clipdistill.errors import DataError, ManifestMismatch, UserError
 from clipdistill.splits import make_splits
-from clipdistill.td.data import TaskConfig, low_shot_examples
+from clipdistill.td.data import TaskConfig, low_shot_examples, split_dev
 from clipdistill.td.protocol import ProtocolConfig, run_protocol, summarise
 
 TRAIN = {"epochs": 1, "lr": 3e-3}
@@ -173,3 +173,47 @@ def test_prior_cells_train_nothing_and_score_every_split(world, tmp_path):
     vqa = next(r["value"] for r in res["rows"] if r["task"] == "vqa" and r["regime"] == "low_shot")
     assert 5 < vqa < 95  # the world's questions have typed answers: the prior is far from 0 and from perfect
     assert not (tmp_path / "p" / "cells" / "vqa" / "f0.25-s0" / "prior" / "task_model.json").exists()
+
+
+def test_dev_set_is_one_fixed_stratified_draw_outside_every_training_subset(world):
+    task = TaskConfig(name="snli_ve", kind="snli_ve", folder=str(world / "tasks" / "snli_ve"), dev_fraction=0.2)
+    data = open_task("snli_ve", task.folder, "train")
+    pool, dev = split_dev(task, data)
+    dev_keys = {ex.key for ex in dev.examples}
+    assert len(dev_keys) == round(0.2 * len(data.examples)) and len(pool.examples) + len(dev_keys) == len(
+        data.examples)
+    labels = [ex.label for ex in dev.examples]
+    assert {labels.count(y) for y in range(3)} <= {len(labels) // 3, len(labels) // 3 + 1}  # stratified
+    assert {ex.key for ex in split_dev(task, data)[1].examples} == dev_keys  # same draw every time
+    for seed in (0, 1):
+        subsets = [{ex.key for ex in low_shot_examples(task, pool, f, seed)} for f in (0.05, 0.25, 1.0)]
+        assert subsets[0] < subsets[1] < subsets[2] and not subsets[2] & dev_keys
+    assert split_dev(task.model_copy(update={"dev_fraction": 0.0}), data) == (data, None)
+    with pytest.raises(ValueError, match="use one or the other"):
+        TaskConfig(name="v", kind="vqa", folder="f", dev_fraction=0.1, splits="some/splits")
+    with pytest.raises(UserError, match="nothing to train on"):
+        split_dev(task.model_copy(update={"dev_fraction": 0.9999}), data)
+
+
+def test_protocol_scores_the_dev_set_and_keeps_cells_run_before_dev_fraction_existed(world, tmp_path):
+    cfg = _cfg(world, tmp_path / "p", methods=["prior", "baseline"])
+    cfg.tasks[0].dev_fraction = 0.1
+    res = run_protocol(cfg, trainer=stand_in_fit, train_config=TRAIN, progress=lambda s: None)
+    regimes = {(r["task"], r["method"], r["regime"]) for r in res["rows"]}
+    assert {("vqa", m, "dev") for m in ("prior", "baseline")} <= regimes
+    assert not any(t != "vqa" and reg == "dev" for t, _, reg in regimes)  # only the task that asked for one
+    train = open_task("vqa", world / "tasks" / "vqa", "train")
+    exported = json.loads((tmp_path / "p" / "cells" / "vqa" / "f0.25-s0" / "baseline" / "task_model.json")
+                          .read_text())
+    assert exported["data"]["train_examples"] == round(0.25 * (len(train.examples) - round(0.1 * len(train.examples))))
+
+    result = tmp_path / "p" / "cells" / "snli_ve" / "f0.25-s0" / "baseline" / "result.json"
+    done = json.loads(result.read_text())  # a cell finished by a version without the option: ran at its default
+    del done["config"]["task"]["dev_fraction"]
+    result.write_text(json.dumps(done))
+    seen = []
+    run_protocol(cfg, trainer=None, train_config=TRAIN, progress=seen.append)
+    assert len(seen) == 6 and all(s.startswith("skip") for s in seen)
+    cfg.tasks[1].dev_fraction = 0.1  # but a cell run without a dev set is not reused once the task carves one
+    with pytest.raises(ManifestMismatch, match="task.dev_fraction=0.0"):
+        run_protocol(cfg, trainer=None, train_config=TRAIN, progress=lambda s: None)

@@ -73,3 +73,22 @@ def test_factory_without_start_step_is_skipped_by_iteration(tmp_path):
     fit(again, lambda epoch: inner(epoch), c, tmp_path / "run", resume="latest")
     for k, v in weights(ref).items():
         assert torch.equal(weights(again)[k], v), k
+
+
+def test_threads_sets_the_process_cpu_thread_budget(tmp_path):
+    before = torch.get_num_threads()
+    seen = []
+
+    class Counting(ToyTask):
+        def training_step(self, batch):
+            seen.append(torch.get_num_threads())
+            return super().training_step(batch)
+
+    try:
+        torch.set_num_threads(2)  # so the assertion below cannot hold by accident
+        fit(Counting(), make_factory(16), cfg(epochs=1, threads=1), tmp_path)
+        assert seen and set(seen) == {1}
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        cfg(threads=0)

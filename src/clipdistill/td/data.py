@@ -5,20 +5,22 @@ low-shot training subset (`clipdistill.splits`: a `clipdistill splits` lowshot.j
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from clipdistill.config import StrictModel
 from clipdistill.data.tasks import TaskData, open_task
 from clipdistill.errors import UserError
 from clipdistill.manifest import sha256_json
-from clipdistill.splits import load_split, low_shot, select, stratum
+from clipdistill.splits import load_split, low_shot, select, stratified_order, stratum, subset_size
 from clipdistill.td.examples import TaskExample, TaskKind
 
 DEFAULT_VAL_SPLIT = {"vqa": "val", "snli_ve": "dev", "vcr": "val"}  # the datasets' own names
+DEV_SEED = 7919  # one fixed dev draw for every cell: a cell's seed varies its low-shot subset, never the dev set
 
 
 class TaskConfig(StrictModel):
@@ -34,6 +36,17 @@ class TaskConfig(StrictModel):
     # feature store of this task's images (`embed --tokens --data images:IMAGE_DIR` with the run's teacher):
     # CLIP-TD reads the teacher's image features from it instead of running the image tower (td/cached.py)
     teacher_features: str | None = None
+    # share of the train split held out as a dev set (stratified like the low-shot subsets, one fixed draw):
+    # every model is also scored on it (result "dev") and trains on the rest, so options are chosen on dev
+    # while val stays the reported split
+    dev_fraction: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _dev_needs_on_the_fly_subsets(self) -> TaskConfig:
+        if self.dev_fraction and self.splits:
+            raise ValueError("dev_fraction carves the dev set before drawing low-shot subsets; a `splits` folder's "
+                             "lowshot.json was drawn from the whole train split: use one or the other")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -79,9 +92,27 @@ class TaskReader:
         return sha256_json({s: self.open(task, world, s).source_sha256() for s in splits})
 
 
+def split_dev(task: TaskConfig, data: TaskData) -> tuple[TaskData, TaskData | None]:
+    """(training pool, dev set) of the train split: dev is `task.dev_fraction` of it (None when 0), drawn
+    stratified with DEV_SEED; the pool is everything else, in the split's order."""
+    if not task.dev_fraction:
+        return data, None
+    keys = [ex.key for ex in data.examples]
+    strata = [stratum(task.kind, ex, data.meta[ex.key]) for ex in data.examples]
+    n_dev = subset_size(len(keys), task.dev_fraction)
+    if n_dev >= len(keys):
+        raise UserError(f"dev_fraction {task.dev_fraction:g} of {len(keys)} {task.name} training examples leaves "
+                        "nothing to train on")
+    dev_keys = set(stratified_order(keys, strata, DEV_SEED)[:n_dev])
+    pool = [ex for ex in data.examples if ex.key not in dev_keys]
+    dev = [ex for ex in data.examples if ex.key in dev_keys]
+    return dataclasses.replace(data, examples=pool), dataclasses.replace(data, examples=dev)
+
+
 def low_shot_examples(task: TaskConfig, data: TaskData, fraction: float, seed: int) -> list[TaskExample]:
-    """The training subset for (fraction, seed): nested across fractions of one seed, stratified by answer /
-    label; from `task.splits`/lowshot.json when given (refused if made for other data)."""
+    """The training subset for (fraction, seed) of `data` (the train split, or its pool after `split_dev`):
+    nested across fractions of one seed, stratified by answer / label; from `task.splits`/lowshot.json when given
+    (refused if made for other data)."""
     if task.splits:
         path = Path(task.splits) / "lowshot.json"
         doc = load_split(path, task=task.kind, source_sha256=data.source_sha256())

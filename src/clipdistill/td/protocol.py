@@ -2,7 +2,8 @@
 
 Regimes: low-shot fractions x seeds (nested, stratified subsets of the train split), full data, and
 domain-shift splits (`shift_splits`, evaluated with each trained model: regime `shift:<split>`, with the
-fraction of the model). Methods: baseline fine-tune, naive distillation, CLIP-TD. Task data is read by
+fraction of the model; regime `dev` when a task carves a dev set from train with `dev_fraction`: choose
+options on it, report val). Methods: answer prior, baseline fine-tune, naive distillation, CLIP-TD. Task data is read by
 the real readers (`clipdistill.data.tasks`); `world` roots relative task folders.
 A cell is finished once `cells/<task>/f<fraction>-s<seed>/<method>/result.json` exists; reruns skip it,
 unless its recorded config (all but `out` / `world`, the locations) or the hash of the task's annotation
@@ -85,6 +86,15 @@ def _identity(config: dict, distils: bool) -> dict:
     return {**{k: v for k, v in config.items() if k != "teacher"}, "task": task}
 
 
+def _with_new_defaults(recorded: dict) -> dict:
+    """A finished cell's config with options added since it ran filled in at their defaults (which is how it
+    ran); one that no longer validates is compared as recorded, so the differing field gets named."""
+    try:
+        return FinetuneConfig.model_validate(recorded).model_dump(mode="json", exclude=LOCATION_FIELDS)
+    except ValueError:
+        return recorded
+
+
 def _check_same(recorded: dict, current: dict, where: str, prefix: str = "") -> None:
     for key in sorted(set(recorded) | set(current)):
         a, b = recorded.get(key), current.get(key)
@@ -108,7 +118,8 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
         current = ft.model_dump(mode="json", exclude=LOCATION_FIELDS)
         if result_path.is_file():
             done = json.loads(result_path.read_text())
-            _check_same(_identity(done["config"], ft.td.distils), _identity(current, ft.td.distils), str(cell))
+            recorded = _with_new_defaults(done["config"])
+            _check_same(_identity(recorded, ft.td.distils), _identity(current, ft.td.distils), str(cell))
             if done.get("data_sha256") != data_sha[ft.task.name]:
                 raise ManifestMismatch(f"{cell} was run on other {ft.task.name} data (annotation files differ); "
                                        "use another `out` folder or delete that cell")

@@ -18,7 +18,7 @@ from clipdistill.data.tasks import task_image_dir
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text
 from clipdistill.td.cached import CachedImageTeacher
-from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, task_folder
+from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
 from clipdistill.td.examples import TaskExample, TaskKind, vcr_items
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.prior import prior_metrics
@@ -68,7 +68,8 @@ def _train_config(cfg: FinetuneConfig):
 
 def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = None, train_config: Any = None,
                  reader: TaskReader | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train + evaluate one configuration; returns {"val": metrics, "shift:NAME": metrics, ...}.
+    """Train + evaluate one configuration; returns {"val": metrics, "shift:NAME": metrics, ...} (+ "dev" when
+    the task carves one from train).
     `reader` lets a protocol share opened splits between its cells."""
     from clipdistill.zoo import load_model
 
@@ -76,7 +77,10 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     spec = cfg.task
     train_data = reader.open(spec, cfg.world, spec.train_split)
     evals = {name: reader.open(spec, cfg.world, split) for name, split in spec.eval_splits().items()}
-    train_ex = low_shot_examples(spec, train_data, cfg.fraction, cfg.seed)
+    pool, dev = split_dev(spec, train_data)
+    if dev is not None:
+        evals = {"dev": dev, **evals}
+    train_ex = low_shot_examples(spec, pool, cfg.fraction, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     if cfg.td.method == "prior":  # the answer-prior floor: label statistics of the subset, nothing trains

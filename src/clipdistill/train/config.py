@@ -29,6 +29,8 @@ class TrainConfig(StrictModel):
     grad_checkpointing: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="AMP dtype; applies on CUDA only")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads for this process (set when training "
+                                "starts); none = torch's default. 1 per job when jobs share a small machine")
     seed: int = 0
     save_every: int = Field(100, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     keep_last: int = Field(3, ge=1, description="checkpoints kept on disk")

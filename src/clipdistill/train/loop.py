@@ -256,6 +256,8 @@ def fit(task: Task, loader_factory: LoaderFactory, cfg: TrainConfig, run_dir: st
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:  # process-wide on purpose: the evaluation that follows a fit runs with the same budget
+        torch.set_num_threads(cfg.threads)
     info = init_distributed(cfg.device, cfg.collective_timeout_s)
     seed_everything(cfg.seed + 1000003 * info.rank)
     trainer = _Trainer(task, loader_factory, cfg, run_dir, evaluate, info)
