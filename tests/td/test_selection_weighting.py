@@ -62,6 +62,9 @@ def test_confidence_weights_hand_computed():
     assert w["weight"].tolist() == pytest.approx([0.75, 0.0])
     assert instance_weights(probs, labels, WeightConfig(beta=0.5))["weight"].tolist() == pytest.approx([0.75, 0.125])
     assert instance_weights(probs, labels, WeightConfig(mode="uniform"))["weight"].tolist() == [1.0, 1.0]
+    normed = instance_weights(probs, labels, WeightConfig(beta=0.5, normalize=True))["weight"]
+    assert normed.tolist() == pytest.approx([0.75 / 0.4375, 0.125 / 0.4375])  # batch mean of (.75, .125)
+    assert instance_weights(probs[1:], labels[1:], WeightConfig(normalize=True))["weight"].tolist() == [0.0]
     m = modality_weights(torch.tensor([0.5]), torch.tensor([0.5]), 1.0)
     assert torch.allclose(m, torch.ones(1, 2))
 

@@ -7,6 +7,8 @@ Confidence c = the teacher's probability of the ground truth:
 - SNLI-VE (a prompt-based proxy): q = sigmoid(logit_scale * (cos(image, hypothesis) - cos(image, null prompt)))
   is the teacher's "entailment" belief; p = [q, 1 - |2q - 1|, 1 - q] for (entailment, neutral, contradiction).
 Weight w = c where the teacher's argmax is right, beta * c where it is wrong (beta = 0 drops those instances).
+With `normalize`, w is divided by its batch mean: the weights then only redistribute the distillation signal
+between instances (mean 1, as with uniform weights) instead of also shrinking it to the mean confidence.
 Per modality (optional): [m_v, m_t] = 2 * softmax([c_i2t, c_t2i] / T), where c_i2t is the image->candidates
 confidence above and c_t2i how strongly the ground-truth text picks its own image among the batch's images.
 """
@@ -26,6 +28,7 @@ class WeightConfig(StrictModel):
     beta: float = 0.0  # factor for instances the teacher gets wrong (0 drops them, 1 keeps c)
     per_modality: bool = False
     modality_temperature: float = 1.0
+    normalize: bool = False  # divide by the batch mean (a batch the teacher gets all wrong with beta 0 stays 0)
 
 
 def choice_probs(image_t: torch.Tensor, cand_t: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
@@ -61,6 +64,8 @@ def instance_weights(probs: torch.Tensor, labels: torch.Tensor, cfg: WeightConfi
         w = torch.where(correct, conf, cfg.beta * conf)
     else:
         raise ValueError(f"unknown weight mode {cfg.mode!r} (confidence | uniform)")
+    if cfg.normalize:
+        w = w / w.mean().clamp(min=1e-8)
     return {"weight": w.detach(), "confidence": conf.detach(), "teacher_correct": correct}
 
 
