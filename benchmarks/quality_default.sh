@@ -3,7 +3,7 @@
 # Resumable: a stage whose output exists is skipped. Hours on 2 CPU cores; minutes on a GPU.
 #   bash benchmarks/quality_default.sh            # everything, ResNet stand-in teacher, under runs/q/rn
 #   TEACHER_ARCH=cd-teacher-64 TEACHER_BATCH=128 K=runs/q bash benchmarks/quality_default.sh
-#     (the ViT teacher of the first table; the CLIP-TD protocol needs it: per-patch tokens come from a ViT)
+#     (the ViT teacher of the first table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -48,5 +48,4 @@ for m in teacher baseline cid cid_full clipkd tinyclip; do
 done
 $CD eval build $K/eval --out $K/eval_table.csv
 $CD report $K/eval $K/baseline $K/cid $K/balance --out $K/report --teacher $T --baseline run:$K/baseline
-# The CLIP-TD protocol (issue 7) is its own command; see benchmarks/RESULTS.md:
-#   clipdistill protocol configs/td/protocol_default.yaml --set full=false --set out=runs/q/td_lowshot
+# The CLIP-TD runs (issue 7) with this teacher: bash benchmarks/quality_td.sh

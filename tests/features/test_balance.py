@@ -123,3 +123,21 @@ def test_cli_help_and_errors(skewed_store, tmp_path):
     bad = runner.invoke(app, ["balance", "--features", str(skewed_store), "--out", str(tmp_path),
                               "--clusters", "4", "--order", "sideways"])
     assert isinstance(bad.exception, ConfigError) and "order" in str(bad.exception)
+
+
+def test_rewrite_killed_halfway_leaves_a_dir_readers_refuse(skewed_store, tmp_path, monkeypatch):
+    run_balance(skewed_store, tmp_path, BalanceOptions(clusters=4, threshold=0.99))
+    assert BalanceResult(tmp_path).kept_keys  # complete
+    real_save, saves = np.save, []
+
+    def dying_save(path, arr):  # the second run is killed after writing its first array
+        saves.append(path)
+        if len(saves) > 1:
+            raise KeyboardInterrupt
+        real_save(path, arr)
+
+    monkeypatch.setattr(np, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_balance(skewed_store, tmp_path, BalanceOptions(clusters=6, threshold=0.99))
+    with pytest.raises(UserError, match="incomplete"):
+        BalanceResult(tmp_path)

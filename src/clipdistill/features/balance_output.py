@@ -18,13 +18,16 @@ import numpy as np
 
 from clipdistill.errors import UserError
 from clipdistill.features.store import FeatureStore
-from clipdistill.manifest import read_checked, write_manifest
+from clipdistill.manifest import MANIFEST, read_checked, write_manifest
 
 STAGE = "balance"
 
 
 def write_outputs(out: Path, store: FeatureStore, opts_dump: dict, result: dict, report: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    # the manifest marks a complete DIR: drop an earlier run's first, so a rewrite killed halfway leaves a DIR
+    # that readers refuse instead of the old manifest vouching for a mix of old and new files
+    (out / MANIFEST).unlink(missing_ok=True)
     (out / "keys.txt").write_text("".join(f"{k}\n" for k in store.keys))
     np.save(out / "labels.npy", result["image"]["labels"])
     np.save(out / "centroids.npy", result["image"]["centroids"].astype(np.float32))
