@@ -200,8 +200,8 @@ def test_protocol_scores_the_dev_set_and_keeps_cells_run_before_dev_fraction_exi
     cfg.tasks[0].dev_fraction = 0.1
     res = run_protocol(cfg, trainer=stand_in_fit, train_config=TRAIN, progress=lambda s: None)
     regimes = {(r["task"], r["method"], r["regime"]) for r in res["rows"]}
-    assert {("vqa", m, "dev") for m in ("prior", "baseline")} <= regimes
-    assert not any(t != "vqa" and reg == "dev" for t, _, reg in regimes)  # only the task that asked for one
+    assert {("vqa", m, "train_dev") for m in ("prior", "baseline")} <= regimes
+    assert not any(t != "vqa" and reg == "train_dev" for t, _, reg in regimes)  # only the task that asked for one
     train = open_task("vqa", world / "tasks" / "vqa", "train")
     exported = json.loads((tmp_path / "p" / "cells" / "vqa" / "f0.25-s0" / "baseline" / "task_model.json")
                           .read_text())

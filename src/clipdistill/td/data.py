@@ -37,8 +37,8 @@ class TaskConfig(StrictModel):
     # CLIP-TD reads the teacher's image features from it instead of running the image tower (td/cached.py)
     teacher_features: str | None = None
     # share of the train split held out as a dev set (stratified like the low-shot subsets, one fixed draw):
-    # every model is also scored on it (result "dev") and trains on the rest, so options are chosen on dev
-    # while val stays the reported split
+    # every model trains on the rest and is also scored on it (result "train_dev", so it is never confused with
+    # a dataset's own dev split such as SNLI-VE's); options are chosen there while val stays the reported split
     dev_fraction: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")

@@ -2,9 +2,9 @@
 
 Regimes: low-shot fractions x seeds (nested, stratified subsets of the train split), full data, and
 domain-shift splits (`shift_splits`, evaluated with each trained model: regime `shift:<split>`, with the
-fraction of the model; regime `dev` when a task carves a dev set from train with `dev_fraction`: choose
-options on it, report val). Methods: answer prior, baseline fine-tune, naive distillation, CLIP-TD. Task data is read by
-the real readers (`clipdistill.data.tasks`); `world` roots relative task folders.
+fraction of the model; regime `train_dev` when a task carves a dev set from train with `dev_fraction`:
+choose options on it, report val). Methods: answer prior, baseline fine-tune, naive distillation, CLIP-TD.
+Task data is read by the real readers (`clipdistill.data.tasks`); `world` roots relative task folders.
 A cell is finished once `cells/<task>/f<fraction>-s<seed>/<method>/result.json` exists; reruns skip it,
 unless its recorded config (all but `out` / `world`, the locations) or the hash of the task's annotation
 files differs, which is refused (naming the field).

@@ -68,8 +68,8 @@ def _train_config(cfg: FinetuneConfig):
 
 def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = None, train_config: Any = None,
                  reader: TaskReader | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train + evaluate one configuration; returns {"val": metrics, "shift:NAME": metrics, ...} (+ "dev" when
-    the task carves one from train).
+    """Train + evaluate one configuration; returns {"val": metrics, "shift:NAME": metrics, ...} (+ "train_dev"
+    when the task carves a dev set from train).
     `reader` lets a protocol share opened splits between its cells."""
     from clipdistill.zoo import load_model
 
@@ -79,7 +79,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     evals = {name: reader.open(spec, cfg.world, split) for name, split in spec.eval_splits().items()}
     pool, dev = split_dev(spec, train_data)
     if dev is not None:
-        evals = {"dev": dev, **evals}
+        evals = {"train_dev": dev, **evals}
     train_ex = low_shot_examples(spec, pool, cfg.fraction, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
