@@ -214,6 +214,12 @@ def test_protocol_scores_the_dev_set_and_keeps_cells_run_before_dev_fraction_exi
     seen = []
     run_protocol(cfg, trainer=None, train_config=TRAIN, progress=seen.append)
     assert len(seen) == 6 and all(s.startswith("skip") for s in seen)
-    cfg.tasks[1].dev_fraction = 0.1  # but a cell run without a dev set is not reused once the task carves one
+    done["config"]["td"]["retired_knob"] = 1  # an option that no longer exists is named, not silently dropped
+    result.write_text(json.dumps(done))
+    with pytest.raises(ManifestMismatch, match="td.retired_knob=1"):
+        run_protocol(cfg, trainer=None, train_config=TRAIN, progress=lambda s: None)
+    del done["config"]["td"]["retired_knob"]
+    result.write_text(json.dumps(done))
+    cfg.tasks[1].dev_fraction = 0.1  # and a cell run without a dev set is not reused once the task carves one
     with pytest.raises(ManifestMismatch, match="task.dev_fraction=0.0"):
         run_protocol(cfg, trainer=None, train_config=TRAIN, progress=lambda s: None)

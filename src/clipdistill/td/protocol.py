@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
+from pydantic_core import to_jsonable_python
 
 from clipdistill.config import StrictModel
 from clipdistill.errors import ManifestMismatch
@@ -86,13 +87,17 @@ def _identity(config: dict, distils: bool) -> dict:
     return {**{k: v for k, v in config.items() if k != "teacher"}, "task": task}
 
 
-def _with_new_defaults(recorded: dict) -> dict:
-    """A finished cell's config with options added since it ran filled in at their defaults (which is how it
-    ran); one that no longer validates is compared as recorded, so the differing field gets named."""
-    try:
-        return FinetuneConfig.model_validate(recorded).model_dump(mode="json", exclude=LOCATION_FIELDS)
-    except ValueError:
-        return recorded
+def _with_new_defaults(recorded: dict, model: type[BaseModel] = FinetuneConfig) -> dict:
+    """A finished cell's config with the options added since it ran filled in at their defaults (which is how
+    it ran), nested sections too; keys that are no longer options stay, so the comparison names them."""
+    out = dict(recorded)
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if name not in out and not field.is_required():
+            out[name] = to_jsonable_python(field.get_default(call_default_factory=True))
+        elif isinstance(out.get(name), dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            out[name] = _with_new_defaults(out[name], sub)
+    return {k: v for k, v in out.items() if model is not FinetuneConfig or k not in LOCATION_FIELDS}
 
 
 def _check_same(recorded: dict, current: dict, where: str, prefix: str = "") -> None:
