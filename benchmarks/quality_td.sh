@@ -50,10 +50,15 @@ $CD protocol "${P[@]}" "${D[@]}" --set seeds=[0,1,2] --set methods=[clip_td] --s
 $CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set methods=[clip_td] --set td.weights.mode=uniform \
   --set "tasks=[{$SNLI}]" --set out=$Q/td_snli_25_uniform
 
-# VCR (25%, seed 0, 3 epochs: a VCR item is 4 sequences per sub-task, ~8x a VQA item), the dev-chosen variant
+# 10% of the VQA training pool, same dev carve: the low-shot curve between run 2's 5% and 25%
+D10=(--set fractions=[0.1] --set full=false --set "tasks=[{$VQA, dev_fraction: 0.15}]")
+$CD protocol "${P[@]}" "${D10[@]}" --set methods=[prior,baseline,naive] --set out=$Q/td_dev10
+$CD protocol "${P[@]}" "${D10[@]}" --set methods=[clip_td] --set td.weights.mode=uniform --set out=$Q/td_dev10_uniform
+
+# VCR (25%, 3 seeds, 3 epochs: a VCR item is 4 sequences per sub-task, ~8x a VQA item), the dev-chosen variant
 [ -f $Q/feats_vcr_rn/manifest.json ] || $CD embed --teacher $T --data images:$Q/world/tasks/vcr/vcr1images --tokens \
   --out $Q/feats_vcr_rn
-$CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set seeds=[0] --set train.epochs=3 \
+$CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set train.epochs=3 \
   --set methods=[prior,baseline,naive,clip_td] --set td.weights.mode=uniform \
   --set "tasks=[{name: vcr, kind: vcr, folder: tasks/vcr, teacher_features: $Q/feats_vcr_rn}]" --set out=$Q/td_vcr_25
 
