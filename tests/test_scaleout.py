@@ -3,11 +3,13 @@ and 2 "nodes" (two torchrun agents on this machine) meeting through the c10d ren
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,43 @@ def test_two_nodes_through_c10d_rendezvous_equal_one_node_two_procs(pairs, tmp_p
         assert torch.equal(b[k], c[k]), k  # the same 2-process computation, whichever way the processes met
     steps = [json.loads(line)["step"] for line in (tmp_path / "two_nodes" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 2  # 32 pairs / global batch 16
+
+
+def test_ddp_survives_a_corrupt_sample_and_counts_it(pairs, tmp_path):
+    """A rank whose batch lost a sample gathers fewer rows than its peer; the run finishes and the manifest
+    counts the dropped read (before, gloo aborted on the mismatched all_gather)."""
+    bad = tmp_path / "pairs"
+    bad.mkdir()
+    lines = pairs.read_text().splitlines()
+    for line in lines[1:]:
+        name = line.split(",")[1]
+        (bad / name).write_bytes((pairs.parent / name).read_bytes())
+    (bad / "5.png").write_bytes(b"not a png")
+    (bad / "pairs.csv").write_text("\n".join(lines) + "\n")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run([*torchrun, *distill_args(bad / "pairs.csv", tmp_path / "run", 8)])
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["skipped_reads"] == {"undecodable_image": 1}
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 2
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "run").values())
+
+
+def test_ddp_ends_each_epoch_together_on_uneven_shards(pairs, tmp_path):
+    """Three tar shards over two ranks: rank 0 reads two, rank 1 one. Both stop when rank 1 runs out, instead of
+    rank 0 waiting in a collective rank 1 never joins."""
+    lines = pairs.read_text().splitlines()[1:]
+    for s in range(3):
+        with tarfile.open(tmp_path / f"s-{s}.tar", "w") as tar:
+            for line in lines[s * 8:(s + 1) * 8]:
+                key, name, caption = line.split(",")
+                for member, data in ((f"{key}.png", (pairs.parent / name).read_bytes()),
+                                     (f"{key}.txt", caption.encode())):
+                    info = tarfile.TarInfo(member)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run([*torchrun, *distill_args(tmp_path / "s-{0..2}.tar", tmp_path / "run", 4), "--set", "train.epochs=2"])
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # rank 1 holds 8 pairs = 2 batches of 4 per epoch; rank 0 holds 4 batches but only 2 per epoch are used
+    assert [(r["step"], r["epoch"]) for r in steps] == [(1, 0), (2, 0), (3, 1), (4, 1)]

@@ -16,7 +16,9 @@ CASES = {
     "clip_local": ({"clip": {}}, True),
     "kd": ({"crd": {}, "icl": {}, "fd": {}, "logit_kd": {}}, False),
     "kd_local": ({"crd": {}, "icl": {}, "logit_kd": {}}, True),
+    "kd_gathered": ({"clip": {}, "crd": {}, "icl": {}, "logit_kd": {}}, False),
 }
+UNEVEN_CASES, UNEVEN_SPLIT = ("kd_gathered", "clip_local"), 3
 
 
 def full_batch() -> dict[str, torch.Tensor]:
@@ -53,5 +55,8 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             save_file(
                 step(case, slice(rank * shard, (rank + 1) * shard)), f"{out_dir}/{case}.{rank}.safetensors"
             )
+        for case in UNEVEN_CASES:  # a rank that lost samples to bad data: shards of 3 and 1 rows
+            rows = slice(0, UNEVEN_SPLIT) if rank == 0 else slice(UNEVEN_SPLIT, BATCH)
+            save_file(step(case, rows), f"{out_dir}/{case}.uneven.{rank}.safetensors")
     finally:
         dist.destroy_process_group()

@@ -20,7 +20,9 @@ WORLD = 2
 def shards(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     mp.spawn(w.worker, args=(WORLD, str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
-    return {case: [load_file(tmp / f"{case}.{r}.safetensors") for r in range(WORLD)] for case in w.CASES}
+    out = {case: [load_file(tmp / f"{case}.{r}.safetensors") for r in range(WORLD)] for case in w.CASES}
+    return out | {f"{case}.uneven": [load_file(tmp / f"{case}.uneven.{r}.safetensors") for r in range(WORLD)]
+                  for case in w.UNEVEN_CASES}
 
 
 @pytest.mark.parametrize("case", list(w.CASES))
@@ -44,3 +46,22 @@ def test_gathered_equals_single_process(shards, case):
     assert (case.startswith("kd")) == bool(params)
     for name in params:
         assert torch.allclose(sum(r[name] for r in ranks) / WORLD, full[name], atol=1e-6), name
+
+
+def test_uneven_shards_gather_the_whole_batch(shards):
+    """Ranks holding 3 and 1 rows: gathered terms give every rank the full-batch loss and the full-batch
+    gradients on its own rows; local-loss rows find their positive at the right offset."""
+    full = w.step("kd_gathered", slice(None))
+    ranks = shards["kd_gathered.uneven"]
+    for key in (k for k in full if k.startswith("value.")):
+        for r in ranks:
+            assert r[key].item() == pytest.approx(full[key].item(), rel=1e-5), key
+    assert [r["grad.img"].shape[0] for r in ranks] == [w.UNEVEN_SPLIT, w.BATCH - w.UNEVEN_SPLIT]
+    for name in ("grad.img", "grad.txt"):
+        assert torch.allclose(torch.cat([r[name] for r in ranks]) / WORLD, full[name], atol=1e-6), name
+    # local loss: each rank averages its own rows, so the row-weighted mean of the ranks is the full loss
+    full = w.step("clip_local", slice(None))["value.clip"]
+    ranks = shards["clip_local.uneven"]
+    rows = torch.tensor([w.UNEVEN_SPLIT, w.BATCH - w.UNEVEN_SPLIT], dtype=torch.float32)
+    weighted = sum(n * r["value.clip"] for n, r in zip(rows, ranks, strict=True)) / rows.sum()
+    assert weighted.item() == pytest.approx(full.item(), rel=1e-5)

@@ -19,6 +19,7 @@ from clipdistill.losses import build_loss
 from clipdistill.losses.base import loss_class
 from clipdistill.manifest import write_manifest
 from clipdistill.train import fit, init_distributed, shutdown
+from clipdistill.train.distributed import summed_counts
 from clipdistill.zoo import load_model, save_run_model
 
 if TYPE_CHECKING:
@@ -88,17 +89,22 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
                                   drop_last=True)
             return joins.wrap(batches, epoch)
 
+        online = task.teachers.models if task.teachers else []
+        teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash()} for t in online] + joins.teachers()
+        manifest = dict(student=cfg.student.model, init=init, teachers=teachers,
+                        data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
+                        world_size=info.world_size)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, out / "config.yaml")
-            online = task.teachers.models if task.teachers else []
-            teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash()} for t in online] + joins.teachers()
-            write_manifest(out, "distill", student=cfg.student.model, init=init, teachers=teachers,
-                           data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
-                           world_size=info.world_size)
+            write_manifest(out, "distill", **manifest)
         fit(task, loader_factory, cfg.train, out, resume=resume)
+        # every read that dropped a sample, over all ranks and epochs of this process (a resumed run counts
+        # from the resume; a streaming source's length-counting pass is included)
+        skips = summed_counts(source.skips, info)
         if info.is_main:
             save_run_model(task.student, out)
+            write_manifest(out, "distill", **manifest, skipped_reads=skips)
     finally:
         shutdown(info)
     return out

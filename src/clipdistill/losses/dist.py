@@ -4,12 +4,14 @@ With `world_size > 1` features are all-gathered with gradient flowing back to th
 (`torch.distributed.nn.functional.all_gather`). Its backward sums the gradients every rank's loss sends
 to this shard; with the same global loss on every rank that is `world_size * dL/dx`, which the DDP
 gradient average divides back out, so parameter gradients equal those of one process on the whole
-batch. Shards must have equal sizes (the loaders use `drop_last`).
+batch. Shards may differ in size (a rank whose batch lost a corrupt sample): `sized` learns every rank's
+row count once per forward, `gather` pads to the largest shard and strips the padding again, and `labels`
+offsets by the rows of the ranks before this one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -22,6 +24,8 @@ class DistContext:
     world_size: int = 1
     # local_loss: logits rows are this rank's samples, columns the gathered batch (open_clip --local-loss)
     local_loss: bool = False
+    # rows per rank, from `sized`; None means equal shards (every rank has the caller's row count)
+    sizes: tuple[int, ...] | None = None
 
     @classmethod
     def current(cls, local_loss: bool = False) -> DistContext:
@@ -29,17 +33,35 @@ class DistContext:
             return cls(dist.get_rank(), dist.get_world_size(), local_loss)
         return cls(0, 1, local_loss)
 
+    def sized(self, n_local: int, device: torch.device) -> DistContext:
+        """This context with every rank's row count (one small collective; every rank must call it)."""
+        if self.world_size == 1:
+            return self
+        mine = torch.tensor([n_local], dtype=torch.long, device=device)
+        parts = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(parts, mine)
+        return replace(self, sizes=tuple(int(p) for p in parts))
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:
             return x
+        sizes = self.sizes or (x.shape[0],) * self.world_size
+        if x.shape[0] != sizes[self.rank]:
+            raise ValueError(f"rank {self.rank} gathers {x.shape[0]} rows but announced {sizes[self.rank]}")
+        longest = max(sizes)
+        if x.shape[0] < longest:  # all_gather needs equal shapes: pad, then drop every rank's padding
+            x = torch.cat([x, x.new_zeros(longest - x.shape[0], *x.shape[1:])])
         if x.requires_grad:
-            return torch.cat(dist_fn.all_gather(x), dim=0)
-        parts = [torch.empty_like(x) for _ in range(self.world_size)]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=0)
+            parts = dist_fn.all_gather(x)
+        else:
+            parts = [torch.empty_like(x) for _ in range(self.world_size)]
+            dist.all_gather(parts, x.contiguous())
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)], dim=0)
 
     def labels(self, n_local: int, device: torch.device, local: bool) -> torch.Tensor:
-        """Index of each row's positive column: offset by rank when rows are local."""
+        """Index of each row's positive column in the gathered batch: offset by the earlier ranks' rows when rows
+        are local."""
+        sizes = self.sizes or (n_local,) * self.world_size
         if local:
-            return torch.arange(n_local, device=device) + n_local * self.rank
-        return torch.arange(n_local * self.world_size, device=device)
+            return torch.arange(n_local, device=device) + sum(sizes[: self.rank])
+        return torch.arange(sum(sizes), device=device)

@@ -49,13 +49,24 @@ def init_distributed(device_choice: str, timeout_s: float) -> DistInfo:
     return DistInfo(rank, world, local, device)
 
 
+def min_across(n: int, info: DistInfo) -> int:
+    """The smallest of every rank's `n` (each rank's own `n` on one process)."""
+    if not info.enabled:
+        return n
+    t = torch.tensor([n], dtype=torch.long, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def all_ranks(flag: bool, info: DistInfo) -> bool:
+    """True when `flag` holds on every rank, so that ranks decide together (stop, end an epoch) and none waits
+    forever in a collective the others left."""
+    return min_across(int(flag), info) > 0
+
+
 def all_finite(value: torch.Tensor, info: DistInfo) -> bool:
-    """True when the loss is finite on every rank (so all ranks stop together on NaN, none waits forever)."""
-    ok = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
-    if info.enabled:
-        ok = ok.to(info.device)
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    return bool(ok.item() > 0)
+    """True when the loss is finite on every rank (so all ranks stop together on NaN)."""
+    return all_ranks(bool(torch.isfinite(value.detach()).all()), info)
 
 
 def mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
@@ -65,6 +76,19 @@ def mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return dict(zip(values, (t / info.world_size).tolist(), strict=True))
+
+
+def summed_counts(counts: dict[str, int], info: DistInfo) -> dict[str, int]:
+    """Per-key sums of every rank's counts (e.g. skipped samples per reason), sorted by key."""
+    parts = [dict(counts)]
+    if info.enabled:
+        parts = [{} for _ in range(info.world_size)]
+        dist.all_gather_object(parts, dict(counts))
+    total: dict[str, int] = {}
+    for part in parts:
+        for k, n in part.items():
+            total[k] = total.get(k, 0) + n
+    return dict(sorted(total.items()))
 
 
 def collective_failure(err: BaseException) -> UserError:

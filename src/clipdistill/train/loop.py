@@ -31,9 +31,11 @@ from clipdistill.train.config import TrainConfig
 from clipdistill.train.distributed import (
     DistInfo,
     all_finite,
+    all_ranks,
     collective_failure,
     init_distributed,
     mean_across,
+    min_across,
 )
 from clipdistill.train.metrics import MetricsLog, ProgressBar
 from clipdistill.train.optim import build_optimizer
@@ -176,7 +178,7 @@ class _Trainer:
 
     def run(self, resume: str | None) -> None:
         cfg, info = self.cfg, self.info
-        per_epoch = count_batches(self.factory) // cfg.accum_steps
+        per_epoch = min_across(count_batches(self.factory), info) // cfg.accum_steps  # the same on every rank
         if per_epoch == 0:
             raise UserError(f"the data gives fewer than accum_steps={cfg.accum_steps} batches: nothing to train on")
         total = cfg.steps or cfg.epochs * per_epoch
@@ -206,8 +208,10 @@ class _Trainer:
             start = pos.step
             while pos.step < total:
                 micro = [b for _, b in zip(range(cfg.accum_steps), batches, strict=False)]
-                if len(micro) < cfg.accum_steps:
-                    break  # end of epoch (a partial accumulation group is dropped)
+                # end of epoch (a partial accumulation group is dropped) as soon as any rank runs out: ranks may
+                # hold different batch counts (uneven stream shards, a batch whose every sample was dropped)
+                if not all_ranks(len(micro) == cfg.accum_steps, self.info):
+                    break
                 t0 = time.perf_counter()
                 lr = set_lr(self.optimizer, cfg.lr, lr_factor(pos.step, total, cfg.warmup_steps, cfg.min_lr_ratio))
                 terms = [self.micro_step(b, i == len(micro) - 1, pos) for i, b in enumerate(micro)]
