@@ -53,10 +53,11 @@ def env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": "src"}
 
 
-def run(cmd: list[str]) -> None:
+def run(cmd: list[str]) -> str:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(),
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -99,7 +100,8 @@ def test_ddp_survives_a_corrupt_sample_and_counts_it(pairs, tmp_path):
     (bad / "5.png").write_bytes(b"not a png")
     (bad / "pairs.csv").write_text("\n".join(lines) + "\n")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    run([*torchrun, *distill_args(bad / "pairs.csv", tmp_path / "run", 8)])
+    stdout = run([*torchrun, *distill_args(bad / "pairs.csv", tmp_path / "run", 8)])
+    assert stdout.count("wrote ") == 1  # rank 0 speaks for the run
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["skipped_reads"] == {"undecodable_image": 1}
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         from clipdistill.config import load_config
         from clipdistill.distill.config import DistillConfig
         from clipdistill.distill.run import run_distill
+        from clipdistill.train.distributed import launched_as_main
 
         cfg = load_config(DistillConfig, config, set_)
-        typer.echo(f"wrote {run_distill(cfg, out, resume)}")
+        written = run_distill(cfg, out, resume)
+        if launched_as_main():
+            typer.echo(f"wrote {written}")

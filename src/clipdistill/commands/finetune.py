@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
         """
         from clipdistill.config import load_config
         from clipdistill.td.runner import FinetuneConfig, run_finetune
+        from clipdistill.train.distributed import launched_as_main
 
         cfg = load_config(FinetuneConfig, config, overrides)
         results = run_finetune(cfg, Path(cfg.out))
-        typer.echo(json.dumps(results, indent=2))
+        if launched_as_main():
+            typer.echo(json.dumps(results, indent=2))

@@ -29,6 +29,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def launched_as_main() -> bool:
+    """True on torchrun's rank 0 and outside torchrun: the process that speaks for a run on the console."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def pick_device(choice: str, local_rank: int) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
