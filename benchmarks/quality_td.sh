@@ -65,3 +65,6 @@ $CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set train.epoch
 # full data (3 epochs, 3 seeds) with the dev-chosen variant, against run 2's baseline cells
 $CD protocol "${P[@]}" --set fractions=[] --set methods=[clip_td] --set train.epochs=3 --set td.weights.mode=uniform \
   --set "tasks=[{$VQA}]" --set out=$Q/td_full3_uniform
+# and naive all-token distillation with full data, for the same comparison
+$CD protocol "${P[@]}" --set fractions=[] --set methods=[naive] --set train.epochs=3 \
+  --set "tasks=[{$VQA}]" --set out=$Q/td_full3_naive

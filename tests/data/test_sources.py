@@ -161,6 +161,33 @@ def test_loader_with_workers_matches_single_process(table_dir):
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b, strict=True))
 
 
+def test_augmentation_follows_the_sample_not_the_reader(table_dir):
+    """A random crop drawn per (seed, key): the same with 0 or 2 workers, after a resume, on either rank of 2,
+    and the caller's torch RNG is not consumed; another seed (epoch) draws other crops."""
+    from torchvision.transforms import v2 as T
+
+    crop = T.Compose([T.PILToTensor(), T.RandomResizedCrop(4, scale=(0.2, 1.0), antialias=True)])
+    aug = {"": (crop, views()[""][1])}
+    for i in range(10):  # a gradient, so that different crops give different pixels
+        grid = np.add.outer(np.arange(16), np.arange(16) * (i + 2)).astype(np.uint8) * 7
+        Image.fromarray(np.stack([grid] * 3, axis=-1)).save(table_dir / f"im{i}.png")
+    src = open_source(str(table_dir / "pairs.jsonl"))
+
+    def images(**kw) -> dict[str, torch.Tensor]:
+        batches = make_loader(src, aug, 3, shuffle=True, **kw)
+        return {k: im for b in batches for k, im in zip(b["key"], b["image"], strict=True)}
+
+    torch.manual_seed(0)
+    ref = images(seed=5)
+    drawn = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(drawn, torch.rand(3))  # reading the data drew nothing from the caller's stream
+    for other in (images(seed=5, num_workers=2), images(seed=5, start_step=2),
+                  images(seed=5, rank=0, world_size=2) | images(seed=5, rank=1, world_size=2)):
+        assert other and all(torch.equal(im, ref[k]) for k, im in other.items())
+    assert any(not torch.equal(im, ref[k]) for k, im in images(seed=6).items())  # the crops really are random
+
+
 def test_every_sample_dropped_is_an_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"xx")
     (tmp_path / "p.csv").write_text("image,caption\nbad.png,a\nbad.png,b\n")

@@ -4,14 +4,17 @@
 a dict with `key`, `caption`, `index` and, per view, `<prefix>image` / `<prefix>text`.
 
 Order is a pure function of (seed, rank, world_size): resuming at `start_step` skips exactly the batches a
-run already consumed. Skipped samples travel through the batch (`_skips`) so counts made in worker processes
-reach the source's counter in the main process.
+run already consumed. Each sample's random augmentation is drawn from a torch stream seeded by (seed, key), so it
+is the same whichever worker, rank or resume point reads it, and it leaves the caller's RNG untouched.
+Skipped samples travel through the batch (`_skips`) so counts made in worker processes reach the source's
+counter in the main process.
 """
 
 from __future__ import annotations
 
 import random
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -26,11 +29,13 @@ Views = dict[str, tuple[Callable, Callable]]
 WARN_FRACTION = 0.01
 
 
-def encode(sample: Sample, views: Views, index: int) -> dict:
+def encode(sample: Sample, views: Views, index: int, seed: int) -> dict:
     item = {"key": sample.key, "caption": sample.text, "index": index}
-    for prefix, (transform, tokenizer) in views.items():
-        item[f"{prefix}image"] = transform(sample.image)
-        item[f"{prefix}text"] = tokenizer([sample.text])[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(f"{seed}/{sample.key}".encode()))
+        for prefix, (transform, tokenizer) in views.items():
+            item[f"{prefix}image"] = transform(sample.image)
+            item[f"{prefix}text"] = tokenizer([sample.text])[0]
     return item
 
 
@@ -51,22 +56,22 @@ def collate(items: list[dict]) -> dict:
 
 
 class _MapDataset(Dataset):
-    def __init__(self, source: MapSource, views: Views):
-        self.source, self.views = source, views
+    def __init__(self, source: MapSource, views: Views, seed: int):
+        self.source, self.views, self.seed = source, views, seed
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict:
         sample, reason = self.source.load(i)
-        return {"_skip": {reason: 1}} if sample is None else encode(sample, self.views, i)
+        return {"_skip": {reason: 1}} if sample is None else encode(sample, self.views, i, self.seed)
 
 
 class _StreamDataset(IterableDataset):
     def __init__(self, source: ShardSource, views: Views, rank: int, world_size: int, keys: set[str] | None,
-                 skip_samples: int):
+                 skip_samples: int, seed: int):
         self.source, self.views, self.rank, self.world_size = source, views, rank, world_size
-        self.keys, self.skip_samples = keys, skip_samples
+        self.keys, self.skip_samples, self.seed = keys, skip_samples, seed
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -86,13 +91,14 @@ class _StreamDataset(IterableDataset):
                     continue
                 seen += 1
                 if seen > self.skip_samples:
-                    yield encode(sample, self.views, j)
+                    yield encode(sample, self.views, j, self.seed)
             if counts:
                 yield {"_skip": dict(counts)}
 
 
 def _seed_worker(worker_id: int) -> None:
-    # worker RNGs derive from the loader's seeded generator, so augmentations repeat for a given seed
+    # python / numpy streams in workers derive from the loader's seeded generator (torch's is seeded per sample
+    # in `encode`), so a transform that draws from them repeats for a given seed and worker count
     s = torch.initial_seed() % 2**32
     random.seed(s)
     np.random.seed(s)
@@ -155,10 +161,10 @@ def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False,
         if drop_last and batches and len(batches[-1]) < batch_size:
             batches.pop()
         batches = batches[start_step:]
-        loader = DataLoader(_MapDataset(source, views), batch_sampler=batches, **common)
+        loader = DataLoader(_MapDataset(source, views, seed), batch_sampler=batches, **common)
         return Batches(loader, source, len(batches))
     if isinstance(source, ShardSource):
-        ds = _StreamDataset(source, views, rank, world_size, keys, start_step * batch_size)
+        ds = _StreamDataset(source, views, rank, world_size, keys, start_step * batch_size, seed)
         loader = DataLoader(ds, batch_size=batch_size, drop_last=drop_last, **common)
         return Batches(loader, source, None)
     raise DataError(f"not a clipdistill data source: {type(source).__name__}")
