@@ -3,6 +3,7 @@
 # CLIP-CID on all the data and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher,
 # feature store and balance output of quality_default.sh (run it first). Skips finished runs and evaluations.
 #   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
+#   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -11,17 +12,20 @@ E=${EPOCHS:-6}
 W=$Q/world
 K=$Q/rn
 T=run:$K/teacher
-O=$Q/rn_e$E
+SEED=${SEED:-0}
+MODELS=${MODELS:-baseline cid_full clipkd}
+O=$Q/rn_e$E$([ "$SEED" = 0 ] || echo _seed$SEED)
 COMMON=(--set data.source=world:$W --set data.batch_size=128 --set train.progress=false --set data.num_workers=1)
 CACHED=(--set teacher.mode=cached --set teacher.features=$K/features --set teacher.models=[$T])
-S=(--set train.epochs=$E --set train.warmup_steps=50)
+S=(--set train.epochs=$E --set train.warmup_steps=50 --set train.seed=$SEED)
 
 done_run() { [ -f "$1/model.safetensors" ]; }
-done_run $O/baseline || $CD distill configs/baseline.yaml --out $O/baseline "${COMMON[@]}" "${S[@]}"
-done_run $O/cid_full || $CD distill configs/cid.yaml --out $O/cid_full "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
+want() { [[ " $MODELS " == *" $1 "* ]]; }
+! want baseline || done_run $O/baseline || $CD distill configs/baseline.yaml --out $O/baseline "${COMMON[@]}" "${S[@]}"
+! want cid_full || done_run $O/cid_full || $CD distill configs/cid.yaml --out $O/cid_full "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
   --set data.keep=$K/balance --set data.filter=false
-done_run $O/clipkd || $CD distill configs/clipkd.yaml --out $O/clipkd "${COMMON[@]}" "${S[@]}" "${CACHED[@]}"
-for m in baseline cid_full clipkd; do
+! want clipkd || done_run $O/clipkd || $CD distill configs/clipkd.yaml --out $O/clipkd "${COMMON[@]}" "${S[@]}" "${CACHED[@]}"
+for m in $MODELS; do
   for set in shape color; do
     $CD eval zeroshot --model run:$O/$m --data $W/classify/$set/test --name $set --skip-existing \
       --output $O/eval/$m-$set-zeroshot.json
