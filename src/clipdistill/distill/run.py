@@ -89,14 +89,15 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
                                   drop_last=True)
             return joins.wrap(batches, epoch)
 
-        online = task.teachers.models if task.teachers else []
-        teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash()} for t in online] + joins.teachers()
-        manifest = dict(student=cfg.student.model, init=init, teachers=teachers,
-                        data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
-                        world_size=info.world_size)
-        if info.is_main:
+        manifest: dict = {}
+        if info.is_main:  # rank 0 alone hashes the teachers and writes the folder
             out.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, out / "config.yaml")
+            online = task.teachers.models if task.teachers else []
+            teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash()} for t in online] + joins.teachers()
+            manifest = dict(student=cfg.student.model, init=init, teachers=teachers,
+                            data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
+                            world_size=info.world_size)
             write_manifest(out, "distill", **manifest)
         fit(task, loader_factory, cfg.train, out, resume=resume)
         # every read that dropped a sample, over all ranks and epochs of this process (a resumed run counts

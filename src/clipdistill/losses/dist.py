@@ -5,7 +5,7 @@ With `world_size > 1` features are all-gathered with gradient flowing back to th
 to this shard; with the same global loss on every rank that is `world_size * dL/dx`, which the DDP
 gradient average divides back out, so parameter gradients equal those of one process on the whole
 batch. Shards may differ in size (a rank whose batch lost a corrupt sample): `sized` learns every rank's
-row count once per forward, `gather` pads to the largest shard and strips the padding again, and `labels`
+row count once per forward that gathers, `gather` pads to the largest shard and strips the padding again, and `labels`
 offsets by the rows of the ranks before this one.
 """
 

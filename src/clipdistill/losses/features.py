@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +26,17 @@ class FeatureView:
         project_text: Callable[[torch.Tensor], torch.Tensor],
     ):
         self.inputs = inputs
-        self.ctx = ctx
+        self._ctx = ctx
         self._project_image = project_image
         self._project_text = project_text
         self._local: dict[str, torch.Tensor] = {}
         self._global: dict[str, torch.Tensor] = {}
+
+    @cached_property
+    def ctx(self) -> DistContext:
+        """The context with every rank's row count, learnt on first use: only forwards whose terms gather pay
+        the collective (every rank runs the same terms, so every rank asks at the same point)."""
+        return self._ctx.sized(self.inputs.batch_size, self.inputs.image_features.device)
 
     def _make(self, key: str) -> torch.Tensor:
         i = self.inputs

@@ -48,8 +48,7 @@ class WeightedLoss(nn.Module):
 
     def forward(self, inputs: LossInputs) -> dict[str, torch.Tensor]:
         self._check(inputs)
-        ctx = DistContext.current(self.local_loss).sized(inputs.batch_size, inputs.image_features.device)
-        view = FeatureView(inputs, ctx, self.image_proj, self.text_proj)
+        view = FeatureView(inputs, DistContext.current(self.local_loss), self.image_proj, self.text_proj)
         out: dict[str, torch.Tensor] = {}
         total = inputs.image_features.new_zeros(())
         for name, term in self.terms.items():
