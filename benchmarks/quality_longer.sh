@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Longer student training on the `default` world (benchmarks/RESULTS.md, "run 2, longer training"): baseline,
-# CLIP-CID on all the data and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher,
+# CLIP-CID on all the data, CLIP-CID on the balanced subset (`cid`, not in the default MODELS) and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher,
 # feature store and balance output of quality_default.sh (run it first). Skips finished runs and evaluations.
 #   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
 #   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
+#   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -24,6 +25,8 @@ want() { [[ " $MODELS " == *" $1 "* ]]; }
 ! want baseline || done_run $O/baseline || $CD distill configs/baseline.yaml --out $O/baseline "${COMMON[@]}" "${S[@]}"
 ! want cid_full || done_run $O/cid_full || $CD distill configs/cid.yaml --out $O/cid_full "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
   --set data.keep=$K/balance --set data.filter=false
+! want cid || done_run $O/cid || $CD distill configs/cid.yaml --out $O/cid "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
+  --set data.keep=$K/balance
 ! want clipkd || done_run $O/clipkd || $CD distill configs/clipkd.yaml --out $O/clipkd "${COMMON[@]}" "${S[@]}" "${CACHED[@]}"
 for m in $MODELS; do
   for set in shape color; do

@@ -1,7 +1,8 @@
 """Cross-rank feature gathering for batch-contrastive losses, with a plain single-process path.
 
 With `world_size > 1` features are all-gathered with gradient flowing back to the local shard
-(`torch.distributed.nn.functional.all_gather`). Its backward sums the gradients every rank's loss sends
+(`_AllGatherGrad`, what `torch.distributed.nn.functional.all_gather` did before torch 2.13 deprecated it in favour
+of a private module). Its backward sums the gradients every rank's loss sends
 to this shard; with the same global loss on every rank that is `world_size * dL/dx`, which the DDP
 gradient average divides back out, so parameter gradients equal those of one process on the whole
 batch. Shards may differ in size (a rank whose batch lost a corrupt sample): `sized` learns every rank's
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+from torch.autograd import Function
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,7 @@ class DistContext:
         longest = max(sizes)
         if x.shape[0] < longest:  # all_gather needs equal shapes: pad, then drop every rank's padding
             x = torch.cat([x, x.new_zeros(longest - x.shape[0], *x.shape[1:])])
-        if x.requires_grad:
-            parts = dist_fn.all_gather(x)
-        else:
-            parts = [torch.empty_like(x) for _ in range(self.world_size)]
-            dist.all_gather(parts, x.contiguous())
+        parts = _AllGatherGrad.apply(x).split(longest)
         return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)], dim=0)
 
     def labels(self, n_local: int, device: torch.device, local: bool) -> torch.Tensor:
@@ -65,3 +62,25 @@ class DistContext:
         if local:
             return torch.arange(n_local, device=device) + sum(sizes[: self.rank])
         return torch.arange(sum(sizes), device=device)
+
+
+class _AllGatherGrad(Function):
+    """all_gather of equal shards, concatenated along rows; the backward hands each rank the sum over ranks of
+    the gradients sent to its shard."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_empty(dist.get_world_size() * x.shape[0], *x.shape[1:])
+        dist.all_gather_single(out, x.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        n = grad.shape[0] // dist.get_world_size()
+        if dist.get_backend() == dist.Backend.NCCL:  # gloo has no reduce_scatter
+            mine = grad.new_empty(n, *grad.shape[1:])
+            dist.reduce_scatter_single(mine, grad)
+            return mine
+        dist.all_reduce(grad)
+        return grad[dist.get_rank() * n : (dist.get_rank() + 1) * n]
