@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import tarfile
 
 import numpy as np
@@ -46,10 +47,10 @@ def table_dir(tmp_path):
 
 def views():
     def small(im):
-        return torch.from_numpy(np.asarray(im.resize((2, 2)))).permute(2, 0, 1).float()
+        return torch.from_numpy(np.array(im.resize((2, 2)))).permute(2, 0, 1).float()
 
     def big(im):
-        return torch.from_numpy(np.asarray(im.resize((4, 4)))).permute(2, 0, 1).float()
+        return torch.from_numpy(np.array(im.resize((4, 4)))).permute(2, 0, 1).float()
 
     def tok(texts):
         return torch.tensor([[len(t.split()), len(t)] for t in texts])
@@ -161,12 +162,17 @@ def test_loader_with_workers_matches_single_process(table_dir):
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b, strict=True))
 
 
+def _jitter(x: torch.Tensor) -> torch.Tensor:  # a user transform drawing from python's and numpy's RNGs
+    return x // 2 + random.randint(0, 20) + int(np.random.randint(0, 20))
+
+
 def test_augmentation_follows_the_sample_not_the_reader(table_dir):
-    """A random crop drawn per (seed, key): the same with 0 or 2 workers, after a resume, on either rank of 2,
-    and the caller's torch RNG is not consumed; another seed (epoch) draws other crops."""
+    """A random crop (torch RNG) and jitter (python and numpy RNGs) drawn per (seed, key): the same with 0 or 2
+    workers, after a resume, on either rank of 2, and the caller's RNGs are not consumed; another seed (epoch)
+    draws other crops."""
     from torchvision.transforms import v2 as T
 
-    crop = T.Compose([T.PILToTensor(), T.RandomResizedCrop(4, scale=(0.2, 1.0), antialias=True)])
+    crop = T.Compose([T.PILToTensor(), T.RandomResizedCrop(4, scale=(0.2, 1.0), antialias=True), _jitter])
     aug = {"": (crop, views()[""][1])}
     for i in range(10):  # a gradient, so that different crops give different pixels
         grid = np.add.outer(np.arange(16), np.arange(16) * (i + 2)).astype(np.uint8) * 7
@@ -177,11 +183,14 @@ def test_augmentation_follows_the_sample_not_the_reader(table_dir):
         batches = make_loader(src, aug, 3, shuffle=True, **kw)
         return {k: im for b in batches for k, im in zip(b["key"], b["image"], strict=True)}
 
-    torch.manual_seed(0)
+    def draw() -> tuple:
+        return torch.rand(3).tolist(), random.random(), np.random.rand()
+
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
     ref = images(seed=5)
-    drawn = torch.rand(3)
-    torch.manual_seed(0)
-    assert torch.equal(drawn, torch.rand(3))  # reading the data drew nothing from the caller's stream
+    drawn = draw()
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    assert drawn == draw()  # reading the data drew nothing from the caller's streams
     for other in (images(seed=5, num_workers=2), images(seed=5, start_step=2),
                   images(seed=5, rank=0, world_size=2) | images(seed=5, rank=1, world_size=2)):
         assert other and all(torch.equal(im, ref[k]) for k, im in other.items())

@@ -4,8 +4,9 @@
 a dict with `key`, `caption`, `index` and, per view, `<prefix>image` / `<prefix>text`.
 
 Order is a pure function of (seed, rank, world_size): resuming at `start_step` skips exactly the batches a
-run already consumed. Each sample's random augmentation is drawn from a torch stream seeded by (seed, key), so it
-is the same whichever worker, rank or resume point reads it, and it leaves the caller's RNG untouched.
+run already consumed. Each sample's random augmentation is drawn from torch, python and numpy streams seeded by
+(seed, key), so it is the same whichever worker, rank or resume point reads it, and it leaves the caller's RNGs
+untouched.
 Skipped samples travel through the batch (`_skips`) so counts made in worker processes reach the source's
 counter in the main process.
 """
@@ -17,6 +18,7 @@ import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -29,10 +31,24 @@ Views = dict[str, tuple[Callable, Callable]]
 WARN_FRACTION = 0.01
 
 
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Every RNG a transform may draw from (torch, python, numpy) seeded for one sample, restored after."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
 def encode(sample: Sample, views: Views, index: int, seed: int) -> dict:
     item = {"key": sample.key, "caption": sample.text, "index": index}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(zlib.crc32(f"{seed}/{sample.key}".encode()))
+    with _seeded(zlib.crc32(f"{seed}/{sample.key}".encode())):
         for prefix, (transform, tokenizer) in views.items():
             item[f"{prefix}image"] = transform(sample.image)
             item[f"{prefix}text"] = tokenizer([sample.text])[0]
