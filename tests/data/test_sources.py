@@ -128,6 +128,16 @@ def test_shards_count_every_bad_member(tmp_path):
     assert src.skips["missing_caption"] == 1 and src.skips["unsafe_path"] == 2 and src.skips["truncated_tar"] == 1
 
 
+def test_counting_a_stream_does_not_count_its_skips(tmp_path):
+    """The training loop sizes a stream's epoch by a counting pass; the skip counts (the run manifest's
+    `skipped_reads`) must hold one epoch's drops, not two."""
+    src = open_source(write_shards(tmp_path))
+    batches = make_loader(src, views(), 2)
+    n = batches.count()
+    assert n == len(list(batches)) > 0
+    assert src.skips["zero_byte"] == 1 and src.skips["unsafe_path"] == 2
+
+
 def test_missing_shard_and_unknown_source(tmp_path):
     with pytest.raises(DataError, match="shards not found"):
         open_source(str(tmp_path / "x-{0..3}.tar"))

@@ -112,14 +112,6 @@ class _StreamDataset(IterableDataset):
                 yield {"_skip": dict(counts)}
 
 
-def _seed_worker(worker_id: int) -> None:
-    # python / numpy streams in workers derive from the loader's seeded generator (torch's is seeded per sample
-    # in `encode`), so a transform that draws from them repeats for a given seed and worker count
-    s = torch.initial_seed() % 2**32
-    random.seed(s)
-    np.random.seed(s)
-
-
 class Batches:
     """An iterable over batches that folds skip counts back into the source and polices the drop rate."""
 
@@ -148,6 +140,10 @@ class Batches:
         if kept == 0 and skipped > 0:
             raise DataError(f"{self.source_name}: every sample was dropped ({dict(self.source.skips)})")
 
+    def count(self) -> int:
+        """Batches in one pass, read without adding to the source's skip counts (a stream's length)."""
+        return sum(1 for batch in self.loader if batch["key"])
+
     @property
     def source_name(self) -> str:
         return getattr(self.source, "name", getattr(self.source, "pattern", "data"))
@@ -169,7 +165,7 @@ def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False,
                 num_workers: int = 0, rank: int = 0, world_size: int = 1, keys=None, start_step: int = 0,
                 drop_last: bool = False) -> Batches:
     keys = set(keys) if keys is not None else None
-    common = dict(num_workers=num_workers, collate_fn=collate, worker_init_fn=_seed_worker,
+    common = dict(num_workers=num_workers, collate_fn=collate,
                   generator=torch.Generator().manual_seed(seed), persistent_workers=False)
     if isinstance(source, MapSource):
         idx = map_indices(source, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, keys=keys)

@@ -97,7 +97,8 @@ def count_batches(factory: LoaderFactory) -> int:
         return len(loader)  # type: ignore[arg-type]
     except TypeError:
         with torch.random.fork_rng(devices=[]):  # a counting pass must not move the training RNG
-            return sum(1 for _ in loader)
+            count = getattr(loader, "count", None)  # data.Batches: a pass that does not count skips twice
+            return count() if count else sum(1 for _ in loader)
 
 
 def enable_grad_checkpointing(modules: dict[str, nn.Module]) -> None:
