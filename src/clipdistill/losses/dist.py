@@ -76,11 +76,6 @@ class _AllGatherGrad(Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
-        n = grad.shape[0] // dist.get_world_size()
-        if dist.get_backend() == dist.Backend.NCCL:  # gloo has no reduce_scatter
-            mine = grad.new_empty(n, *grad.shape[1:])
-            dist.reduce_scatter_single(mine, grad)
-            return mine
-        dist.all_reduce(grad)
-        return grad[dist.get_rank() * n : (dist.get_rank() + 1) * n]
+        mine = grad.new_empty(grad.shape[0] // dist.get_world_size(), *grad.shape[1:])
+        dist.reduce_scatter_single(mine, grad.contiguous())  # gloo has it too since torch 2.13
+        return mine
