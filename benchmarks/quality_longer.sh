@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Longer student training on the `default` world (benchmarks/RESULTS.md, "run 2, longer training"): baseline,
-# CLIP-CID on all the data, CLIP-CID on the balanced subset (`cid`, not in the default MODELS) and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher,
-# feature store and balance output of quality_default.sh (run it first). Skips finished runs and evaluations.
+# Longer student training on the `default` world (benchmarks/RESULTS.md, "Longer training" and "10 epochs"):
+# baseline, CLIP-CID on all the data (`cid_full`), CLIP-CID on the balanced subset (`cid`, not in the default
+# MODELS) and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher, feature store and
+# balance output of quality_default.sh (run it first). Skips finished runs and evaluations.
 #   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
 #   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 #   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
