@@ -1,36 +1,75 @@
 """How a `balance` kept-list compares with a world's planted near-duplicates (benchmarks/RESULTS.md).
 
     .venv/bin/python benchmarks/balance_truth.py runs/q/world runs/q/rn/balance
+    .venv/bin/python benchmarks/balance_truth.py runs/q/world runs/q/rn/balance --controls
 
 A world's pairs_groundtruth.json gives each pair's group (a scene and its jittered copies). Ideal
 de-duplication keeps one pair per group; what a kept-list drops beyond that is unique content.
+
+`--controls` also writes two control kept-lists of the same size beside BALANCE (copies of it, so the
+cluster labels and centres are the same; only kept_keys.txt differs): `BALANCE_oracle` keeps one pair
+per planted group, then drops whole groups at random down to the size; `BALANCE_random` is a uniform
+random sample of the pairs. Training on them (`quality_longer.sh`, MODELS cid_oracle / cid_random)
+separates what de-duplication can gain on the world from what any smaller subset loses.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 
-def main(world: Path, balance: Path) -> dict:
+def _groups(world: Path) -> dict[int, list[str]]:
     truth = json.loads((world / "pairs_groundtruth.json").read_text())
-    kept = set((balance / "kept_keys.txt").read_text().split())
     groups: dict[int, list[str]] = defaultdict(list)
-    for key, row in truth.items():
+    for key, row in sorted(truth.items()):
         groups[row["group"]].append(key)
+    return groups
+
+
+def main(world: Path, balance: Path) -> dict:
+    groups = _groups(world)
+    pairs = sum(len(g) for g in groups.values())
+    kept = set((balance / "kept_keys.txt").read_text().split())
     singles = [g[0] for g in groups.values() if len(g) == 1]
     return {
-        "pairs": len(truth),
+        "pairs": pairs,
         "groups": len(groups),
-        "one_per_group_fraction": round(len(groups) / len(truth), 4),
-        "kept_fraction": round(len(kept) / len(truth), 4),
+        "one_per_group_fraction": round(len(groups) / pairs, 4),
+        "kept_fraction": round(len(kept) / pairs, 4),
         "groups_with_a_kept_pair": round(sum(any(k in kept for k in g) for g in groups.values()) / len(groups), 4),
         "singletons_kept": round(sum(k in kept for k in singles) / len(singles), 4),
         "kept_pairs_beyond_one_per_group": sum(max(0, sum(k in kept for k in g) - 1) for g in groups.values()),
     }
 
 
+def controls(world: Path, balance: Path, seed: int = 0) -> dict[str, Path]:
+    groups = _groups(world)
+    size = len((balance / "kept_keys.txt").read_text().split())
+    rng = random.Random(seed)
+    firsts = sorted(g[0] for g in groups.values())
+    if size > len(firsts):
+        raise SystemExit(f"{balance} keeps {size} pairs, more than the {len(firsts)} groups: no oracle of that size")
+    every = sorted(k for g in groups.values() for k in g)
+    lists = {"oracle": rng.sample(firsts, size), "random": rng.sample(every, size)}
+    out = {}
+    for name, keys in lists.items():
+        dest = balance.with_name(f"{balance.name}_{name}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(balance, dest)
+        (dest / "kept_keys.txt").write_text("".join(f"{k}\n" for k in sorted(keys)))
+        out[name] = dest
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), Path(sys.argv[2])), indent=1))
+    world, balance = Path(sys.argv[1]), Path(sys.argv[2])
+    print(json.dumps(main(world, balance), indent=1))
+    if "--controls" in sys.argv[3:]:
+        for name, path in controls(world, balance).items():
+            print(f"wrote {name} control kept-list: {path}")

@@ -3,9 +3,13 @@
 # baseline, CLIP-CID on all the data (`cid_full`), CLIP-CID on the balanced subset (`cid`, not in the default
 # MODELS) and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher, feature store and
 # balance output of quality_default.sh (run it first). Skips finished runs and evaluations.
+# Balance controls (RESULTS "What any 56% subset costs"): `cid_oracle` / `cid_random` train CID on kept-lists of
+# the balance output's size from benchmarks/balance_truth.py --controls (one pair per planted group / uniform
+# random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes.
 #   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
 #   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 #   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
+#   EPOCHS=10 MODELS="cid_oracle cid_random cid_steps" bash benchmarks/quality_longer.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -28,6 +32,16 @@ want() { [[ " $MODELS " == *" $1 "* ]]; }
   --set data.keep=$K/balance --set data.filter=false
 ! want cid || done_run $O/cid || $CD distill configs/cid.yaml --out $O/cid "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
   --set data.keep=$K/balance
+# controls: the same CID recipe on other kept-lists of the same size, or on the kept-list for the full run's steps
+for c in oracle random; do
+  ! want cid_$c || [ -f $K/balance_$c/kept_keys.txt ] || .venv/bin/python benchmarks/balance_truth.py $W $K/balance --controls
+  ! want cid_$c || done_run $O/cid_$c || $CD distill configs/cid.yaml --out $O/cid_$c "${COMMON[@]}" "${S[@]}" \
+    "${CACHED[@]}" --set data.keep=$K/balance_$c
+done
+FULL_STEPS=$(( $(wc -l < $W/pairs.csv) - 1 ))  # pairs; steps of a full-data run = epochs * floor(pairs / batch)
+FULL_STEPS=$(( E * (FULL_STEPS / 128) ))
+! want cid_steps || done_run $O/cid_steps || $CD distill configs/cid.yaml --out $O/cid_steps "${COMMON[@]}" "${S[@]}" \
+  "${CACHED[@]}" --set data.keep=$K/balance --set train.steps=$FULL_STEPS
 ! want clipkd || done_run $O/clipkd || $CD distill configs/clipkd.yaml --out $O/clipkd "${COMMON[@]}" "${S[@]}" "${CACHED[@]}"
 for m in $MODELS; do
   for set in shape color; do

@@ -12,6 +12,7 @@ P=(configs/td/protocol_default.yaml --set world=$Q/world --set teacher=$T)
 VQA="name: vqa, kind: vqa, folder: tasks/vqa, shift_splits: [shift_style, heldout], teacher_features: $Q/feats_vqa_rn"
 SNLI="name: snli_ve, kind: snli_ve, folder: tasks/snli_ve, val_split: dev, shift_splits: [shift_style, heldout]"
 SNLI="$SNLI, teacher_features: $Q/feats_snli_rn"
+VCR="name: vcr, kind: vcr, folder: tasks/vcr, teacher_features: $Q/feats_vcr_rn"
 
 # the teacher's pooled + per-patch image features, once per task (every cell reads them)
 [ -f $Q/feats_vqa_rn/manifest.json ] || $CD embed --teacher $T --data images:$Q/world/tasks/vqa/images --tokens \
@@ -60,7 +61,7 @@ $CD protocol "${P[@]}" "${D10[@]}" --set methods=[clip_td] --set td.weights.mode
   --out $Q/feats_vcr_rn
 $CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set train.epochs=3 \
   --set methods=[prior,baseline,naive,clip_td] --set td.weights.mode=uniform \
-  --set "tasks=[{name: vcr, kind: vcr, folder: tasks/vcr, teacher_features: $Q/feats_vcr_rn}]" --set out=$Q/td_vcr_25
+  --set "tasks=[{$VCR}]" --set out=$Q/td_vcr_25
 
 # full data (3 epochs, 3 seeds) with the dev-chosen variant, against run 2's baseline cells
 $CD protocol "${P[@]}" --set fractions=[] --set methods=[clip_td] --set train.epochs=3 --set td.weights.mode=uniform \
@@ -74,3 +75,10 @@ $CD protocol "${P[@]}" --set fractions=[] --set methods=[naive] --set train.epoc
 $CD protocol "${P[@]}" --set fractions=[0.05,0.01] --set full=false --set "tasks=[{$VQA, dev_fraction: 0.15}]" \
   --set seeds=[0] --set methods=[prior,baseline,naive,clip_td] --set td.weights.mode=uniform --set train.steps=710 \
   --set out=$Q/td_dev_long
+
+# run 4: the protocol's own low-shot cells (1% and 5%, 10 epochs, 3 seeds) on all three tasks with this teacher,
+# the dev-chosen variant, and the shipped default (confidence weights) beside it; val and shift splits only
+L=(--set fractions=[0.01,0.05] --set full=false --set "tasks=[{$VQA}, {$SNLI}, {$VCR}]")
+$CD protocol "${P[@]}" "${L[@]}" --set methods=[prior,baseline,naive,clip_td] --set td.weights.mode=uniform \
+  --set out=$Q/td_low_uniform
+$CD protocol "${P[@]}" "${L[@]}" --set methods=[clip_td] --set out=$Q/td_low_confidence
