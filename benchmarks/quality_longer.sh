@@ -5,11 +5,14 @@
 # balance output of quality_default.sh (run it first). Skips finished runs and evaluations.
 # Balance controls (RESULTS "What any 56% subset costs"): `cid_oracle` / `cid_random` train CID on kept-lists of
 # the balance output's size from benchmarks/balance_truth.py --controls (one pair per planted group / uniform
-# random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes.
+# random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes. `cid_full_mm`: CID on
+# all the data with multimodal cluster labels (balance --labels multimodal), compared with `cid_full` on the shape
+# *train* split (the dev set for preset choices; RESULTS "Cluster label space").
 #   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
 #   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 #   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
 #   EPOCHS=10 MODELS="cid_oracle cid_random cid_steps" bash benchmarks/quality_longer.sh
+#   EPOCHS=10 MODELS="cid_full cid_full_mm" DEV_ONLY=1 bash benchmarks/quality_longer.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -42,8 +45,15 @@ FULL_STEPS=$(( $(wc -l < $W/pairs.csv) - 1 ))  # pairs; steps of a full-data run
 FULL_STEPS=$(( E * (FULL_STEPS / 128) ))
 ! want cid_steps || done_run $O/cid_steps || $CD distill configs/cid.yaml --out $O/cid_steps "${COMMON[@]}" "${S[@]}" \
   "${CACHED[@]}" --set data.keep=$K/balance --set train.steps=$FULL_STEPS
+! want cid_full_mm || [ -f $K/balance_mm/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance_mm \
+  --clusters 256 --target-keep 0.563 --labels multimodal
+! want cid_full_mm || done_run $O/cid_full_mm || $CD distill configs/cid.yaml --out $O/cid_full_mm "${COMMON[@]}" \
+  "${S[@]}" "${CACHED[@]}" --set data.keep=$K/balance_mm --set data.filter=false
 ! want clipkd || done_run $O/clipkd || $CD distill configs/clipkd.yaml --out $O/clipkd "${COMMON[@]}" "${S[@]}" "${CACHED[@]}"
 for m in $MODELS; do
+  $CD eval zeroshot --model run:$O/$m --data $W/classify/shape/train --name shape_train --skip-existing \
+    --output $O/eval_dev/$m-shape_train-zeroshot.json
+  [ -z "${DEV_ONLY:-}" ] || continue
   for set in shape color; do
     $CD eval zeroshot --model run:$O/$m --data $W/classify/$set/test --name $set --skip-existing \
       --output $O/eval/$m-$set-zeroshot.json
