@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import sys
@@ -42,6 +43,15 @@ def main() -> None:
     except UserError as e:
         # bad input the user can fix: the message, not a traceback
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk where no writer caught it: the resumable outputs (cells, shards, checkpoints) are written
+        # whole or not at all, so the rerun picks up from them
+        where = f" while writing {e.filename}" if e.filename else ""
+        typer.secho(f"error: {e.strerror or e}{where}. Free space, then rerun the same command: finished cells, "
+                    "shards and checkpoints are kept (distill: add --resume latest)", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
 

@@ -41,3 +41,17 @@ def test_checkpoint_write_fails(tmp_path, pairs, monkeypatch):
     assert left == ["step_0000002"]  # no temp folder, no torn step_0000004
     assert load_tensors(run / "checkpoints" / "step_0000002" / "model.safetensors")
     assert not (run / "model.safetensors").exists()  # the run did not pretend to finish
+
+
+@case("disk", "the disk fills up where no writer of its own catches it (inside a `world` build)",
+      "`error:` with the OS error, the path and what to rerun (exit 2, no traceback)")
+def test_full_disk_anywhere_is_a_clear_error(tmp_path, monkeypatch):
+    import clipdistill.world
+
+    def full(out, size, seed):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "pairs.csv"))
+
+    monkeypatch.setattr(clipdistill.world, "build_world", full)
+    code, out = run_main("world", "--out", str(tmp_path / "w"), "--size", "tiny")
+    assert code == 2 and "Traceback" not in out, out
+    assert "No space left on device while writing" in out and "pairs.csv" in out and "rerun the same command" in out
