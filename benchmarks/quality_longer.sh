@@ -24,7 +24,8 @@ T=run:$K/teacher
 SEED=${SEED:-0}
 MODELS=${MODELS:-baseline cid_full clipkd}
 O=$Q/rn_e$E$([ "$SEED" = 0 ] || echo _seed$SEED)
-COMMON=(--set data.source=world:$W --set data.batch_size=128 --set train.progress=false --set data.num_workers=1)
+B=128
+COMMON=(--set data.source=world:$W --set data.batch_size=$B --set train.progress=false --set data.num_workers=1)
 CACHED=(--set teacher.mode=cached --set teacher.features=$K/features --set teacher.models=[$T])
 S=(--set train.epochs=$E --set train.warmup_steps=50 --set train.seed=$SEED)
 
@@ -41,8 +42,8 @@ for c in oracle random; do
   ! want cid_$c || done_run $O/cid_$c || $CD distill configs/cid.yaml --out $O/cid_$c "${COMMON[@]}" "${S[@]}" \
     "${CACHED[@]}" --set data.keep=$K/balance_$c
 done
-FULL_STEPS=$(( $(wc -l < $W/pairs.csv) - 1 ))  # pairs; steps of a full-data run = epochs * floor(pairs / batch)
-FULL_STEPS=$(( E * (FULL_STEPS / 128) ))
+PAIRS=$(( $(wc -l < $W/pairs.csv) - 1 ))  # pairs.csv has a header line
+FULL_STEPS=$(( E * (PAIRS / B) ))  # steps of a full-data run: the loader drops the last partial batch
 ! want cid_steps || done_run $O/cid_steps || $CD distill configs/cid.yaml --out $O/cid_steps "${COMMON[@]}" "${S[@]}" \
   "${CACHED[@]}" --set data.keep=$K/balance --set train.steps=$FULL_STEPS
 ! want cid_full_mm || [ -f $K/balance_mm/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance_mm \
