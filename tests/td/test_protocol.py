@@ -77,6 +77,27 @@ def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
         run_protocol(_cfg(moved, tmp_path / "p"), trainer=stand_in_fit, train_config=TRAIN, progress=lambda s: None)
 
 
+def test_finished_cells_drop_their_checkpoints_only_when_asked(world, tmp_path):
+    def fit_with_checkpoint(task, loader_factory, train_cfg, run_dir):
+        (Path(run_dir) / "checkpoints" / "step_0000001").mkdir(parents=True)
+        (Path(run_dir) / "checkpoints" / "step_0000001" / "model.safetensors").write_bytes(b"x")
+        return stand_in_fit(task, loader_factory, train_cfg, run_dir)
+
+    tasks = [{"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"]}]
+    for keep in (True, False):
+        out = tmp_path / str(keep)
+        run_protocol(_cfg(world, out, tasks=tasks, methods=["baseline"], keep_checkpoints=keep),
+                     trainer=fit_with_checkpoint, train_config=TRAIN, progress=lambda s: None)
+        cell = out / "cells" / "vqa" / "f0.25-s0" / "baseline"
+        assert (cell / "result.json").is_file() and (cell / "task_model.safetensors").is_file()
+        assert (cell / "checkpoints").is_dir() == keep
+    seen = []  # asking later clears a finished cell's checkpoints without retraining it
+    run_protocol(_cfg(world, tmp_path / "True", tasks=tasks, methods=["baseline"], keep_checkpoints=False),
+                 trainer=None, train_config=TRAIN, progress=seen.append)
+    assert seen == ["skip (done) cells/vqa/f0.25-s0/baseline"]
+    assert not (tmp_path / "True" / "cells" / "vqa" / "f0.25-s0" / "baseline" / "checkpoints").exists()
+
+
 def test_unknown_split_fails_before_any_training(world, tmp_path):
     cfg = _cfg(world, tmp_path / "p", tasks=[{"name": "vcr", "kind": "vcr", "folder": "tasks/vcr",
                                               "shift_splits": ["shift_style"]}])

@@ -11,11 +11,14 @@ files differs, which is refused (naming the field).
 Outputs: `rows.json` (rows {task, kind, regime, fraction, method, seed, metric, value} for `report`),
 `results.json` + `results.md` (mean +- std over seeds, absolute and relative gain over the baseline),
 `summary.json` (CLIP-TD minus baseline, in points of each task's main metric).
+`keep_checkpoints: false` deletes a cell's training checkpoints once its result is written (the task model,
+metrics and result stay): a protocol otherwise keeps every cell's optimizer state (36 GB for RESULTS' run 4).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from clipdistill.td.data import TaskConfig, TaskReader
 from clipdistill.td.runner import FinetuneConfig, Trainer, run_finetune
 from clipdistill.td.student import StudentConfig
 from clipdistill.td.task import TDConfig
+from clipdistill.train.checkpoint import CKPT_DIR
 
 Method = Literal["baseline", "naive", "clip_td", "prior"]
 MAIN_METRIC = {"vqa": "accuracy", "snli_ve": "accuracy", "vcr": "q_ar"}
@@ -52,6 +56,7 @@ class ProtocolConfig(StrictModel):
     eval_batch_size: int = 32
     train: dict[str, Any] = {}
     out: str = "runs/protocol"
+    keep_checkpoints: bool = True  # false: a finished cell's checkpoints/ go (not part of a cell's identity)
 
     @field_validator("tasks")
     @classmethod
@@ -134,6 +139,8 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
             metrics = run_finetune(ft, cell, trainer=trainer, train_config=train_config, reader=reader, log=progress)
             done = {"config": current, "data_sha256": data_sha[ft.task.name], "metrics": metrics}
             atomic_write_text(result_path, json.dumps(done, indent=2))
+        if not cfg.keep_checkpoints:  # only after result.json: a cell killed before it still resumes
+            shutil.rmtree(cell / CKPT_DIR, ignore_errors=True)
         rows += cell_rows(ft, done["metrics"])
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=2))
     table = summarise(rows)
