@@ -138,6 +138,18 @@ def test_counting_a_stream_does_not_count_its_skips(tmp_path):
     assert src.skips["zero_byte"] == 1 and src.skips["unsafe_path"] == 2
 
 
+def test_a_resumed_stream_counts_only_the_drops_after_the_resume_point(tmp_path):
+    """A resumed run's `skipped_reads` counts from the resume on: the skip-ahead over samples the killed run
+    already consumed does not count their drops again."""
+    src = open_source(write_shards(tmp_path))
+    keys = [k for b in make_loader(src, views(), 2, start_step=3) for k in b["key"]]
+    assert keys[0] == "s-1/m2"  # 6 samples skipped: all of s-0 (and its 5 drops) and m0, m1
+    assert dict(src.skips) == {"truncated_tar": 1}
+    fresh = open_source(write_shards(tmp_path))
+    list(make_loader(fresh, views(), 2))
+    assert sum(fresh.skips.values()) == 6
+
+
 def test_missing_shard_and_unknown_source(tmp_path):
     with pytest.raises(DataError, match="shards not found"):
         open_source(str(tmp_path / "x-{0..3}.tar"))

@@ -100,6 +100,8 @@ class _StreamDataset(IterableDataset):
             if by_shard and si % slots != slot:
                 continue
             counts = Counter()
+            # drops read before the resume point were counted by the run being resumed: only later ones count
+            at_resume = Counter() if seen >= self.skip_samples else None
             for j, sample in enumerate(self.source.iter_shard(shard, counts)):
                 if not by_shard and (si * 1_000_003 + j) % slots != slot:
                     continue  # fewer shards than readers: split by sample instead
@@ -108,8 +110,11 @@ class _StreamDataset(IterableDataset):
                 seen += 1
                 if seen > self.skip_samples:
                     yield encode(sample, self.views, j, self.seed)
-            if counts:
-                yield {"_skip": dict(counts)}
+                elif seen == self.skip_samples:
+                    at_resume = counts.copy()
+            after = counts - at_resume if at_resume is not None else Counter()
+            if after:
+                yield {"_skip": dict(after)}
 
 
 class Batches:

@@ -101,7 +101,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
             write_manifest(out, "distill", **manifest)
         fit(task, loader_factory, cfg.train, out, resume=resume)
         # every read that dropped a sample, over all ranks and epochs of this process (a resumed run counts
-        # from the resume)
+        # from the resume point: the killed part's counts are not in its checkpoint)
         skips = summed_counts(source.skips, info)
         if info.is_main:
             save_run_model(task.student, out)
