@@ -4,6 +4,8 @@
 #   bash benchmarks/quality_default.sh            # everything, ResNet stand-in teacher, under runs/q/rn
 #   TEACHER_ARCH=cd-teacher-64 TEACHER_BATCH=128 K=runs/q bash benchmarks/quality_default.sh
 #     (the ViT teacher of the first table)
+#   PREP_ONLY=1 bash benchmarks/quality_default.sh   # world, teacher, embed, balance, teacher evals only
+#     (what quality_longer.sh needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -23,6 +25,16 @@ done_run $K/teacher || $CD distill configs/baseline.yaml --out $K/teacher "${COM
   --set student.model=open_clip:$TA --set train.epochs=$TE --set train.warmup_steps=50 --set data.batch_size=$TB
 [ -f $K/features/manifest.json ] || $CD embed --teacher $T --data world:$W --out $K/features
 [ -f $K/balance/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance --clusters 256 --target-keep 0.563
+
+if [ -n "${PREP_ONLY:-}" ]; then
+  for set in shape color; do
+    $CD eval zeroshot --model $T --data $W/classify/$set/test --name $set --skip-existing \
+      --output $K/eval/teacher-$set-zeroshot.json
+  done
+  $CD eval zeroshot --model $T --data $W/classify/shape/train --name shape_train --skip-existing \
+    --output $K/eval_dev/teacher-shape_train-zeroshot.json
+  exit 0
+fi
 
 # students: same architecture (cd-student-s-32), epochs and batch; teachers read from the feature store
 CACHED=(--set teacher.mode=cached --set teacher.features=$K/features --set teacher.models=[$T])
