@@ -2,7 +2,8 @@
 # Longer student training on the `default` world (benchmarks/RESULTS.md, "Longer training" and "10 epochs"):
 # baseline, CLIP-CID on all the data (`cid_full`), CLIP-CID on the balanced subset (`cid`, not in the default
 # MODELS) and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher, feature store and
-# balance output of quality_default.sh (run it first; `PREP_ONLY=1` stops it there). Skips finished runs and evaluations.
+# balance output of quality_default.sh (run it first; `PREP_ONLY=1` stops it there). Skips finished runs and
+# evaluations.
 # Balance controls (RESULTS "What any 56% subset costs"): `cid_oracle` / `cid_random` train CID on kept-lists of
 # the balance output's size from benchmarks/balance_truth.py --controls (one pair per planted group / uniform
 # random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes. `cid_full_mm`: CID on
