@@ -4,7 +4,7 @@
 #   bash benchmarks/quality_default.sh            # everything, ResNet stand-in teacher, under runs/q/rn
 #   TEACHER_ARCH=cd-teacher-64 TEACHER_BATCH=128 K=runs/q bash benchmarks/quality_default.sh
 #     (the ViT teacher of the first table)
-#   PREP_ONLY=1 bash benchmarks/quality_default.sh   # world, teacher, embed, balance, teacher evals only
+#   PREP_ONLY=1 bash benchmarks/quality_default.sh   # world, teacher, embed, balance, the teacher's scores only
 #     (what quality_longer.sh needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +26,19 @@ done_run $K/teacher || $CD distill configs/baseline.yaml --out $K/teacher "${COM
 [ -f $K/features/manifest.json ] || $CD embed --teacher $T --data world:$W --out $K/features
 [ -f $K/balance/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance --clusters 256 --target-keep 0.563
 
-if [ -n "${PREP_ONLY:-}" ]; then
+# test-split scores of one model (zero-shot shape / colour, shape linear probe), skipped once written
+score() {
   for set in shape color; do
-    $CD eval zeroshot --model $T --data $W/classify/$set/test --name $set --skip-existing \
-      --output $K/eval/teacher-$set-zeroshot.json
+    $CD eval zeroshot --model run:$K/$1 --data $W/classify/$set/test --name $set --skip-existing \
+      --output $K/eval/$1-$set-zeroshot.json
   done
-  $CD eval zeroshot --model $T --data $W/classify/shape/train --name shape_train --skip-existing \
-    --output $K/eval_dev/teacher-shape_train-zeroshot.json
-  exit 0
-fi
+  $CD eval linear-probe --model run:$K/$1 --train $W/classify/shape/train --data $W/classify/shape/test \
+    --name shape --skip-existing --output $K/eval/$1-shape-linear_probe.json
+}
+score teacher
+$CD eval zeroshot --model $T --data $W/classify/shape/train --name shape_train --skip-existing \
+  --output $K/eval_dev/teacher-shape_train-zeroshot.json
+[ -z "${PREP_ONLY:-}" ] || exit 0
 
 # students: same architecture (cd-student-s-32), epochs and batch; teachers read from the feature store
 CACHED=(--set teacher.mode=cached --set teacher.features=$K/features --set teacher.models=[$T])
@@ -49,15 +53,7 @@ done_run $K/clipkd || $CD distill configs/clipkd.yaml --out $K/clipkd "${COMMON[
 done_run $K/tinyclip || $CD distill configs/tinyclip.yaml --out $K/tinyclip "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
   --set student.model=open_clip:cd-student-s-32 --set student.init=scratch --set train.lr=1e-3
 
-for m in teacher baseline cid cid_full clipkd tinyclip; do
-  spec=run:$K/$m
-  for set in shape color; do
-    $CD eval zeroshot --model $spec --data $W/classify/$set/test --name $set --skip-existing \
-      --output $K/eval/$m-$set-zeroshot.json
-  done
-  $CD eval linear-probe --model $spec --train $W/classify/shape/train --data $W/classify/shape/test --name shape \
-    --skip-existing --output $K/eval/$m-shape-linear_probe.json
-done
+for m in baseline cid cid_full clipkd tinyclip; do score $m; done
 $CD eval build $K/eval --out $K/eval_table.csv
 $CD report $K/eval $K/baseline $K/cid $K/balance --out $K/report --teacher $T --baseline run:$K/baseline
 # The CLIP-TD runs (issue 7) with this teacher: bash benchmarks/quality_td.sh

@@ -11,6 +11,7 @@ from clipdistill.errors import DataError, ManifestMismatch, UserError
 from clipdistill.splits import make_splits
 from clipdistill.td.data import TaskConfig, low_shot_examples, split_dev
 from clipdistill.td.protocol import ProtocolConfig, run_protocol, summarise
+from clipdistill.train.checkpoint import CKPT_DIR, WEIGHTS, step_dir
 
 TRAIN = {"epochs": 1, "lr": 3e-3}
 
@@ -79,8 +80,8 @@ def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
 
 def test_finished_cells_drop_their_checkpoints_only_when_asked(world, tmp_path):
     def fit_with_checkpoint(task, loader_factory, train_cfg, run_dir):
-        (Path(run_dir) / "checkpoints" / "step_0000001").mkdir(parents=True)
-        (Path(run_dir) / "checkpoints" / "step_0000001" / "model.safetensors").write_bytes(b"x")
+        step_dir(run_dir, 1).mkdir(parents=True)
+        (step_dir(run_dir, 1) / WEIGHTS).write_bytes(b"x")
         return stand_in_fit(task, loader_factory, train_cfg, run_dir)
 
     tasks = [{"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"]}]
@@ -90,12 +91,12 @@ def test_finished_cells_drop_their_checkpoints_only_when_asked(world, tmp_path):
                      trainer=fit_with_checkpoint, train_config=TRAIN, progress=lambda s: None)
         cell = out / "cells" / "vqa" / "f0.25-s0" / "baseline"
         assert (cell / "result.json").is_file() and (cell / "task_model.safetensors").is_file()
-        assert (cell / "checkpoints").is_dir() == keep
+        assert (cell / CKPT_DIR).is_dir() == keep
     seen = []  # asking later clears a finished cell's checkpoints without retraining it
     run_protocol(_cfg(world, tmp_path / "True", tasks=tasks, methods=["baseline"], keep_checkpoints=False),
                  trainer=None, train_config=TRAIN, progress=seen.append)
     assert seen == ["skip (done) cells/vqa/f0.25-s0/baseline"]
-    assert not (tmp_path / "True" / "cells" / "vqa" / "f0.25-s0" / "baseline" / "checkpoints").exists()
+    assert not (tmp_path / "True" / "cells" / "vqa" / "f0.25-s0" / "baseline" / CKPT_DIR).exists()
 
 
 def test_unknown_split_fails_before_any_training(world, tmp_path):
