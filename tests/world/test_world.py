@@ -94,6 +94,21 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_world, tmp_path):
     assert (other / "pairs.csv").read_bytes() != (tiny_world / "pairs.csv").read_bytes()
 
 
+def test_dup_rate_plants_more_copies_and_changes_only_the_pairs(tiny_world, tmp_path):
+    dup = tmp_path / "dup"
+    doc = build_world(dup, "tiny", seed=0, dup_rate=0.6)
+    assert doc["dup_rate"] == 0.6
+
+    def groups(root):
+        return len({t["group"] for t in json.loads((root / "pairs_groundtruth.json").read_text()).values()})
+
+    assert groups(dup) < 0.8 * groups(tiny_world)  # the pairs hold fewer distinct scenes
+    for rel in ("classify", "retrieval", "tasks"):  # their streams do not depend on the pairs'
+        assert _tree_hash(dup / rel) == _tree_hash(tiny_world / rel)
+    with pytest.raises(UserError, match="between 0 and 1"):
+        build_world(tmp_path / "bad", "tiny", dup_rate=1.5)
+
+
 def test_refuses_non_empty_folder_and_unknown_size(tiny_world, tmp_path):
     with pytest.raises(UserError, match="not empty"):
         build_world(tiny_world, "tiny")

@@ -23,6 +23,10 @@ from clipdistill.world.vqa import VQASet, make_vqa
 
 GENERATOR_VERSION = 1
 SHARD_SIZE = 1000
+# share of pair scenes given 1-4 jittered copies. At 0.15 the `default` world's 24,000 pairs hold ~15,200
+# distinct scenes (63%), so keeping 56% of it must drop distinct content; ~0.4 makes half the pairs copies,
+# closer to the web redundancy CLIP-CID's balance step removes (benchmarks/RESULTS.md, "A redundant world").
+DUP_RATE = 0.15
 
 
 @dataclass(frozen=True)
@@ -88,12 +92,13 @@ def _heldout_scene(rng: random.Random, combos: frozenset[tuple[str, str]]) -> Sc
             return with_object(scene, 0, color=colour, shape=shape)
 
 
-def _write_pairs(root: Path, w: _Writer, n: int, rng: random.Random, banned: frozenset) -> dict[str, int]:
+def _write_pairs(root: Path, w: _Writer, n: int, rng: random.Random, banned: frozenset,
+                 dup_rate: float) -> dict[str, int]:
     """pairs.csv + webdataset shards + pairs_groundtruth.json, with planted near-duplicate clusters."""
     scenes: list[tuple[Scene, bool]] = []
     while len(scenes) < n:
         base = sample_scene(rng, style="sketch" if rng.random() < 0.1 else "flat", banned=banned)
-        copies = rng.randint(1, 4) if rng.random() < 0.15 else 0
+        copies = rng.randint(1, 4) if rng.random() < dup_rate else 0
         scenes.append((base, copies > 0))
         scenes.extend((replace(base, jitter=rng.randrange(1 << 30)), True) for _ in range(copies))
     scenes = scenes[:n]
@@ -251,17 +256,23 @@ def _write_vcr(root: Path, w: _Writer, size: WorldSize, seed: int, banned: froze
     return counts
 
 
-def build_world(out: str | Path, size: str = "tiny", seed: int = 0) -> dict:
-    """Write the world under `out` (must be empty or absent); returns the world.json document."""
+def build_world(out: str | Path, size: str = "tiny", seed: int = 0, dup_rate: float = DUP_RATE) -> dict:
+    """Write the world under `out` (must be empty or absent); returns the world.json document.
+
+    `dup_rate`: share of pair scenes that get 1-4 jittered copies (near-duplicates). Only pairs.csv, its
+    shards and ground truth depend on it; every other file is the same for a seed.
+    """
     if size not in SIZES:
         raise UserError(f"unknown world size {size!r}; choose one of {', '.join(SIZES)}")
+    if not 0.0 <= dup_rate <= 1.0:
+        raise UserError(f"--dup-rate must be between 0 and 1, got {dup_rate}")
     root = Path(out)
     if root.exists() and any(root.iterdir()):
         raise UserError(f"{root} is not empty: choose a new --out folder (a world is never written over another)")
     root.mkdir(parents=True, exist_ok=True)
     spec, w, combos = SIZES[size], _Writer(root), heldout_combos(seed)
     counts = {
-        "pairs": _write_pairs(root, w, spec.pairs, _rng(seed, "pairs"), combos),
+        "pairs": _write_pairs(root, w, spec.pairs, _rng(seed, "pairs"), combos, dup_rate),
         "classify": _write_classify(root, w, spec, _rng(seed, "classify"), combos),
         "retrieval": _write_retrieval(root, w, spec, _rng(seed, "retrieval"), combos, combos),
         "vqa": _write_vqa(root, w, spec, seed, combos, combos),
@@ -270,6 +281,7 @@ def build_world(out: str | Path, size: str = "tiny", seed: int = 0) -> dict:
     }
     doc = {
         "generator": "clipdistill.world", "generator_version": GENERATOR_VERSION, "size": size, "seed": seed,
+        "dup_rate": dup_rate,
         "sizes": asdict(spec), "counts": counts, "images": w.count, "image_size": 64,
         "heldout_combos": sorted(f"{c} {s}" for c, s in combos),
         "layout": {
