@@ -3,6 +3,7 @@ uninterrupted run bitwise (CPU), and a checkpoint torn mid-write leaves the prev
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import yaml
 from rel_cases import case
-from rel_helpers import HERE, cli
+from rel_helpers import HERE, caption, cli, png_bytes, write_pairs
 
 from clipdistill.safeload import load_tensors
 from clipdistill.train.checkpoint import list_checkpoints, resolve_resume
@@ -99,3 +100,14 @@ def test_kill_during_checkpoint_write(tmp_path, pairs, reference):
     assert load_tensors(latest / "model.safetensors")  # intact
     assert torch.load(latest / "state.pt", weights_only=True)["step"] == 3
     assert_bitwise_equal(next(steps), reference)
+
+
+@case("kill", "SIGKILL `distill` in its second epoch on data with an undecodable image",
+      "the resumed run's manifest counts the bad read of both epochs (`skipped_reads` carried in the checkpoint)")
+def test_resumed_run_counts_the_killed_parts_dropped_reads(tmp_path):
+    rows = [(f"k{i}", b"not a png" if i == 5 else png_bytes(i), caption(i)) for i in range(32)]
+    data = write_pairs(tmp_path / "data", rows=rows)
+    steps = killed_then_resumed(tmp_path, data, "kill-mid-step:7")
+    assert next(steps) == ["step_0000003", "step_0000006"]  # the first epoch's bad read is behind step 6
+    manifest = json.loads((next(steps) / "manifest.json").read_text())
+    assert manifest["skipped_reads"] == {"undecodable_image": 2}  # once per epoch

@@ -99,9 +99,8 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
                             data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
                             world_size=info.world_size)
             write_manifest(out, "distill", **manifest)
-        fit(task, loader_factory, cfg.train, out, resume=resume)
-        # every read that dropped a sample, over all ranks and epochs of this process (a resumed run counts
-        # from the resume point: the killed part's counts are not in its checkpoint)
+        fit(task, loader_factory, cfg.train, out, resume=resume, counts=source.skips)
+        # every read that dropped a sample, over all ranks and epochs (a resume carries the checkpoint's counts)
         skips = summed_counts(source.skips, info)
         if info.is_main:
             save_run_model(task.student, out)

@@ -68,13 +68,15 @@ def step_dir(run_dir: Path, step: int) -> Path:
 
 
 def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None, pos: Position, keep_last: int) -> Path:
+                    scaler: torch.amp.GradScaler | None, pos: Position, keep_last: int,
+                    counts: dict[str, int] | None = None) -> Path:
+    """`counts`: the run's counts so far over all ranks (e.g. dropped reads per reason), restored on resume."""
     final = step_dir(run_dir, pos.step)
     tmp = final.with_name(f".tmp_{final.name}_{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     state = {"step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch,
              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-             "rng": rng_state()}
+             "rng": rng_state(), "counts": dict(counts or {})}
     try:
         tmp.mkdir(parents=True)
         save_file(module_state(modules), str(tmp / WEIGHTS))
@@ -122,9 +124,10 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
 
 
 def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None) -> tuple[Position, dict[str, Any]]:
-    """Restore weights, optimizer and scaler in place; returns the position and the RNG state to apply
-    once the data iterator has been rebuilt (so building it does not shift the random streams)."""
+                    scaler: torch.amp.GradScaler | None) -> tuple[Position, dict[str, Any], dict[str, int]]:
+    """Restore weights, optimizer and scaler in place; returns the position, the RNG state to apply once the
+    data iterator has been rebuilt (so building it does not shift the random streams) and the saved counts
+    (empty for checkpoints written before they were saved)."""
     tensors = load_tensors(path / WEIGHTS)
     for name, m in modules.items():
         part = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
@@ -136,4 +139,4 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizer: torch.
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    return Position(state["step"], state["epoch"], state["batch_in_epoch"]), state["rng"]
+    return Position(state["step"], state["epoch"], state["batch_in_epoch"]), state["rng"], state.get("counts", {})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,6 +37,7 @@ from clipdistill.train.distributed import (
     init_distributed,
     mean_across,
     min_across,
+    summed_counts,
 )
 from clipdistill.train.metrics import MetricsLog, ProgressBar
 from clipdistill.train.optim import build_optimizer
@@ -125,9 +127,10 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 class _Trainer:
     def __init__(self, task: Task, factory: LoaderFactory, cfg: TrainConfig, run_dir: Path,
-                 evaluate: Evaluate | None, info: DistInfo):
+                 evaluate: Evaluate | None, info: DistInfo, counts: Counter | None = None):
         self.task, self.factory, self.cfg, self.run_dir, self.evaluate, self.info = (
             task, factory, cfg, run_dir, evaluate, info)
+        self.counts = counts
         self.modules = task.trainable()
         for m in self.modules.values():
             m.to(info.device).train()
@@ -173,9 +176,10 @@ class _Trainer:
         return norm
 
     def save(self, pos: Position) -> None:
+        counts = summed_counts(self.counts, self.info) if self.counts is not None else None  # every rank joins
         if self.info.is_main:
             self.last_checkpoint = save_checkpoint(self.run_dir, self.modules, self.optimizer, self.scaler, pos,
-                                                   self.cfg.keep_last)
+                                                   self.cfg.keep_last, counts)
 
     def run(self, resume: str | None) -> None:
         cfg, info = self.cfg, self.info
@@ -186,8 +190,10 @@ class _Trainer:
         pos, rng = Position(), None
         ckpt = resolve_resume(self.run_dir, resume)
         if ckpt is not None:
-            pos, rng = load_checkpoint(ckpt, self.modules, self.optimizer, self.scaler)
+            pos, rng, counts = load_checkpoint(ckpt, self.modules, self.optimizer, self.scaler)
             self.last_checkpoint = ckpt
+            if self.counts is not None and info.is_main:  # the sum over ranks lives on rank 0 alone
+                self.counts.update(counts)
             if not info.is_main:  # checkpoints hold rank 0's RNG; other ranks restart theirs from the position
                 seed_everything(cfg.seed + 1000003 * info.rank + pos.step)
                 rng = None
@@ -252,9 +258,13 @@ class _Trainer:
 
 
 def fit(task: Task, loader_factory: LoaderFactory, cfg: TrainConfig, run_dir: str | Path, *,
-        resume: str | None = None, evaluate: Evaluate | None = None) -> Path:
+        resume: str | None = None, evaluate: Evaluate | None = None, counts: Counter | None = None) -> Path:
     """Train `task` on the batches of `loader_factory(epoch)` (or `(epoch, start_step=N)`), writing
     checkpoints and metrics into `run_dir`. `resume="latest"` continues from the newest checkpoint there.
+
+    `counts`: this rank's running counts that the batches add to (the source's dropped reads). Checkpoints
+    hold their sum over ranks; a resume adds it back to rank 0's, so summing over ranks at the end gives the
+    whole run's counts, the killed part's included.
 
     The factory must give the same batches for the same epoch (order from (seed, epoch)); under DDP it
     shards by rank and every rank must get the same number of batches.
@@ -265,7 +275,7 @@ def fit(task: Task, loader_factory: LoaderFactory, cfg: TrainConfig, run_dir: st
         torch.set_num_threads(cfg.threads)
     info = init_distributed(cfg.device, cfg.collective_timeout_s)
     seed_everything(cfg.seed + 1000003 * info.rank)
-    trainer = _Trainer(task, loader_factory, cfg, run_dir, evaluate, info)
+    trainer = _Trainer(task, loader_factory, cfg, run_dir, evaluate, info, counts)
     try:
         trainer.run(resume)
     except UserError:
