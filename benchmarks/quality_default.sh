@@ -6,7 +6,7 @@
 #     (the ViT teacher of the first table)
 #   PREP_ONLY=1 bash benchmarks/quality_default.sh   # world, teacher, embed, balance, the teacher's scores only
 #     (what quality_longer.sh needs)
-#   Q=runs/q_dup DUP_RATE=0.4 bash benchmarks/quality_default.sh   # a more redundant world (RESULTS "A redundant world")
+#   Q=runs/q_dup DUP_RATE=0.4 bash benchmarks/quality_default.sh   # a more redundant world (RESULTS "A more redundant world")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -21,7 +21,7 @@ TB=${TEACHER_BATCH:-256}
 COMMON=(--set data.source=world:$W --set data.batch_size=128 --set train.progress=false --set data.num_workers=1)
 
 done_run() { [ -f "$1/model.safetensors" ]; }
-[ -f $W/world.json ] || $CD world --out $W --size default --seed 0 --dup-rate ${DUP_RATE:-0.15}
+[ -f $W/world.json ] || $CD world --out $W --size default --seed 0 ${DUP_RATE:+--dup-rate $DUP_RATE}
 done_run $K/teacher || $CD distill configs/baseline.yaml --out $K/teacher "${COMMON[@]}" \
   --set student.model=open_clip:$TA --set train.epochs=$TE --set train.warmup_steps=50 --set data.batch_size=$TB
 [ -f $K/features/manifest.json ] || $CD embed --teacher $T --data world:$W --out $K/features

@@ -48,7 +48,7 @@ def test_checkpoint_write_fails(tmp_path, pairs, monkeypatch):
 def test_full_disk_anywhere_is_a_clear_error(tmp_path, monkeypatch):
     import clipdistill.world
 
-    def full(out, size, seed):
+    def full(out, size, seed, dup_rate=None):  # the signature of build_world
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "pairs.csv"))
 
     monkeypatch.setattr(clipdistill.world, "build_world", full)

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         """
         from clipdistill.world import build_world
 
-        doc = build_world(out, size, seed) if dup_rate is None else build_world(out, size, seed, dup_rate)
+        doc = build_world(out, size, seed, dup_rate)
         c = doc["counts"]
         typer.echo(f"world ({size}, seed {seed}) in {out}: {doc['images']} images, {c['pairs']['pairs']} pairs, "
                         f"VQA {c['vqa']['train']}/{c['vqa']['val']}, SNLI-VE {c['snli_ve']['train']}/"

@@ -25,7 +25,7 @@ GENERATOR_VERSION = 1
 SHARD_SIZE = 1000
 # share of pair scenes given 1-4 jittered copies. At 0.15 the `default` world's 24,000 pairs hold ~15,200
 # distinct scenes (63%), so keeping 56% of it must drop distinct content; ~0.4 makes half the pairs copies,
-# closer to the web redundancy CLIP-CID's balance step removes (benchmarks/RESULTS.md, "A redundant world").
+# closer to the web redundancy CLIP-CID's balance step removes (benchmarks/RESULTS.md, "A more redundant world").
 DUP_RATE = 0.15
 
 
@@ -256,12 +256,13 @@ def _write_vcr(root: Path, w: _Writer, size: WorldSize, seed: int, banned: froze
     return counts
 
 
-def build_world(out: str | Path, size: str = "tiny", seed: int = 0, dup_rate: float = DUP_RATE) -> dict:
+def build_world(out: str | Path, size: str = "tiny", seed: int = 0, dup_rate: float | None = None) -> dict:
     """Write the world under `out` (must be empty or absent); returns the world.json document.
 
-    `dup_rate`: share of pair scenes that get 1-4 jittered copies (near-duplicates). Only pairs.csv, its
-    shards and ground truth depend on it; every other file is the same for a seed.
+    `dup_rate`: share of pair scenes that get 1-4 jittered copies (near-duplicates; None: DUP_RATE). Only
+    pairs.csv, its shards and ground truth depend on it; every other file is the same for a seed.
     """
+    dup_rate = DUP_RATE if dup_rate is None else dup_rate
     if size not in SIZES:
         raise UserError(f"unknown world size {size!r}; choose one of {', '.join(SIZES)}")
     if not 0.0 <= dup_rate <= 1.0:
