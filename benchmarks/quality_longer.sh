@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Longer student training on the `default` world (benchmarks/RESULTS.md, "Longer training" and "10 epochs"):
-# baseline, CLIP-CID on all the data (`cid_full`), CLIP-CID on the balanced subset (`cid`, not in the default
-# MODELS) and CLIP-KD for E epochs (default 6; quality_default.sh uses 3) against the teacher, feature store and
-# balance output of quality_default.sh (run it first; `PREP_ONLY=1` stops it there). Skips finished runs and
-# evaluations.
+# baseline, CLIP-CID on all the data (`cid_full`), CLIP-CID on the balanced subset (`cid`), CLIP-KD (`clipkd`) and
+# TinyCLIP's logit distillation (`tinyclip`) for E epochs (default 6; quality_default.sh uses 3) against the teacher,
+# feature store and balance output of quality_default.sh (run it first; `PREP_ONLY=1` stops it there). The default
+# MODELS are baseline, cid_full and clipkd. Skips finished runs and evaluations.
+# With `extra_test.py` (run here once per world) every model is also scored on 10x larger test sets -> eval_extra/.
 # Balance controls (RESULTS "What any 56% subset costs"): `cid_oracle` / `cid_random` train CID on kept-lists of
 # the balance output's size from benchmarks/balance_truth.py --controls (one pair per planted group / uniform
 # random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes. `cid_full_mm`: CID on
@@ -33,6 +34,16 @@ CACHED=(--set teacher.mode=cached --set teacher.features=$K/features --set teach
 S=(--set train.epochs=$E --set train.warmup_steps=50 --set train.seed=$SEED)
 
 done_run() { [ -f "$1/model.safetensors" ]; }
+# the larger test sets (4,000 shape / 5,000 colour images; RESULTS "Larger test sets"), written once per world
+[ -f $Q/extra_test/color/classnames.txt ]  # written last || .venv/bin/python benchmarks/extra_test.py $W $Q/extra_test
+score_extra() {  # MODEL PREFIX: zero-shot on both extra sets, shape linear probe (trained on the shape train split)
+  for set in shape color; do
+    $CD eval zeroshot --model $1 --data $Q/extra_test/$set --name $set --skip-existing --output $2-$set-zeroshot.json
+  done
+  $CD eval linear-probe --model $1 --train $W/classify/shape/train --data $Q/extra_test/shape --name shape \
+    --skip-existing --output $2-shape-linear_probe.json
+}
+score_extra $T $K/eval_extra/teacher
 want() { [[ " $MODELS " == *" $1 "* ]]; }
 ! want baseline || done_run $O/baseline || $CD distill configs/baseline.yaml --out $O/baseline "${COMMON[@]}" "${S[@]}"
 ! want cid_full || done_run $O/cid_full || $CD distill configs/cid.yaml --out $O/cid_full "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
@@ -54,6 +65,8 @@ FULL_STEPS=$(( E * (PAIRS / B) ))  # steps of a full-data run: the loader drops 
 ! want cid_full_mm || done_run $O/cid_full_mm || $CD distill configs/cid.yaml --out $O/cid_full_mm "${COMMON[@]}" \
   "${S[@]}" "${CACHED[@]}" --set data.keep=$K/balance_mm --set data.filter=false
 ! want clipkd || done_run $O/clipkd || $CD distill configs/clipkd.yaml --out $O/clipkd "${COMMON[@]}" "${S[@]}" "${CACHED[@]}"
+! want tinyclip || done_run $O/tinyclip || $CD distill configs/tinyclip.yaml --out $O/tinyclip "${COMMON[@]}" "${S[@]}" \
+  "${CACHED[@]}" --set student.model=open_clip:cd-student-s-32 --set student.init=scratch --set train.lr=1e-3
 for m in $MODELS; do
   $CD eval zeroshot --model run:$O/$m --data $W/classify/shape/train --name shape_train --skip-existing \
     --output $O/eval_dev/$m-shape_train-zeroshot.json
@@ -64,4 +77,5 @@ for m in $MODELS; do
   done
   $CD eval linear-probe --model run:$O/$m --train $W/classify/shape/train --data $W/classify/shape/test --name shape \
     --skip-existing --output $O/eval/$m-shape-linear_probe.json
+  score_extra run:$O/$m $O/eval_extra/$m
 done

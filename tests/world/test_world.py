@@ -13,6 +13,7 @@ from clipdistill.data.tasks import open_task
 from clipdistill.errors import UserError
 from clipdistill.evaluation.datasets import open_imagefolder, open_retrieval
 from clipdistill.world import build_world
+from clipdistill.world.build import write_extra_test
 
 
 def _tree_hash(root):
@@ -114,3 +115,20 @@ def test_refuses_non_empty_folder_and_unknown_size(tiny_world, tmp_path):
         build_world(tiny_world, "tiny")
     with pytest.raises(UserError, match="unknown world size"):
         build_world(tmp_path / "x", "huge")
+
+
+def test_extra_test_sets_are_new_images_of_the_same_classes(tiny_world, tmp_path):
+    assert write_extra_test(tiny_world, tmp_path / "x", per_class=6) == {"shape": 48, "color": 60}
+    for name in ("shape", "color"):
+        extra = open_imagefolder(tmp_path / "x" / name)
+        own = open_imagefolder(tiny_world / "classify" / name / "test")
+        assert extra.classnames == own.classnames and extra.templates == own.templates
+        assert sorted(set(extra.labels)) == list(range(len(own.classnames)))
+        own_bytes = {p.read_bytes() for p in (tiny_world / "classify" / name / "test").rglob("*.png")}
+        assert not own_bytes & {p.read_bytes() for p in (tmp_path / "x" / name).rglob("*.png")}
+    write_extra_test(tiny_world, tmp_path / "again", per_class=6)
+    assert _tree_hash(tmp_path / "again") == _tree_hash(tmp_path / "x")
+    with pytest.raises(UserError, match="not empty"):
+        write_extra_test(tiny_world, tmp_path / "x", per_class=6)
+    with pytest.raises(UserError, match="no world.json"):
+        write_extra_test(tmp_path, tmp_path / "y", per_class=6)
