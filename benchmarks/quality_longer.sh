@@ -35,7 +35,8 @@ S=(--set train.epochs=$E --set train.warmup_steps=50 --set train.seed=$SEED)
 
 done_run() { [ -f "$1/model.safetensors" ]; }
 # the larger test sets (4,000 shape / 5,000 colour images; RESULTS "Larger test sets"), written once per world
-[ -f $Q/extra_test/color/classnames.txt ]  # written last || .venv/bin/python benchmarks/extra_test.py $W $Q/extra_test
+# (colour is written last, so its classnames.txt marks a complete set)
+[ -f $Q/extra_test/color/classnames.txt ] || .venv/bin/python benchmarks/extra_test.py $W $Q/extra_test
 score_extra() {  # MODEL PREFIX: zero-shot on both extra sets, shape linear probe (trained on the shape train split)
   for set in shape color; do
     $CD eval zeroshot --model $1 --data $Q/extra_test/$set --name $set --skip-existing --output $2-$set-zeroshot.json
