@@ -37,13 +37,13 @@ done_run() { [ -f "$1/model.safetensors" ]; }
 # the larger test sets (4,000 shape / 5,000 colour images; RESULTS "Larger test sets"), written once per world
 # (colour is written last, so its classnames.txt marks a complete set)
 [ -f $Q/extra_test/color/classnames.txt ] || .venv/bin/python benchmarks/extra_test.py $W $Q/extra_test
-score_extra() {  # MODEL PREFIX: zero-shot on both extra sets, shape linear probe (trained on the shape train split)
-  for set in shape color; do
-    $CD eval zeroshot --model $1 --data $Q/extra_test/$set --name $set --skip-existing --output $2-$set-zeroshot.json
-  done
-  $CD eval linear-probe --model $1 --train $W/classify/shape/train --data $Q/extra_test/shape --name shape \
+score() {  # MODEL PREFIX SHAPE_DIR COLOR_DIR: zero-shot on both sets, shape linear probe (trained on shape train)
+  $CD eval zeroshot --model $1 --data $3 --name shape --skip-existing --output $2-shape-zeroshot.json
+  $CD eval zeroshot --model $1 --data $4 --name color --skip-existing --output $2-color-zeroshot.json
+  $CD eval linear-probe --model $1 --train $W/classify/shape/train --data $3 --name shape \
     --skip-existing --output $2-shape-linear_probe.json
 }
+score_extra() { score $1 $2 $Q/extra_test/shape $Q/extra_test/color; }  # MODEL PREFIX
 score_extra $T $K/eval_extra/teacher
 want() { [[ " $MODELS " == *" $1 "* ]]; }
 ! want baseline || done_run $O/baseline || $CD distill configs/baseline.yaml --out $O/baseline "${COMMON[@]}" "${S[@]}"
@@ -72,11 +72,6 @@ for m in $MODELS; do
   $CD eval zeroshot --model run:$O/$m --data $W/classify/shape/train --name shape_train --skip-existing \
     --output $O/eval_dev/$m-shape_train-zeroshot.json
   [ -z "${DEV_ONLY:-}" ] || continue
-  for set in shape color; do
-    $CD eval zeroshot --model run:$O/$m --data $W/classify/$set/test --name $set --skip-existing \
-      --output $O/eval/$m-$set-zeroshot.json
-  done
-  $CD eval linear-probe --model run:$O/$m --train $W/classify/shape/train --data $W/classify/shape/test --name shape \
-    --skip-existing --output $O/eval/$m-shape-linear_probe.json
+  score run:$O/$m $O/eval/$m $W/classify/shape/test $W/classify/color/test
   score_extra run:$O/$m $O/eval_extra/$m
 done

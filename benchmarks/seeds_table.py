@@ -53,8 +53,12 @@ def collect(q: Path, epochs: int) -> tuple[dict[str, float], dict[str, dict[int,
     return teacher, students
 
 
+def _vals(rows: list[dict[str, float]], col: str) -> list[float]:
+    return [r[col] for r in rows if col in r]  # a run not yet scored on a set has no value there
+
+
 def _mean(rows: list[dict[str, float]], col: str) -> float | None:
-    vals = [r[col] for r in rows if col in r]
+    vals = _vals(rows, col)
     return statistics.fmean(vals) if vals else None
 
 
@@ -69,7 +73,7 @@ def table(teacher: dict[str, float], students: dict[str, dict[int, dict[str, flo
         rows = list(by_seed.values())
         cells = []
         for c in cols:
-            vals = [r[c] for r in rows if c in r]
+            vals = _vals(rows, c)
             cells.append("-" if not vals else f"{statistics.fmean(vals):.2f}" if len(vals) == 1
                          else f"{statistics.fmean(vals):.2f} ({min(vals):.2f}-{max(vals):.2f})")
         for c in GAP:

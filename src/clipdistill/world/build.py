@@ -72,6 +72,14 @@ class _Writer:
             self.write(f"{folder}/{name}", scene)
 
 
+def _fresh_folder(out: str | Path, hint: str) -> Path:
+    """`out` as a Path; a UserError when it holds anything (nothing here writes over earlier files)."""
+    root = Path(out)
+    if root.exists() and any(root.iterdir()):
+        raise UserError(f"{root} is not empty: {hint}")
+    return root
+
+
 def _rng(seed: int, part: str) -> random.Random:
     return random.Random(f"clipdistill-world:{seed}:{part}")  # one stream per part: parts do not shift each other
 
@@ -180,12 +188,10 @@ def write_extra_test(world: str | Path, out: str | Path, per_class: int) -> dict
     if not (Path(world) / "world.json").is_file():
         raise UserError(f"{world} is not a world folder (no world.json): build one with `clipdistill world`")
     doc = json.loads((Path(world) / "world.json").read_text())
-    root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        raise UserError(f"{root} is not empty: choose a new folder for the extra test images")
+    root = _fresh_folder(out, "choose a new folder for the extra test images")
     seed, w = doc["seed"], _Writer(root)
-    rng = _rng(seed, "classify-extra-test")
-    return {name: _write_classify_split(root, w, name, name, per_class, "flat", rng, heldout_combos(seed))
+    rng, banned = _rng(seed, "classify-extra-test"), heldout_combos(seed)
+    return {name: _write_classify_split(root, w, name, name, per_class, "flat", rng, banned)
             for name in ("shape", "color")}
 
 
@@ -295,9 +301,7 @@ def build_world(out: str | Path, size: str = "tiny", seed: int = 0, dup_rate: fl
         raise UserError(f"unknown world size {size!r}; choose one of {', '.join(SIZES)}")
     if not 0.0 <= dup_rate <= 1.0:
         raise UserError(f"--dup-rate must be between 0 and 1, got {dup_rate}")
-    root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        raise UserError(f"{root} is not empty: choose a new --out folder (a world is never written over another)")
+    root = _fresh_folder(out, "choose a new --out folder (a world is never written over another)")
     root.mkdir(parents=True, exist_ok=True)
     spec, w, combos = SIZES[size], _Writer(root), heldout_combos(seed)
     counts = {
