@@ -132,3 +132,5 @@ def test_extra_test_sets_are_new_images_of_the_same_classes(tiny_world, tmp_path
         write_extra_test(tiny_world, tmp_path / "x", per_class=6)
     with pytest.raises(UserError, match="no world.json"):
         write_extra_test(tmp_path, tmp_path / "y", per_class=6)
+    with pytest.raises(UserError, match="at least 1"):
+        write_extra_test(tiny_world, tmp_path / "z", per_class=0)
