@@ -107,7 +107,8 @@ class MapSource:
         return h.hexdigest()
 
 
-def _table_rows(path: Path) -> list[dict]:
+def read_table(path: Path) -> list[dict]:
+    """Rows of a JSONL, or of a CSV / TSV (.tsv / .tab) with a header line, as dicts."""
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     if path.suffix == ".jsonl":
@@ -128,7 +129,7 @@ def open_table(path: str | Path, image_col: str = "image", caption_col: str = "c
                key_col: str = "key") -> MapSource:
     """CSV/TSV/JSONL of (image path, caption); paths relative to the file's folder. `key_col` if present."""
     path = Path(path)
-    rows = _table_rows(path)
+    rows = read_table(path)
     if not rows:
         raise DataError(f"{path}: no rows")
     if image_col not in rows[0]:

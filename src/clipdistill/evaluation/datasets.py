@@ -12,7 +12,6 @@ None for an image that cannot be decoded: evaluation counts it as a skip instead
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from clipdistill.data.sources import read_table
 from clipdistill.errors import DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -138,20 +138,6 @@ class RetrievalSet:
         return self._fp
 
 
-def _rows(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
-        return rows
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-
-
 def _pick(row: dict, keys: tuple[str, ...]) -> object:
     return next((row[k] for k in keys if k in row), None)
 
@@ -167,7 +153,7 @@ def open_retrieval(source: str | Path, name: str | None = None) -> RetrievalSet:
     if not path.is_file() or path.suffix not in (".jsonl", ".csv", ".tsv"):
         raise DataError(f"{source}: expected a .jsonl, .csv or .tsv file of (image, caption) rows")
     groups: dict[Path, list[str]] = {}
-    for n, row in enumerate(_rows(path), 1):
+    for n, row in enumerate(read_table(path), 1):
         image = _pick(row, IMAGE_KEYS)
         caps = _pick(row, CAPTIONS_KEYS)
         caps = caps if isinstance(caps, list) else [_pick(row, CAPTION_KEYS)]
