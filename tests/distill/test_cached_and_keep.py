@@ -184,3 +184,24 @@ def test_augs_store_shows_the_student_the_replayed_view(world, teacher, tmp_path
             stored = cached.store.rows("aug_image", rows[i:i + 1])[0, view].astype(np.float32)
             assert torch.equal(b["cached_t_image"][i], torch.from_numpy(stored)), key
     assert picked == {0, 1}  # views really vary by key
+
+
+def test_keep_random_trains_on_a_seeded_same_size_sample(world, store, balance, tmp_path, spy):
+    def run(seed: int, name: str) -> tuple[Path, set[str]]:
+        start = len(spy)
+        c = cfg(world, teacher={"mode": "cached", "features": str(store)},
+                data={"keep": str(balance), "filter": "random"}, loss=CID)
+        c.train.seed = seed
+        out = run_distill(c, tmp_path / name)
+        return out, {k for _, b in spy[start:] for k in b["key"]}
+
+    bal = BalanceResult(balance)
+    out, seen = run(0, "r0")
+    assert len(metrics(out)) == len(bal.kept_keys) // BATCH  # the kept-list's size, so its steps per epoch
+    assert seen <= set(bal.keys) and not seen <= set(bal.kept_keys)  # not the kept-list itself
+    batch = spy[0][1]
+    assert torch.equal(batch["cluster_label"], torch.from_numpy(bal.labels_for(list(batch["key"]))))
+    assert json.loads((out / "manifest.json").read_text())["data"]["keep"]["filter"] == "random"
+    assert run(0, "r0_again")[1] == seen and run(1, "r1")[1] != seen  # drawn with train.seed
+    with pytest.raises(ValueError, match="random"):
+        cfg(world, data={"keep": str(balance), "filter": "rand"})

@@ -36,8 +36,10 @@ class TeacherConfig(StrictModel):
 class DataConfig(StrictModel):
     source: str = Field(..., description="data SOURCE, e.g. world:world_tiny or shards/{00000..00003}.tar")
     keep: str | None = Field(None, description="balance output DIR: train on its kept-list (+ cluster labels)")
-    filter: bool = Field(True, description="false: take data.keep's cluster labels/centres but train on all "
-                         "samples (the balance ablation)")
+    filter: bool | Literal["random"] = Field(True, description="false: take data.keep's cluster labels/centres "
+                                             "but train on all samples (the balance ablation); random: on a "
+                                             "uniform sample of the kept-list's size, drawn with train.seed "
+                                             "(the same-size control)")
     batch_size: int = Field(64, ge=1, description="per process")
     num_workers: int = Field(0, ge=0)
     mask_ratio: float = Field(0.5, ge=0, lt=1, description="masked-image ratio for the mfd loss")

@@ -90,7 +90,16 @@ class DataJoins:
 
     @property
     def keys(self) -> list[str] | None:
-        return self.balance.kept_keys if self.balance and self.filter else None
+        """The training subset: the kept-list, a same-size uniform sample of every balanced key, or all (None)."""
+        if self.balance is None or self.filter is False:
+            return None
+        kept = self.balance.kept_keys
+        if self.filter != "random":
+            return kept
+        # the same-size control (methods.md 7.3): does balancing beat any subset of its size? Every rank draws
+        # the same sample (seeded by train.seed), so the loader shards it as it would the kept-list.
+        pick = np.random.default_rng(self.seed).choice(len(self.balance.keys), size=len(kept), replace=False)
+        return [self.balance.keys[i] for i in np.sort(pick)]
 
     def centres(self, teacher_hash: str | None) -> torch.Tensor:
         """The balance's cluster centres; they live in its teacher's space, so another teacher is refused."""
