@@ -106,6 +106,26 @@ def test_foreign_store_and_result_refused(skewed_store, tmp_path):
         BalanceResult(skewed_store)
 
 
+def test_perceptual_duplicates_dropped_first(skewed_store, tmp_path):
+    """50 pictures stored 3 times each (one pHash per picture, near-identical embeddings) among 150 singles:
+    --perceptual 0 keeps one of each, at a semantic threshold that on its own keeps everything."""
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((200, 64))
+    emb = np.concatenate([np.repeat(base[:50], 3, axis=0), base[50:]])
+    emb = emb + 0.02 * rng.standard_normal(emb.shape)
+    phash = np.concatenate([np.repeat(np.arange(50), 3), 1000 + np.arange(150)]).astype(np.uint64) << np.uint64(20)
+    keys = [f"k{i:03d}" for i in range(len(emb))]
+    store = make_store(tmp_path / "store", keys, emb, phash=phash)
+    alone = run_balance(store, tmp_path / "semantic", BalanceOptions(clusters=4, threshold=0.99999))
+    assert alone["kept"] == 300 and alone["perceptual_duplicates"] is None
+    report = run_balance(store, tmp_path / "both", BalanceOptions(clusters=4, threshold=0.99999, perceptual=0))
+    kept = (tmp_path / "both" / "kept_keys.txt").read_text().split()
+    assert report["perceptual_duplicates"] == 100 and report["kept"] == len(kept) == 200
+    assert sorted(phash[[keys.index(k) for k in kept]].tolist()) == sorted(set(phash.tolist()))  # one per picture
+    with pytest.raises(UserError, match="re-embed with --phash"):
+        run_balance(skewed_store, tmp_path / "x", BalanceOptions(clusters=4, perceptual=0))
+
+
 def test_options_refused():
     with pytest.raises(ValueError, match="at most one"):
         BalanceOptions(clusters=4, target_keep=0.5, threshold=0.9, cap=3)

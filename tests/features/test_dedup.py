@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipdistill.features.dedup import greedy_dedup, solve_cap
+from clipdistill.features.dedup import greedy_dedup, hash_dedup, solve_cap
 
 
 def test_chain_keeps_both_ends():
@@ -39,3 +39,14 @@ def test_solve_cap():
     assert solve_cap(sizes, 12) == 6  # 6 + 5 + 1
     assert solve_cap(sizes, 16) == 10  # no cap bites
     assert solve_cap(sizes, 3) == 1  # never below one per cluster
+
+
+def test_hash_dedup_counts_differing_bits():
+    # at distance 1: 0b000 kept; 0b001 is 1 bit from it: dropped; 0b011 is 2 bits from 0b000 (the dropped 0b001
+    # does not count): kept; the top bit alone is 1 bit from 0b000: dropped; 0b111 is 1 bit from 0b011: dropped
+    h = np.array([0b000, 0b001, 0b011, 1 << 63, 0b111], dtype=np.uint64)
+    assert hash_dedup(h, 1).tolist() == [0, 2]
+    assert hash_dedup(h, 1, block=2).tolist() == [0, 2]  # across block boundaries too
+    assert hash_dedup(h, 0).tolist() == [0, 1, 2, 3, 4]  # all distinct
+    assert hash_dedup(np.array([5, 5, 5], dtype=np.uint64), 0).tolist() == [0]  # identical hashes
+    assert hash_dedup(h, 64).tolist() == [0]

@@ -93,6 +93,23 @@ def test_rerun_with_other_inputs_refused(reference, world, teacher):
         embed_features(opts(f"world:{world}", teacher), reference)
 
 
+def test_phash_stores_each_pictures_perceptual_hash(reference, pairs, teacher, tmp_path):
+    import imagehash
+    from PIL import Image
+
+    out = embed_features(opts(pairs, teacher, phash=True), tmp_path / "store")
+    store = FeatureStore(out)
+    assert store.fields == ["image", "text", "phash"] and store.manifest["options"]["phash"] is True
+    hashes = store.rows("phash", np.arange(len(store)))
+    assert hashes.dtype == np.uint64 and len(hashes) == 24
+    for row in (0, 13):  # the hash of the picture as stored, bit for bit imagehash's pHash
+        image = Image.open(pairs.parent / "images" / "pairs" / f"{store.keys[row]}.png")
+        assert f"{int(hashes[row]):016x}" == str(imagehash.phash(image))
+    assert np.array_equal(store.rows("image", np.arange(24)), FeatureStore(reference).rows("image", np.arange(24)))
+    with pytest.raises(ManifestMismatch, match="options.phash"):  # a resume must not mix shards with and without
+        embed_features(opts(pairs, teacher), out)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

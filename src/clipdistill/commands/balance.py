@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
         threshold: float | None = typer.Option(None, help="cosine above which a member duplicates a kept one "
                                                "(default 0.95; solved with --target-keep when needed)"),
         cap: int | None = typer.Option(None, help="most members kept per cluster (solved with --target-keep)"),
+        perceptual: int | None = typer.Option(None, help="first drop pictures whose pHash is within this many "
+                                              "bits of one kept before them in their cluster (needs embed --phash; "
+                                              "0: identical hashes only)"),
         order: str = typer.Option("store", help="de-dup walk: store | far (farthest from centroid first)"),
         labels: str = typer.Option("image", help="cluster labels for the cluster loss: image | multimodal "
                                    "(k-means on norm(norm(img)+norm(txt)))"),
@@ -38,13 +41,16 @@ def register(app: typer.Typer) -> None:
         from clipdistill.features.balance import BalanceOptions, run_balance
 
         opts = build_config(BalanceOptions, dict(clusters=clusters, target_keep=target_keep, threshold=threshold,
-                                                 cap=cap, order=order, labels=labels, train_points=train_points,
-                                                 niter=niter, seed=seed, device=device), "options")
+                                                 cap=cap, perceptual=perceptual, order=order, labels=labels,
+                                                 train_points=train_points, niter=niter, seed=seed,
+                                                 device=device), "options")
         fingerprint = None
         if data is not None:
             from clipdistill.data import open_source
 
             fingerprint = open_source(data).fingerprint()
         r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
-        typer.echo(f"kept {r['kept']} of {r['samples']} ({r['kept_fraction']:.1%}; threshold {r['threshold']:.4f}, "
-                   f"cap {r['cap']}) -> {out}/kept_keys.txt, labels.npy, centroids.npy, report.json, clusters.png")
+        dups = "" if r["perceptual_duplicates"] is None else f"{r['perceptual_duplicates']} perceptual duplicates, "
+        typer.echo(f"kept {r['kept']} of {r['samples']} ({r['kept_fraction']:.1%}; {dups}threshold "
+                   f"{r['threshold']:.4f}, cap {r['cap']}) -> {out}/kept_keys.txt, labels.npy, centroids.npy, "
+                   "report.json, clusters.png")

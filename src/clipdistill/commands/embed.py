@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(64, help="teacher batch size"),
         num_workers: int = typer.Option(0, help="decode worker processes per rank"),
         seed: int = typer.Option(0, help="seed of the augmentation parameters"),
+        phash: bool = typer.Option(False, help="also store each image's perceptual hash (balance --perceptual)"),
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
     ) -> None:
         """Normalised fp16 teacher image/text embeddings for every sample, in resumable shards + manifest.
@@ -36,7 +37,8 @@ def register(app: typer.Typer) -> None:
 
         opts = build_config(EmbedOptions, dict(teacher=teacher, data=data, tokens=tokens, augs=augs,
                                                shard_size=shard_size, batch_size=batch_size,
-                                               num_workers=num_workers, seed=seed, device=device), "options")
+                                               num_workers=num_workers, seed=seed, device=device,
+                                               phash=phash), "options")
         embed_features(opts, out)
         if int(os.environ.get("RANK", "0")) == 0:  # one summary per torchrun job
             store = FeatureStore(out)

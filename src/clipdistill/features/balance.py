@@ -4,6 +4,8 @@ The paper says only that it "filters out 43.7% of image-text pairs from LAION400
 the same group's UNICOM/MLCD machinery and SemDeDup, and every choice is an option:
 
 1. spherical k-means (faiss) on teacher image embeddings: trained on a random sample, assigned in chunks;
+1b. with `perceptual`, in each cluster, drop pictures whose perceptual hash (pHash, stored by `embed --phash`)
+   is within `perceptual` bits of one kept before it: copies of one picture, re-encoded or resized;
 2. in each cluster, greedy semantic de-dup: walking members in `order`, drop one whose cosine to a member
    already kept exceeds `threshold`;
 3. cap over-represented clusters at `cap` kept members;
@@ -25,7 +27,7 @@ from pydantic import Field, model_validator
 
 from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
-from clipdistill.features.dedup import greedy_dedup, solve_cap
+from clipdistill.features.dedup import greedy_dedup, hash_dedup, solve_cap
 from clipdistill.features.kmeans import assign, train_centroids, use_gpu
 from clipdistill.features.store import FeatureStore
 
@@ -35,6 +37,9 @@ class BalanceOptions(StrictModel):
     target_keep: float | None = Field(None, gt=0, le=1, description="kept fraction to solve for (CLIP-CID: 0.563)")
     threshold: float | None = Field(None, ge=-1, le=1, description="cosine above which a later member is a duplicate")
     cap: int | None = Field(None, ge=1, description="most members kept per cluster")
+    perceptual: int | None = Field(None, ge=0, le=64, description="first drop a member whose 64-bit pHash "
+                                   "is within this many bits of one kept before it in its cluster (perceptual "
+                                   "redundancy; needs `embed --phash`); none: skip")
     order: Literal["store", "far"] = Field("store", description="de-dup walk: store order, or farthest from the "
                                            "centroid first (SemDeDup keeps the least typical)")
     labels: Literal["image", "multimodal"] = Field("image", description="cluster labels for the cluster loss: "
@@ -100,9 +105,10 @@ def walk_order(labels: np.ndarray, sims: np.ndarray, order: str) -> tuple[np.nda
     return rows, np.concatenate([[0], np.cumsum(sizes)])
 
 
-def dedup_all(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, threshold: float, cap: int | None,
-              group_rows: int) -> list[np.ndarray]:
-    """Kept store rows of every cluster, in walk order; whole clusters are read together up to `group_rows`."""
+def per_cluster(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, field: str,
+                keep: Callable[[np.ndarray], np.ndarray], group_rows: int) -> list[np.ndarray]:
+    """Kept store rows of every cluster, in walk order: `keep(one cluster's `field` rows)` gives the positions
+    kept. Whole clusters are read together up to `group_rows`."""
     kept: list[np.ndarray] = []
     k = len(bounds) - 1
     c = 0
@@ -110,12 +116,29 @@ def dedup_all(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, thresho
         stop = c + 1  # at least one cluster per read, however big
         while stop < k and bounds[stop + 1] - bounds[c] <= group_rows:
             stop += 1
-        emb = _unit(store.rows("image", rows[bounds[c]:bounds[stop]]))
+        values = store.rows(field, rows[bounds[c]:bounds[stop]])
         for j in range(c, stop):
             lo, hi = bounds[j] - bounds[c], bounds[j + 1] - bounds[c]
-            kept.append(rows[bounds[j] + greedy_dedup(emb[lo:hi], threshold, cap)])
+            kept.append(rows[bounds[j] + keep(values[lo:hi])])
         c = stop
     return kept
+
+
+def dedup_all(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, threshold: float, cap: int | None,
+              group_rows: int) -> list[np.ndarray]:
+    """Semantic de-dup (and cap) of every cluster: kept store rows, in walk order."""
+    return per_cluster(store, rows, bounds, "image", lambda e: greedy_dedup(_unit(e), threshold, cap), group_rows)
+
+
+def drop_perceptual(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, max_distance: int,
+                    group_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, bounds) without the perceptual duplicates: per cluster, a member whose pHash is within
+    `max_distance` bits of a member kept before it in the walk. Copies of one picture embed alike, so they
+    share a cluster; looking only inside clusters keeps this O(cluster size) per member at any N."""
+    if "phash" not in store.fields:
+        raise UserError(f"{store.root} holds no perceptual hashes: re-embed with --phash to use --perceptual")
+    kept = per_cluster(store, rows, bounds, "phash", lambda h: hash_dedup(h, max_distance), group_rows)
+    return np.concatenate(kept), np.concatenate([[0], np.cumsum([len(x) for x in kept])])
 
 
 def _fraction(kept: list[np.ndarray], cap: int | None, n: int) -> float:
@@ -146,6 +169,12 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     image = cluster(Vectors(store, "image", opts.chunk), opts, gpu)
     timings["kmeans_and_assign"] = time.perf_counter() - t0
     rows, bounds = walk_order(image["labels"], image["sims"], opts.order)
+    perceptual = None
+    if opts.perceptual is not None:
+        t0 = time.perf_counter()
+        rows, bounds = drop_perceptual(store, rows, bounds, opts.perceptual, opts.group_rows)
+        perceptual = n - len(rows)
+        timings["perceptual_dedup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     threshold, cap = opts.threshold, opts.cap
@@ -181,7 +210,7 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     if kept:
         keep_mask[np.concatenate(kept)] = True
     result = {"image": image, "kept": keep_mask, "threshold": threshold, "cap": cap, "gpu": gpu,
-              "timings": timings, "survivors_before_cap": survivors}
+              "timings": timings, "survivors_before_cap": survivors, "perceptual_duplicates": perceptual}
     if opts.labels == "multimodal":
         t0 = time.perf_counter()
         result["multimodal"] = cluster(Vectors(store, "multimodal", opts.chunk), opts, gpu)

@@ -29,6 +29,7 @@ def build_report(labels: np.ndarray, kept: np.ndarray, k: int, result: dict, tar
         "samples": n, "kept": n_kept, "kept_fraction": n_kept / n, "target_keep": target,
         "target_met_within_1pct": None if target is None else abs(n_kept / n - target) <= 0.01 * target,
         "threshold": result["threshold"], "cap": result["cap"], "survivors_before_cap": result["survivors_before_cap"],
+        "perceptual_duplicates": result["perceptual_duplicates"],
         "kmeans_objective": result["image"]["objective"], "faiss_gpu": result["gpu"],
         "cluster_size_stats": {name: _stats(s) for name, s in sizes.items()},
         # hist_before / hist_after: the keys `clipdistill report` reads a balance report by

@@ -1,27 +1,52 @@
-"""Greedy semantic de-duplication inside one cluster, and the per-cluster cap.
+"""Greedy de-duplication inside one cluster, semantic (embeddings) or perceptual (image hashes), and the cap.
 
-Walk the members in a fixed order; a member is dropped when its cosine similarity to a member already
-kept exceeds `threshold`. Blocked so that a cluster of m members costs O(m * kept) dot products and
-O(block^2) memory; with a cap the walk stops once `cap` members are kept (later ones would be cut anyway).
+Walk the members in a fixed order; a member is dropped when it is near a member already kept: cosine
+similarity above `threshold` (semantic), or a 64-bit perceptual hash within `max_distance` bits (perceptual).
+Blocked so that a cluster of m members costs O(m * kept) comparisons and O(block^2) memory; with a cap the
+walk stops once `cap` members are kept (later ones would be cut anyway).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+Near = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (a [p, ...], b [q, ...]) -> bool [p, q]
 
 
 def greedy_dedup(emb: np.ndarray, threshold: float, cap: int | None = None, block: int = 2048) -> np.ndarray:
     """Positions (into `emb`, ascending) of the members kept. `emb`: [m, D] unit rows in walk order."""
-    m, d = emb.shape
-    kept = np.empty((min(m, cap or m), d), dtype=np.float32)
+    return greedy_walk(emb.astype(np.float32, copy=False), lambda a, b: a @ b.T > threshold, cap, block)
+
+
+def hash_dedup(hashes: np.ndarray, max_distance: int, block: int = 2048) -> np.ndarray:
+    """Positions (into `hashes`, ascending) kept: uint64 perceptual hashes in walk order; a member whose hash
+    differs in at most `max_distance` bits from a kept one's is a perceptual duplicate (0: identical hashes)."""
+    return greedy_walk(hashes.astype(np.uint64, copy=False),
+                       lambda a, b: np.bitwise_count(a[:, None] ^ b[None, :]) <= max_distance, None, block)
+
+
+def perceptual_hash(image) -> int:
+    """pHash (imagehash, 8x8 DCT bits of a 32x32 greyscale) of a PIL image, as an unsigned 64-bit integer."""
+    import imagehash
+
+    bits = np.asarray(imagehash.phash(image).hash, dtype=bool).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def greedy_walk(items: np.ndarray, near: Near, cap: int | None = None, block: int = 2048) -> np.ndarray:
+    """Positions (ascending) of the members of `items` (walk order) kept by the greedy walk under `near`."""
+    m = len(items)
+    kept = np.empty((min(m, cap or m), *items.shape[1:]), dtype=items.dtype)
     kept_pos: list[np.ndarray] = []
     n_kept = 0
     for lo in range(0, m, block):
-        x = emb[lo:lo + block]
+        x = items[lo:lo + block]
         alive = np.ones(len(x), dtype=bool)
         if n_kept:
-            alive &= (x @ kept[:n_kept].T).max(1) <= threshold
-        close = np.triu(x @ x.T > threshold, 1)  # close[i, j]: j comes after i and is within threshold of it
+            alive &= ~near(x, kept[:n_kept]).any(1)
+        close = np.triu(near(x, x), 1)  # close[i, j]: j comes after i and is near it
         for i in np.nonzero(close.any(1) & alive)[0]:
             if alive[i]:  # i is kept, so everything close to it after it goes
                 alive[close[i]] = False

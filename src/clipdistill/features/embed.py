@@ -25,6 +25,7 @@ from clipdistill.config import StrictModel
 from clipdistill.data import MapSource, ShardSource, open_source
 from clipdistill.errors import UserError
 from clipdistill.features.augment import AugmentOptions, views
+from clipdistill.features.dedup import perceptual_hash
 from clipdistill.features.store import STAGE, clean_temp, shard_name, write_shard
 from clipdistill.manifest import atomic_write_text, check_manifest, write_manifest
 from clipdistill.train.distributed import init_distributed, shutdown
@@ -39,6 +40,7 @@ class EmbedOptions(StrictModel):
     tokens: bool = Field(False, description="also store per-token features (CLIP-TD)")
     augs: int = Field(0, ge=0, description="augmented views per image, stored with their replay parameters")
     augment: AugmentOptions = AugmentOptions()
+    phash: bool = Field(False, description="also store each image's 64-bit perceptual hash (balance --perceptual)")
     shard_size: int = Field(1000, ge=1, description="rows per store shard for map sources (tar: one per tar)")
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0, description="decode workers per process")
@@ -57,6 +59,8 @@ class _Item:
 
     def __call__(self, sample) -> dict:
         item = {"key": sample.key, "image": self.transform(sample.image), "text": self.tokenizer([sample.text])[0]}
+        if self.opts.phash:  # of the picture as stored, before any transform
+            item["phash"] = perceptual_hash(sample.image)
         if self.opts.augs:
             imgs, params = views(sample.image, sample.key, self.opts.augs, self.opts.seed, self.opts.augment)
             item["aug_image"] = torch.stack([self.transform(v) for v in imgs])
@@ -98,6 +102,8 @@ def _collate(items: list[dict]) -> dict:
                 batch[name] = torch.stack([it[name] for it in good])
         if "aug_params" in good[0]:
             batch["aug_params"] = [it["aug_params"] for it in good]
+        if "phash" in good[0]:
+            batch["phash"] = np.array([it["phash"] for it in good], dtype=np.uint64)
     return batch
 
 
@@ -154,6 +160,8 @@ def embed_shard(teacher: ClipModel, loader: DataLoader, opts: EmbedOptions, devi
         keys.extend(batch["key"])
         for name, arr in encode_batch(teacher, batch, opts.tokens, device).items():
             parts.setdefault(name, []).append(arr)
+        if "phash" in batch:
+            parts.setdefault("phash", []).append(batch["phash"])
         if params is not None:
             params.extend(batch["aug_params"])
     arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
@@ -162,7 +170,7 @@ def embed_shard(teacher: ClipModel, loader: DataLoader, opts: EmbedOptions, devi
 
 def fields_for(opts: EmbedOptions) -> list[str]:
     return ["image", "text"] + (["image_tokens", "text_tokens", "text_mask"] if opts.tokens else []) + (
-        ["aug_image"] if opts.augs else [])
+        ["aug_image"] if opts.augs else []) + (["phash"] if opts.phash else [])
 
 
 def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
@@ -174,14 +182,14 @@ def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
                           "image_std": d["image_std"], "context_length": d["context_length"]},
         "source": {"spec": opts.data, "fingerprint": source.fingerprint(), "kind": source.kind},
         "options": {"tokens": opts.tokens, "augs": opts.augs, "seed": opts.seed, "shard_size": opts.shard_size,
-                    "augment": opts.augment.model_dump(mode="json") if opts.augs else None},
+                    "phash": opts.phash, "augment": opts.augment.model_dump(mode="json") if opts.augs else None},
         "shards": [shard_name(i) for i in range(len(units))],
         "fields": fields_for(opts),
     }
 
 
 RESUME_KEYS = ["teacher.spec", "teacher.weights_sha256", "source.spec", "source.fingerprint", "options.tokens",
-               "options.augs", "options.augment", "options.seed", "options.shard_size", "shards"]
+               "options.augs", "options.augment", "options.seed", "options.shard_size", "options.phash", "shards"]
 
 
 def _check_resume(out: Path, plan: dict) -> None:
@@ -189,7 +197,9 @@ def _check_resume(out: Path, plan: dict) -> None:
     path = out / PLAN
     if path.is_file():
         expected = {k: _dotted(plan, k) for k in RESUME_KEYS}
-        check_manifest(json.loads(path.read_text()), expected, f"{out} (an earlier embed run; use another --out)")
+        earlier = json.loads(path.read_text())
+        earlier["options"].setdefault("phash", False)  # plans written before --phash existed
+        check_manifest(earlier, expected, f"{out} (an earlier embed run; use another --out)")
 
 
 def _dotted(d: dict, key: str):
@@ -242,8 +252,8 @@ def _empty(opts: EmbedOptions, d: int) -> dict[str, np.ndarray]:
     """Zero-row arrays of every field, for a shard whose every sample was skipped."""
     shapes = {"image": (0, d), "text": (0, d), "image_tokens": (0, 0, d), "text_tokens": (0, 0, d),
               "aug_image": (0, opts.augs, d)}
-    return {f: np.zeros((0, 0), bool) if f == "text_mask" else np.zeros(shapes[f], np.float16)
-            for f in fields_for(opts)}
+    return {f: np.zeros((0, 0), bool) if f == "text_mask" else np.zeros(0, np.uint64) if f == "phash"
+            else np.zeros(shapes[f], np.float16) for f in fields_for(opts)}
 
 
 def _finish(out: Path, plan: dict) -> None:
