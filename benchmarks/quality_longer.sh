@@ -14,6 +14,7 @@
 #   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 #   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
 #   EPOCHS=10 MODELS="cid_oracle cid_random cid_steps" bash benchmarks/quality_longer.sh
+#   EPOCHS=20 MODELS="cid_full cid" bash benchmarks/quality_longer.sh   # -> runs/q/rn_e20 (RESULTS session 13)
 #   EPOCHS=10 MODELS="cid_full cid_full_mm" DEV_ONLY=1 bash benchmarks/quality_longer.sh
 #   Q=runs/q_dup EPOCHS=10 MODELS="baseline cid_full cid cid_steps" bash benchmarks/quality_longer.sh
 #     (the redundant world of `Q=runs/q_dup DUP_RATE=0.4 PREP_ONLY=1 bash benchmarks/quality_default.sh`)
