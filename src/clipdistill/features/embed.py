@@ -251,9 +251,9 @@ def _same_teacher_everywhere(weights_hash: str) -> None:
 def _empty(opts: EmbedOptions, d: int) -> dict[str, np.ndarray]:
     """Zero-row arrays of every field, for a shard whose every sample was skipped."""
     shapes = {"image": (0, d), "text": (0, d), "image_tokens": (0, 0, d), "text_tokens": (0, 0, d),
-              "aug_image": (0, opts.augs, d)}
-    return {f: np.zeros((0, 0), bool) if f == "text_mask" else np.zeros(0, np.uint64) if f == "phash"
-            else np.zeros(shapes[f], np.float16) for f in fields_for(opts)}
+              "text_mask": (0, 0), "aug_image": (0, opts.augs, d), "phash": (0,)}
+    dtypes = {"text_mask": bool, "phash": np.uint64}  # the rest are float16 embeddings
+    return {f: np.zeros(shapes[f], dtypes.get(f, np.float16)) for f in fields_for(opts)}
 
 
 def _finish(out: Path, plan: dict) -> None:
