@@ -126,6 +126,23 @@ def test_perceptual_duplicates_dropped_first(skewed_store, tmp_path):
         run_balance(skewed_store, tmp_path / "x", BalanceOptions(clusters=4, perceptual=0))
 
 
+def test_multimodal_space_keeps_one_picture_with_different_captions(tmp_path):
+    """100 pictures stored twice, each copy with an unrelated caption: image-space de-dup drops the second copy,
+    de-dup on norm(norm(img) + norm(txt)) (cosine ~0.5 between the copies) keeps both."""
+    rng = np.random.default_rng(3)
+    image = np.repeat(rng.standard_normal((100, 64)), 2, axis=0) + 0.001 * rng.standard_normal((200, 64))
+    keys = [f"k{i:03d}" for i in range(200)]
+    store = make_store(tmp_path / "store", keys, image, text=rng.standard_normal((200, 64)))
+    by_image = run_balance(store, tmp_path / "image", BalanceOptions(clusters=4, threshold=0.99))
+    joint = run_balance(store, tmp_path / "mm", BalanceOptions(clusters=4, threshold=0.99, space="multimodal"))
+    assert by_image["kept"] == 100 and by_image["space"] == "image"
+    assert joint["kept"] == 200 and joint["space"] == "multimodal"
+    # the cluster loss still gets the image clustering unless --labels says otherwise
+    result = BalanceResult(tmp_path / "mm")
+    assert result.space == "image" and result.labels().shape == result.labels("multimodal").shape == (200,)
+    assert sorted(np.bincount(result.labels("multimodal"), minlength=4)) == sorted(joint["cluster_sizes"]["before"])
+
+
 def test_options_refused():
     with pytest.raises(ValueError, match="at most one"):
         BalanceOptions(clusters=4, target_keep=0.5, threshold=0.9, cap=3)

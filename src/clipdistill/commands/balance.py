@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         perceptual: int | None = typer.Option(None, help="first drop pictures whose pHash is within this many "
                                               "bits of one kept before them in their cluster (needs embed --phash; "
                                               "0: identical hashes only)"),
+        space: str = typer.Option("image", help="vectors clustered and de-duplicated: image | multimodal "
+                                  "(norm(norm(img)+norm(txt)), UNICOM's joint features)"),
         order: str = typer.Option("store", help="de-dup walk: store | far (farthest from centroid first)"),
         labels: str = typer.Option("image", help="cluster labels for the cluster loss: image | multimodal "
                                    "(k-means on norm(norm(img)+norm(txt)))"),
@@ -41,8 +43,8 @@ def register(app: typer.Typer) -> None:
         from clipdistill.features.balance import BalanceOptions, run_balance
 
         opts = build_config(BalanceOptions, dict(clusters=clusters, target_keep=target_keep, threshold=threshold,
-                                                 cap=cap, perceptual=perceptual, order=order, labels=labels,
-                                                 train_points=train_points, niter=niter, seed=seed,
+                                                 cap=cap, perceptual=perceptual, space=space, order=order,
+                                                 labels=labels, train_points=train_points, niter=niter, seed=seed,
                                                  device=device), "options")
         fingerprint = None
         if data is not None:

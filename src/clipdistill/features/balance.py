@@ -3,11 +3,13 @@
 The paper says only that it "filters out 43.7% of image-text pairs from LAION400M"; the steps below follow
 the same group's UNICOM/MLCD machinery and SemDeDup, and every choice is an option:
 
-1. spherical k-means (faiss) on teacher image embeddings: trained on a random sample, assigned in chunks;
+1. spherical k-means (faiss) on teacher embeddings in `space`: the image embeddings, or (UNICOM clusters on
+   "joint textual and visual features") norm(norm(img) + norm(txt)); trained on a random sample, assigned in
+   chunks;
 1b. with `perceptual`, in each cluster, drop pictures whose perceptual hash (pHash, stored by `embed --phash`)
    is within `perceptual` bits of one kept before it: copies of one picture, re-encoded or resized;
-2. in each cluster, greedy semantic de-dup: walking members in `order`, drop one whose cosine to a member
-   already kept exceeds `threshold`;
+2. in each cluster, greedy semantic de-dup in the same `space`: walking members in `order`, drop one whose
+   cosine to a member already kept exceeds `threshold`;
 3. cap over-represented clusters at `cap` kept members;
 4. with `target_keep`, solve the cap (or, when de-dup alone keeps too little, the threshold) so the kept
    fraction meets the target.
@@ -40,6 +42,8 @@ class BalanceOptions(StrictModel):
     perceptual: int | None = Field(None, ge=0, le=64, description="first drop a member whose 64-bit pHash "
                                    "is within this many bits of one kept before it in its cluster (perceptual "
                                    "redundancy; needs `embed --phash`); none: skip")
+    space: Literal["image", "multimodal"] = Field("image", description="vectors clustered and de-duplicated: "
+                                                  "teacher image embeddings, or norm(norm(img)+norm(txt))")
     order: Literal["store", "far"] = Field("store", description="de-dup walk: store order, or farthest from the "
                                            "centroid first (SemDeDup keeps the least typical)")
     labels: Literal["image", "multimodal"] = Field("image", description="cluster labels for the cluster loss: "
@@ -105,10 +109,10 @@ def walk_order(labels: np.ndarray, sims: np.ndarray, order: str) -> tuple[np.nda
     return rows, np.concatenate([[0], np.cumsum(sizes)])
 
 
-def per_cluster(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, field: str,
+def per_cluster(rows: np.ndarray, bounds: np.ndarray, read: Callable[[np.ndarray], np.ndarray],
                 keep: Callable[[np.ndarray], np.ndarray], group_rows: int) -> list[np.ndarray]:
-    """Kept store rows of every cluster, in walk order: `keep(one cluster's `field` rows)` gives the positions
-    kept. Whole clusters are read together up to `group_rows`."""
+    """Kept store rows of every cluster, in walk order: `keep(one cluster's values)` gives the positions kept,
+    `read(store rows)` the values. Whole clusters are read together up to `group_rows`."""
     kept: list[np.ndarray] = []
     k = len(bounds) - 1
     c = 0
@@ -116,7 +120,7 @@ def per_cluster(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, field
         stop = c + 1  # at least one cluster per read, however big
         while stop < k and bounds[stop + 1] - bounds[c] <= group_rows:
             stop += 1
-        values = store.rows(field, rows[bounds[c]:bounds[stop]])
+        values = read(rows[bounds[c]:bounds[stop]])
         for j in range(c, stop):
             lo, hi = bounds[j] - bounds[c], bounds[j + 1] - bounds[c]
             kept.append(rows[bounds[j] + keep(values[lo:hi])])
@@ -124,10 +128,10 @@ def per_cluster(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, field
     return kept
 
 
-def dedup_all(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, threshold: float, cap: int | None,
+def dedup_all(vectors: Vectors, rows: np.ndarray, bounds: np.ndarray, threshold: float, cap: int | None,
               group_rows: int) -> list[np.ndarray]:
     """Semantic de-dup (and cap) of every cluster: kept store rows, in walk order."""
-    return per_cluster(store, rows, bounds, "image", lambda e: greedy_dedup(_unit(e), threshold, cap), group_rows)
+    return per_cluster(rows, bounds, vectors.rows, lambda e: greedy_dedup(e, threshold, cap), group_rows)
 
 
 def drop_perceptual(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, max_distance: int,
@@ -137,7 +141,8 @@ def drop_perceptual(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, m
     share a cluster; looking only inside clusters keeps this O(cluster size) per member at any N."""
     if "phash" not in store.fields:
         raise UserError(f"{store.root} holds no perceptual hashes: re-embed with --phash to use --perceptual")
-    kept = per_cluster(store, rows, bounds, "phash", lambda h: hash_dedup(h, max_distance), group_rows)
+    kept = per_cluster(rows, bounds, lambda idx: store.rows("phash", idx), lambda h: hash_dedup(h, max_distance),
+                       group_rows)
     return np.concatenate(kept), np.concatenate([[0], np.cumsum([len(x) for x in kept])])
 
 
@@ -166,9 +171,10 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     n = len(store)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    image = cluster(Vectors(store, "image", opts.chunk), opts, gpu)
+    vectors = Vectors(store, opts.space, opts.chunk)
+    grouping = cluster(vectors, opts, gpu)
     timings["kmeans_and_assign"] = time.perf_counter() - t0
-    rows, bounds = walk_order(image["labels"], image["sims"], opts.order)
+    rows, bounds = walk_order(grouping["labels"], grouping["sims"], opts.order)
     perceptual = None
     if opts.perceptual is not None:
         t0 = time.perf_counter()
@@ -181,7 +187,7 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     survivors: int | None = None  # known only when the cap is solved after an uncapped de-dup
 
     def run(t: float, c: int | None = None) -> list[np.ndarray]:
-        return dedup_all(store, rows, bounds, t, c, opts.group_rows)
+        return dedup_all(vectors, rows, bounds, t, c, opts.group_rows)
 
     if opts.target_keep is None:
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
@@ -209,12 +215,12 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     keep_mask = np.zeros(n, dtype=bool)
     if kept:
         keep_mask[np.concatenate(kept)] = True
-    result = {"image": image, "kept": keep_mask, "threshold": threshold, "cap": cap, "gpu": gpu,
-              "timings": timings, "survivors_before_cap": survivors, "perceptual_duplicates": perceptual}
-    if opts.labels == "multimodal":
+    result = {opts.space: grouping, "space": opts.space, "kept": keep_mask, "threshold": threshold, "cap": cap,
+              "gpu": gpu, "timings": timings, "survivors_before_cap": survivors, "perceptual_duplicates": perceptual}
+    for space in {opts.labels, "image"} - {opts.space}:  # labels.npy is always the image clustering
         t0 = time.perf_counter()
-        result["multimodal"] = cluster(Vectors(store, "multimodal", opts.chunk), opts, gpu)
-        timings["multimodal_kmeans"] = time.perf_counter() - t0
+        result[space] = cluster(Vectors(store, space, opts.chunk), opts, gpu)
+        timings[f"{space}_kmeans"] = time.perf_counter() - t0
     return result
 
 
@@ -228,7 +234,7 @@ def run_balance(features: str | Path, out: str | Path, opts: BalanceOptions, *, 
     if len(store) == 0:
         raise UserError(f"feature store {features} holds no samples")
     result = balance(store, opts)
-    report = build_report(result["image"]["labels"], result["kept"], opts.clusters, result, opts.target_keep,
+    report = build_report(result[opts.space]["labels"], result["kept"], opts.clusters, result, opts.target_keep,
                           opts.seed)
     out = Path(out)
     write_outputs(out, store, opts.model_dump(mode="json"), result, report)

@@ -3,7 +3,7 @@
     manifest.json         stage "balance": the feature store's teacher + source, options, solved threshold/cap
     keys.txt              every sample key, store order (the row order of the arrays below)
     labels.npy            int32 [N] image-cluster label        centroids.npy     float32 [K, D] unit
-    mm_labels.npy         int32 [N] multimodal label            mm_centroids.npy  (only with labels=multimodal)
+    mm_labels.npy         int32 [N] multimodal label            mm_centroids.npy  (with labels or space multimodal)
     kept.npy              bool [N]                              kept_keys.txt     kept keys, store order
     report.json           kept fraction, cluster-size histograms before/after/random control, timings
     clusters.png          the same as a plot
@@ -40,7 +40,7 @@ def write_outputs(out: Path, store: FeatureStore, opts_dump: dict, result: dict,
     fm = store.manifest
     write_manifest(out, STAGE, features=str(store.root), teacher=fm["teacher"], source=fm["source"],
                    options=opts_dump, solved={"threshold": result["threshold"], "cap": result["cap"]},
-                   label_space="multimodal" if "multimodal" in result else "image",
+                   label_space=opts_dump["labels"],
                    counts={"samples": len(store), "kept": int(result["kept"].sum()),
                            "clusters": int(result["image"]["centroids"].shape[0])})
 

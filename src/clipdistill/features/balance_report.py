@@ -30,7 +30,7 @@ def build_report(labels: np.ndarray, kept: np.ndarray, k: int, result: dict, tar
         "target_met_within_1pct": None if target is None else abs(n_kept / n - target) <= 0.01 * target,
         "threshold": result["threshold"], "cap": result["cap"], "survivors_before_cap": result["survivors_before_cap"],
         "perceptual_duplicates": result["perceptual_duplicates"],
-        "kmeans_objective": result["image"]["objective"], "faiss_gpu": result["gpu"],
+        "space": result["space"], "kmeans_objective": result[result["space"]]["objective"], "faiss_gpu": result["gpu"],
         "cluster_size_stats": {name: _stats(s) for name, s in sizes.items()},
         # hist_before / hist_after: the keys `clipdistill report` reads a balance report by
         **{f"hist_{name}": {"edges": edges.tolist(), "counts": np.histogram(s, bins=edges)[0].tolist()}
