@@ -27,16 +27,10 @@ done_run $K/teacher || $CD distill configs/baseline.yaml --out $K/teacher "${COM
 [ -f $K/features/manifest.json ] || $CD embed --teacher $T --data world:$W --out $K/features
 [ -f $K/balance/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance --clusters 256 --target-keep 0.563
 
-# test-split scores of one model (zero-shot shape / colour, shape linear probe), skipped once written
-score() {
-  for set in shape color; do
-    $CD eval zeroshot --model run:$K/$1 --data $W/classify/$set/test --name $set --skip-existing \
-      --output $K/eval/$1-$set-zeroshot.json
-  done
-  $CD eval linear-probe --model run:$K/$1 --train $W/classify/shape/train --data $W/classify/shape/test \
-    --name shape --skip-existing --output $K/eval/$1-shape-linear_probe.json
-}
-score teacher
+source benchmarks/score.sh
+# test-split scores of one model of $K (zero-shot shape / colour, shape linear probe), skipped once written
+score_test() { score run:$K/$1 $K/eval/$1 $W/classify/shape/test $W/classify/color/test; }
+score_test teacher
 $CD eval zeroshot --model $T --data $W/classify/shape/train --name shape_train --skip-existing \
   --output $K/eval_dev/teacher-shape_train-zeroshot.json
 [ -z "${PREP_ONLY:-}" ] || exit 0
@@ -54,7 +48,7 @@ done_run $K/clipkd || $CD distill configs/clipkd.yaml --out $K/clipkd "${COMMON[
 done_run $K/tinyclip || $CD distill configs/tinyclip.yaml --out $K/tinyclip "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" \
   --set student.model=open_clip:cd-student-s-32 --set student.init=scratch --set train.lr=1e-3
 
-for m in baseline cid cid_full clipkd tinyclip; do score $m; done
+for m in baseline cid cid_full clipkd tinyclip; do score_test $m; done
 $CD eval build $K/eval --out $K/eval_table.csv
 $CD report $K/eval $K/baseline $K/cid $K/balance --out $K/report --teacher $T --baseline run:$K/baseline
 # The CLIP-TD runs (issue 7) with this teacher: bash benchmarks/quality_td.sh

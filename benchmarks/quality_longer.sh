@@ -38,12 +38,7 @@ done_run() { [ -f "$1/model.safetensors" ]; }
 # the larger test sets (4,000 shape / 5,000 colour images; RESULTS "Larger test sets"), written once per world
 # (colour is written last, so its classnames.txt marks a complete set)
 [ -f $Q/extra_test/color/classnames.txt ] || .venv/bin/python benchmarks/extra_test.py $W $Q/extra_test
-score() {  # MODEL PREFIX SHAPE_DIR COLOR_DIR: zero-shot on both sets, shape linear probe (trained on shape train)
-  $CD eval zeroshot --model $1 --data $3 --name shape --skip-existing --output $2-shape-zeroshot.json
-  $CD eval zeroshot --model $1 --data $4 --name color --skip-existing --output $2-color-zeroshot.json
-  $CD eval linear-probe --model $1 --train $W/classify/shape/train --data $3 --name shape \
-    --skip-existing --output $2-shape-linear_probe.json
-}
+source benchmarks/score.sh  # score MODEL PREFIX SHAPE_DIR COLOR_DIR
 score_extra() { score $1 $2 $Q/extra_test/shape $Q/extra_test/color; }  # MODEL PREFIX
 score_extra $T $K/eval_extra/teacher
 want() { [[ " $MODELS " == *" $1 "* ]]; }
