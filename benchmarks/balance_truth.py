@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/balance_truth.py runs/q/world runs/q/rn/balance --controls
 
 A world's pairs_groundtruth.json gives each pair's group (a scene and its jittered copies). Ideal
-de-duplication keeps one pair per group; what a kept-list drops beyond that is unique content.
+de-duplication keeps one pair per group; what a kept-list drops beyond that is unique content. The shares of
+one-object and of 2-3-object scenes kept (counted from the captions) show which kind a list favours.
 
 `--controls` also writes two control kept-lists of the same size beside BALANCE (copies of it, so the
 cluster labels and centres are the same; only kept_keys.txt differs): `BALANCE_oracle` keeps one pair
@@ -15,12 +16,23 @@ separates what de-duplication can gain on the world from what any smaller subset
 
 from __future__ import annotations
 
+import csv
 import json
 import random
+import re
 import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from clipdistill.world.scene import SHAPES
+
+
+def _objects(caption: str) -> int:
+    """Objects in a world scene, from its caption: "... with N shapes" names the count; every other caption
+    form names each object's shape once."""
+    count = re.search(r"with (\d) shapes", caption)
+    return int(count.group(1)) if count else sum(w.strip(",") in SHAPES for w in caption.split())
 
 
 def _groups(world: Path) -> dict[int, list[str]]:
@@ -36,6 +48,9 @@ def main(world: Path, balance: Path) -> dict:
     pairs = sum(len(g) for g in groups.values())
     kept = set((balance / "kept_keys.txt").read_text().split())
     singles = [g[0] for g in groups.values() if len(g) == 1]
+    with open(world / "pairs.csv", newline="") as f:
+        one_object = {row["key"]: _objects(row["caption"]) == 1 for row in csv.DictReader(f)}
+    ones = sum(one_object.values())
     return {
         "pairs": pairs,
         "groups": len(groups),
@@ -44,6 +59,8 @@ def main(world: Path, balance: Path) -> dict:
         "groups_with_a_kept_pair": round(sum(any(k in kept for k in g) for g in groups.values()) / len(groups), 4),
         "singletons_kept": round(sum(k in kept for k in singles) / len(singles), 4),
         "kept_pairs_beyond_one_per_group": sum(max(0, sum(k in kept for k in g) - 1) for g in groups.values()),
+        "one_object_pairs_kept": round(sum(one_object[k] for k in kept) / ones, 4),
+        "multi_object_pairs_kept": round(sum(not one_object[k] for k in kept) / (pairs - ones), 4),
     }
 
 

@@ -9,7 +9,8 @@
 # the balance output's size from benchmarks/balance_truth.py --controls (one pair per planted group / uniform
 # random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes. `cid_full_mm`: CID on
 # all the data with multimodal cluster labels (balance --labels multimodal), compared with `cid_full` on the shape
-# *train* split (the dev set for preset choices; RESULTS "Cluster label space").
+# *train* split (the dev set for preset choices; RESULTS "Cluster label space"). `cid_cap` / `cid_mmspace`: CID on
+# two other balance settings (see below).
 #   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
 #   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 #   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
@@ -52,6 +53,16 @@ for c in oracle random; do
   ! want cid_$c || [ -f $K/balance_$c/kept_keys.txt ] || .venv/bin/python benchmarks/balance_truth.py $W $K/balance --controls
   ! want cid_$c || done_run $O/cid_$c || $CD distill configs/cid.yaml --out $O/cid_$c "${COMMON[@]}" "${S[@]}" \
     "${CACHED[@]}" --set data.keep=$K/balance_$c
+done
+# balance variants, same CID recipe (RESULTS session 14): `cid_cap` de-duplicates only near-copies (cosine > 0.999)
+# and solves the cap instead of the threshold; `cid_mmspace` clusters and de-duplicates in the multimodal space
+! want cid_cap || [ -f $K/balance_cap/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance_cap \
+  --clusters 256 --target-keep 0.563 --threshold 0.999
+! want cid_mmspace || [ -f $K/balance_space_mm/kept_keys.txt ] || $CD balance --features $K/features \
+  --out $K/balance_space_mm --clusters 256 --target-keep 0.563 --space multimodal
+for v in cap:balance_cap mmspace:balance_space_mm; do
+  ! want cid_${v%%:*} || done_run $O/cid_${v%%:*} || $CD distill configs/cid.yaml --out $O/cid_${v%%:*} "${COMMON[@]}" \
+    "${S[@]}" "${CACHED[@]}" --set data.keep=$K/${v#*:}
 done
 PAIRS=$(( $(wc -l < $W/pairs.csv) - 1 ))  # pairs.csv has a header line
 FULL_STEPS=$(( E * (PAIRS / B) ))  # steps of a full-data run: the loader drops the last partial batch
