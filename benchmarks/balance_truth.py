@@ -51,6 +51,7 @@ def main(world: Path, balance: Path) -> dict:
     with open(world / "pairs.csv", newline="") as f:
         one_object = {row["key"]: _objects(row["caption"]) == 1 for row in csv.DictReader(f)}
     ones = sum(one_object.values())
+    one_groups = sum(one_object[g[0]] for g in groups.values())  # a group's pairs show one scene
     return {
         "pairs": pairs,
         "groups": len(groups),
@@ -59,6 +60,8 @@ def main(world: Path, balance: Path) -> dict:
         "groups_with_a_kept_pair": round(sum(any(k in kept for k in g) for g in groups.values()) / len(groups), 4),
         "singletons_kept": round(sum(k in kept for k in singles) / len(singles), 4),
         "kept_pairs_beyond_one_per_group": sum(max(0, sum(k in kept for k in g) - 1) for g in groups.values()),
+        "one_object_distinct_scene_share": round(one_groups / ones, 4),
+        "multi_object_distinct_scene_share": round((len(groups) - one_groups) / (pairs - ones), 4),
         "one_object_pairs_kept": round(sum(one_object[k] for k in kept) / ones, 4),
         "multi_object_pairs_kept": round(sum(not one_object[k] for k in kept) / (pairs - ones), 4),
     }
