@@ -60,6 +60,9 @@ done
   --clusters 256 --target-keep 0.563 --threshold 0.999
 ! want cid_mmspace || [ -f $K/balance_space_mm/kept_keys.txt ] || $CD balance --features $K/features \
   --out $K/balance_space_mm --clusters 256 --target-keep 0.563 --space multimodal
+# `cid_filter_random`: the same-size uniform control drawn by distill itself (data.filter: random, seeded by train.seed)
+! want cid_filter_random || done_run $O/cid_filter_random || $CD distill configs/cid.yaml --out $O/cid_filter_random \
+  "${COMMON[@]}" "${S[@]}" "${CACHED[@]}" --set data.keep=$K/balance --set data.filter=random
 for v in cap:balance_cap mmspace:balance_space_mm; do
   ! want cid_${v%%:*} || done_run $O/cid_${v%%:*} || $CD distill configs/cid.yaml --out $O/cid_${v%%:*} "${COMMON[@]}" \
     "${S[@]}" "${CACHED[@]}" --set data.keep=$K/${v#*:}
