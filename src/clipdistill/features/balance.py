@@ -217,7 +217,7 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
         keep_mask[np.concatenate(kept)] = True
     result = {opts.space: grouping, "space": opts.space, "kept": keep_mask, "threshold": threshold, "cap": cap,
               "gpu": gpu, "timings": timings, "survivors_before_cap": survivors, "perceptual_duplicates": perceptual}
-    for space in {opts.labels, "image"} - {opts.space}:  # labels.npy is always the image clustering
+    for space in sorted({opts.labels, "image"} - {opts.space}):  # labels.npy is always the image clustering
         t0 = time.perf_counter()
         result[space] = cluster(Vectors(store, space, opts.chunk), opts, gpu)
         timings[f"{space}_kmeans"] = time.perf_counter() - t0

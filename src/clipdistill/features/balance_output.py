@@ -50,7 +50,7 @@ class BalanceResult:
 
     r = BalanceResult(DIR, teacher=SPEC, fingerprint=src.fingerprint())   # refuses other inputs
     r.kept_keys                          list[str], the training subset
-    r.labels_for(keys)                   int64 cluster labels (label space: multimodal when made, else image)
+    r.labels_for(keys)                   int64 cluster labels (label space: --labels, image by default)
     r.centroids()                        float32 [K, D] unit centres of that label space
     r.num_clusters, r.keys, r.labels()   (space="image" | "multimodal" to pick one explicitly)
     """
