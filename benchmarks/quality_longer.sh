@@ -10,7 +10,7 @@
 # random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes. `cid_full_mm`: CID on
 # all the data with multimodal cluster labels (balance --labels multimodal), compared with `cid_full` on the shape
 # *train* split (the dev set for preset choices; RESULTS "Cluster label space"). `cid_cap` / `cid_mmspace`: CID on
-# two other balance settings (see below).
+# two other balance settings; `cid_filter_random`: the random control drawn by `data.filter: random` (see below).
 #   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
 #   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 #   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
