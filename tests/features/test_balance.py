@@ -160,6 +160,9 @@ def test_cli_help_and_errors(skewed_store, tmp_path):
     bad = runner.invoke(app, ["balance", "--features", str(skewed_store), "--out", str(tmp_path),
                               "--clusters", "4", "--order", "sideways"])
     assert isinstance(bad.exception, ConfigError) and "order" in str(bad.exception)
+    bad = runner.invoke(app, ["balance", "--features", str(skewed_store), "--out", str(tmp_path),
+                              "--clusters", "4", "--space", "text"])
+    assert isinstance(bad.exception, ConfigError) and "space" in str(bad.exception)
 
 
 def test_rewrite_killed_halfway_leaves_a_dir_readers_refuse(skewed_store, tmp_path, monkeypatch):
