@@ -30,6 +30,18 @@ def test_classification_metrics_class_with_one_sample_and_few_classes():
     assert m["acc1"] == pytest.approx(4 / 5)
     assert m["acc5"] is None  # fewer than 5 classes, like CLIP_benchmark (which writes NaN)
     assert m["mean_per_class_recall"] == pytest.approx((1 + 1 + 0) / 3)
+    assert "per_class_recall" not in m
+
+
+def test_per_class_recall_by_name_with_an_absent_class():
+    # class "c" never occurs: None, and it stays out of the mean; "b" is right once in two
+    logits = torch.tensor([[3., 1, 0], [0, 2, 1], [2, 1, 0]])
+    target = torch.tensor([0, 1, 1])
+    m = classification_metrics(logits, target, num_classes=3, classnames=["a", "b", "c"])
+    assert m["per_class_recall"] == {"a": 1.0, "b": 0.5, "c": None}
+    assert m["mean_per_class_recall"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        classification_metrics(logits, target, num_classes=3, classnames=["a", "b"])
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes")

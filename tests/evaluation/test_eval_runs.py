@@ -63,6 +63,9 @@ def test_zeroshot_matches_clip_benchmark_reference_and_schema(model, imagefolder
     ref_acc1, logits = clip_benchmark_zeroshot(model, ds)
     assert rec["metrics"]["acc1"] == pytest.approx(ref_acc1, abs=1e-6)
     assert rec["metrics"]["acc5"] == 1.0  # 5 classes: the target is always in the top 5
+    target, pred = torch.tensor(ds.labels), logits.argmax(1)
+    assert rec["metrics"]["per_class_recall"] == pytest.approx(
+        {c: (pred[target == i] == i).float().mean().item() for i, c in enumerate(ds.classnames)})
     assert {"dataset", "model", "pretrained", "task", "metrics"} <= rec.keys()
     assert rec["task"] == "zeroshot_classification" and rec["model"] == ARCH
     prov = rec["provenance"]
@@ -101,6 +104,9 @@ def test_linear_probe_record_and_class_mismatch(model, tmp_path):
     rec = linear_probe_eval(model, train, test, val_proportion=0.25, max_iter=50, progress=False)
     m = rec["metrics"]
     assert 0.0 <= m["lp_acc1"] <= 1.0 and m["weight_decay"] > 0 and rec["provenance"]["train_samples"] == 20
+    recalls = m["lp_per_class_recall"]
+    assert list(recalls) == test.classnames
+    assert sum(recalls.values()) / len(recalls) == pytest.approx(m["lp_mean_per_class_recall"])
     (tmp_path / "test" / "zzz").mkdir()
     (tmp_path / "test" / "red" / "0.png").rename(tmp_path / "test" / "zzz" / "0.png")
     with pytest.raises(DataError, match="different classes"):

@@ -33,7 +33,8 @@ def _run(spec: str, dataset: str, task: str, output: str, skip_existing: bool, d
     dev = _device(device)
     record = evaluate(load_model(spec, device=dev), dev)
     write_result(record, out)
-    typer.echo(json.dumps(record["metrics"], indent=2))
+    # scalars only: a per-class dict of 1,000 ImageNet classes belongs in the file, not on the terminal
+    typer.echo(json.dumps({k: v for k, v in record["metrics"].items() if not isinstance(v, dict)}, indent=2))
     if record["provenance"]["skipped"]:
         typer.echo(f"skipped {record['provenance']['skipped']} undecodable image(s)")
     typer.echo(f"wrote {out}")

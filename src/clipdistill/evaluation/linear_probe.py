@@ -99,7 +99,7 @@ def split_train_val(n: int, val_proportion: float, seed: int) -> tuple[torch.Ten
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                  num_classes: int, val_proportion: float = 0.2, seed: int = 0, max_iter: int = 200,
-                 weight_decay: float | None = None) -> dict:
+                 weight_decay: float | None = None, classnames: list[str] | None = None) -> dict:
     """Select the weight decay on a val split of train (unless given), refit on all train, score test."""
     if weight_decay is None:
         tr, va = split_train_val(len(train_x), val_proportion, seed)
@@ -108,8 +108,10 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     else:
         curve = {}
     probe = fit_logistic(train_x, train_y, num_classes, weight_decay, max_iter)
-    m = classification_metrics(probe.logits(test_x), test_y, num_classes)
+    m = classification_metrics(probe.logits(test_x), test_y, num_classes, classnames)
+    per_class = {"lp_per_class_recall": m["per_class_recall"]} if classnames is not None else {}
     return {"lp_acc1": m["acc1"], "lp_acc5": m["acc5"], "lp_mean_per_class_recall": m["mean_per_class_recall"],
+            **per_class,
             "weight_decay": weight_decay, "val_proportion": val_proportion, "seed": seed,
             "val_acc1_by_weight_decay": {f"{k:.3g}": v for k, v in curve.items()},
             "solver": "lbfgs"}
@@ -130,7 +132,7 @@ def linear_probe_eval(model: ClipModel, train_set: ClassificationSet, test_set: 
     try:
         metrics = linear_probe(train.features, train_y, test.features, test_y, num_classes=len(test_set.classnames),
                                val_proportion=val_proportion, seed=seed, max_iter=max_iter,
-                               weight_decay=weight_decay)
+                               weight_decay=weight_decay, classnames=test_set.classnames)
     except ValueError as e:
         raise DataError(f"{train_set.root}: {e}") from None
     n = len(train.index) + len(test.index)

@@ -36,7 +36,7 @@ def zeroshot_eval(model: ClipModel, dataset: ClassificationSet, *, batch_size: i
                         limit=limit, progress=progress)
     logits = 100.0 * enc.features @ classifier
     target = torch.tensor(dataset.labels)[enc.index]
-    metrics = classification_metrics(logits, target, len(dataset.classnames))
+    metrics = classification_metrics(logits, target, len(dataset.classnames), dataset.classnames)
     n_texts = len(dataset.classnames) * len(dataset.templates)
     return make_record(
         model, dataset=dataset.name, task=TASK, metrics=metrics, data_fingerprint=dataset.fingerprint(),
