@@ -5,7 +5,9 @@
 
 A world's pairs_groundtruth.json gives each pair's group (a scene and its jittered copies). Ideal
 de-duplication keeps one pair per group; what a kept-list drops beyond that is unique content. The shares of
-one-object and of 2-3-object scenes kept (counted from the captions) show which kind a list favours.
+one-object and of 2-3-object scenes kept (counted from the captions) show which kind a list favours, and the
+share kept of the pairs whose caption names each shape shows whether a list evens out the world's long tail of
+shapes (drawn Zipf-weighted: "circle" about 5x as often as "ring"), as a semantic *balance* would.
 
 `--controls` also writes two control kept-lists of the same size beside BALANCE (copies of it, so the
 cluster labels and centres are the same; only kept_keys.txt differs): `BALANCE_oracle` keeps one pair
@@ -35,6 +37,11 @@ def _objects(caption: str) -> int:
     return int(count.group(1)) if count else sum(w.strip(",") in SHAPES for w in caption.split())
 
 
+def _shapes(caption: str) -> set[str]:
+    """Shapes a caption names ("... with N shapes" names none)."""
+    return {w.strip(",") for w in caption.split()} & set(SHAPES)
+
+
 def _groups(world: Path) -> dict[int, list[str]]:
     truth = json.loads((world / "pairs_groundtruth.json").read_text())
     groups: dict[int, list[str]] = defaultdict(list)
@@ -49,7 +56,9 @@ def main(world: Path, balance: Path) -> dict:
     kept = set((balance / "kept_keys.txt").read_text().split())
     singles = [g[0] for g in groups.values() if len(g) == 1]
     with open(world / "pairs.csv", newline="") as f:
-        one_object = {row["key"]: _objects(row["caption"]) == 1 for row in csv.DictReader(f)}
+        captions = {row["key"]: row["caption"] for row in csv.DictReader(f)}
+    one_object = {key: _objects(c) == 1 for key, c in captions.items()}
+    named = {s: [k for k, c in captions.items() if s in _shapes(c)] for s in SHAPES}
     ones = sum(one_object.values())
     one_groups = sum(one_object[g[0]] for g in groups.values())  # a group's pairs show one scene
     return {
@@ -64,6 +73,8 @@ def main(world: Path, balance: Path) -> dict:
         "multi_object_distinct_scene_share": round((len(groups) - one_groups) / (pairs - ones), 4),
         "one_object_pairs_kept": round(sum(one_object[k] for k in kept) / ones, 4),
         "multi_object_pairs_kept": round(sum(not one_object[k] for k in kept) / (pairs - ones), 4),
+        "pairs_naming_shape": {s: len(keys) for s, keys in named.items()},
+        "pairs_naming_shape_kept": {s: round(sum(k in kept for k in keys) / len(keys), 4) for s, keys in named.items()},
     }
 
 
