@@ -4,6 +4,7 @@ import pytest
 import torch
 from toy import ToyTask, make_factory, weights
 
+from clipdistill.errors import UserError
 from clipdistill.safeload import load_object
 from clipdistill.train import NonFiniteLoss, TrainConfig, fit
 from clipdistill.train.checkpoint import list_checkpoints
@@ -60,6 +61,29 @@ def test_resume_after_crash_is_bitwise_identical(tmp_path):
     fit(again, make_factory(16), c, tmp_path / "run", resume="latest")
     for k, v in weights(ref).items():
         assert torch.equal(weights(again)[k], v), k
+
+
+def test_lr_scale_slows_only_the_named_module_and_survives_resume(tmp_path):
+    start = weights(ToyTask())
+    plain, slow = ToyTask(), ToyTask()
+    fit(plain, make_factory(16), cfg(epochs=2), tmp_path / "plain")
+    c = cfg(epochs=2, save_every=4, lr_scale={"net.0": 0.01})
+    fit(slow, make_factory(16), c, tmp_path / "slow")
+
+    def moved(task, name):
+        return (weights(task)[name] - start[name]).abs().max().item()
+    assert moved(slow, "net.0.weight") < 0.05 * moved(plain, "net.0.weight")
+    assert moved(slow, "net.2.weight") > 0.5 * moved(plain, "net.2.weight")
+    rows = [json.loads(line) for line in (tmp_path / "slow" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["lr"] == pytest.approx(0.05)  # the logged lr is the base lr
+    with pytest.raises(KeyboardInterrupt):  # resumed from the step-4 checkpoint: the scale is applied again
+        fit(ToyTask(crash_at_call=6), make_factory(16), c, tmp_path / "run")
+    again = ToyTask()
+    fit(again, make_factory(16), c, tmp_path / "run", resume="latest")
+    for k, v in weights(slow).items():
+        assert torch.equal(weights(again)[k], v), k
+    with pytest.raises(UserError, match="lr_scale changed"):  # another grouping does not load silently
+        fit(ToyTask(), make_factory(16), cfg(epochs=2), tmp_path / "run", resume="latest")
 
 
 def test_factory_without_start_step_is_skipped_by_iteration(tmp_path):

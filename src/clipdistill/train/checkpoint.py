@@ -136,7 +136,14 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizer: torch.
             raise UserError(f"{path}: checkpoint does not fit module {name!r} "
                             f"(missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]})")
     state = load_object(path / STATE)
-    optimizer.load_state_dict(state["optimizer"])
+    scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as e:  # torch: another number or size of parameter groups
+        raise UserError(f"{path}: the saved optimizer does not fit this run ({e}); was train.lr_scale changed?"
+                        ) from None
+    for group, scale in zip(optimizer.param_groups, scales, strict=True):
+        group["lr_scale"] = scale  # the run's config decides, not the checkpoint (old ones have no scale)
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     return Position(state["step"], state["epoch"], state["batch_in_epoch"]), state["rng"], state.get("counts", {})

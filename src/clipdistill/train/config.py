@@ -19,6 +19,9 @@ class TrainConfig(StrictModel):
     epochs: int = Field(1, ge=1)
     steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
     lr: float = Field(5e-4, gt=0)
+    lr_scale: dict[str, float] = Field(
+        default_factory=dict, description="lr multiplier per parameter-name prefix, e.g. {student.blocks: 0.1} so a "
+        "seeded backbone moves slower than a new head; the longest matching prefix wins")
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
@@ -40,6 +43,13 @@ class TrainConfig(StrictModel):
     tensorboard: bool = True
     collective_timeout_s: float = Field(90.0, gt=0, description="a dead DDP peer makes survivors exit after this")
     ddp_find_unused_parameters: bool = False
+
+    @model_validator(mode="after")
+    def _lr_scales_positive(self) -> TrainConfig:
+        bad = {k: v for k, v in self.lr_scale.items() if not v > 0}
+        if bad:
+            raise ValueError(f"lr_scale multipliers must be > 0 (freeze with requires_grad instead): {bad}")
+        return self
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainConfig:

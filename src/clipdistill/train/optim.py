@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clipdistill.errors import UserError
 from clipdistill.train.config import TrainConfig
 
 
@@ -13,17 +14,39 @@ def no_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or "bias" in name or "logit_scale" in name
 
 
-def param_groups(modules: dict[str, nn.Module], weight_decay: float) -> list[dict]:
-    decay, keep = [], []
+def _scale_of(name: str, lr_scale: dict[str, float]) -> tuple[str | None, float]:
+    """(prefix, multiplier) of the longest `lr_scale` prefix that names `name` or a module above it."""
+    hits = [p for p in lr_scale if name == p or name.startswith(p + ".")]
+    best = max(hits, key=len, default=None)
+    return best, (1.0 if best is None else lr_scale[best])
+
+
+def param_groups(modules: dict[str, nn.Module], weight_decay: float,
+                 lr_scale: dict[str, float] | None = None) -> list[dict]:
+    """Decayed and undecayed groups, split further by `lr_scale` multiplier (each group keeps its own
+    "lr_scale", which `set_lr` applies). Without `lr_scale` the groups are exactly [decay, no decay]."""
+    lr_scale = lr_scale or {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    used: set[str] = set()
     seen: set[int] = set()
     for prefix, module in modules.items():
         for name, p in module.named_parameters():
             if not p.requires_grad or id(p) in seen:  # shared parameters go in once
                 continue
             seen.add(id(p))
-            (keep if no_weight_decay(f"{prefix}.{name}", p) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+            full = f"{prefix}.{name}"
+            hit, scale = _scale_of(full, lr_scale)
+            if hit is not None:
+                used.add(hit)
+            groups.setdefault((scale, not no_weight_decay(full, p)), []).append(p)
+    unused = sorted(set(lr_scale) - used)
+    if unused:
+        raise UserError(f"train.lr_scale: {unused} name no trainable parameter; names start with one of "
+                        f"{sorted(modules)} (e.g. student.blocks, student.visual)")
+    order = sorted(groups, key=lambda k: (k[0] != 1.0, k[0], not k[1]))  # scale 1 first, decayed before not
+    return [{"params": groups[k], "weight_decay": weight_decay if k[1] else 0.0, "lr_scale": k[0]} for k in order]
 
 
 def build_optimizer(modules: dict[str, nn.Module], cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(modules, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    return torch.optim.AdamW(param_groups(modules, cfg.weight_decay, cfg.lr_scale), lr=cfg.lr, betas=cfg.betas,
+                             eps=cfg.eps)

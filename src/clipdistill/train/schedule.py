@@ -18,7 +18,8 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> flo
 
 
 def set_lr(optimizer, base_lr: float, factor: float) -> float:
+    """Set every group's lr to base_lr * factor * its "lr_scale" (train.lr_scale); returns base_lr * factor."""
     lr = base_lr * factor
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr
