@@ -26,7 +26,7 @@ def param_groups(modules: dict[str, nn.Module], weight_decay: float,
     """Decayed and undecayed groups, split further by `lr_scale` multiplier (each group keeps its own
     "lr_scale", which `set_lr` applies). Without `lr_scale` the groups are exactly [decay, no decay]."""
     lr_scale = lr_scale or {}
-    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, True): [], (1.0, False): []}  # as before
     used: set[str] = set()
     seen: set[int] = set()
     for prefix, module in modules.items():
@@ -43,7 +43,7 @@ def param_groups(modules: dict[str, nn.Module], weight_decay: float,
     if unused:
         raise UserError(f"train.lr_scale: {unused} name no trainable parameter; names start with one of "
                         f"{sorted(modules)} (e.g. student.blocks, student.visual)")
-    order = sorted(groups, key=lambda k: (k[0] != 1.0, k[0], not k[1]))  # scale 1 first, decayed before not
+    order = sorted(groups, key=lambda k: (k[0] != 1.0, k[0], not k[1]))  # scale 1 first, decayed first
     return [{"params": groups[k], "weight_decay": weight_decay if k[1] else 0.0, "lr_scale": k[0]} for k in order]
 
 
