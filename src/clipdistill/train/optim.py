@@ -42,7 +42,7 @@ def param_groups(modules: dict[str, nn.Module], weight_decay: float,
     unused = sorted(set(lr_scale) - used)
     if unused:
         raise UserError(f"train.lr_scale: {unused} name no trainable parameter; names start with one of "
-                        f"{sorted(modules)} (e.g. student.blocks, student.visual)")
+                        f"{sorted(modules)}, as the keys of a checkpoint's model.safetensors do")
     order = sorted(groups, key=lambda k: (k[0] != 1.0, k[0], not k[1]))  # scale 1 first, decayed first
     return [{"params": groups[k], "weight_decay": weight_decay if k[1] else 0.0, "lr_scale": k[0]} for k in order]
 
