@@ -234,8 +234,7 @@ def run_balance(features: str | Path, out: str | Path, opts: BalanceOptions, *, 
     if len(store) == 0:
         raise UserError(f"feature store {features} holds no samples")
     result = balance(store, opts)
-    report = build_report(result[opts.space]["labels"], result["kept"], opts.clusters, result, opts.target_keep,
-                          opts.seed)
+    report = build_report(result, opts.clusters, opts.target_keep, opts.seed)
     out = Path(out)
     write_outputs(out, store, opts.model_dump(mode="json"), result, report)
     plot_report(report, out / "clusters.png")

@@ -16,7 +16,9 @@ def _stats(sizes: np.ndarray) -> dict:
             "empty_clusters": int((sizes == 0).sum())}
 
 
-def build_report(labels: np.ndarray, kept: np.ndarray, k: int, result: dict, target: float | None, seed: int) -> dict:
+def build_report(result: dict, k: int, target: float | None, seed: int) -> dict:
+    """report.json from `balance()`'s result; cluster sizes are those of the clustering in result["space"]."""
+    labels, kept = result[result["space"]]["labels"], result["kept"]
     n, n_kept = len(labels), int(kept.sum())
     # the obvious ablation: a random subset of the same size
     control = np.zeros(n, dtype=bool)
