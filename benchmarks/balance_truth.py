@@ -30,16 +30,16 @@ from pathlib import Path
 from clipdistill.world.scene import SHAPES
 
 
-def _objects(caption: str) -> int:
-    """Objects in a world scene, from its caption: "... with N shapes" names the count; every other caption
-    form names each object's shape once."""
-    count = re.search(r"with (\d) shapes", caption)
-    return int(count.group(1)) if count else sum(w.strip(",") in SHAPES for w in caption.split())
-
-
 def _shapes(caption: str) -> set[str]:
     """Shapes a caption names ("... with N shapes" names none)."""
     return {w.strip(",") for w in caption.split()} & set(SHAPES)
+
+
+def _objects(caption: str) -> int:
+    """Objects in a world scene, from its caption: "... with N shapes" names the count; every other caption
+    form names each object's shape, and a scene's shapes are distinct."""
+    count = re.search(r"with (\d) shapes", caption)
+    return int(count.group(1)) if count else len(_shapes(caption))
 
 
 def _groups(world: Path) -> dict[int, list[str]]:
