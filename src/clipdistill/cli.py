@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import errno
 import importlib
-import importlib.util
 import sys
 
 import typer
 
 from clipdistill.errors import UserError
 
-# Order = order in --help. A verb is listed only when its module exists (so --help never shows a
-# command that is not there); each module's `register(app)` adds its command(s).
+# Order = order in --help; each module's `register(app)` adds its command(s).
 COMMANDS = [
     "world", "data", "splits", "models", "embed", "balance", "distill", "eval", "finetune", "protocol",
     "report", "export", "demo",
@@ -29,9 +27,7 @@ app = typer.Typer(
 
 def _register_all() -> None:
     for name in COMMANDS:
-        module = f"clipdistill.commands.{name}"
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module).register(app)
+        importlib.import_module(f"clipdistill.commands.{name}").register(app)
 
 
 _register_all()

@@ -3,7 +3,6 @@ write the run folder (resolved config, manifest, checkpoints, metrics, `model.js
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +23,6 @@ from clipdistill.zoo import load_model, save_run_model
 
 if TYPE_CHECKING:
     from clipdistill.distill.joins import DataJoins
-
-
-def _require(module: str, what: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise UserError(f"{what} needs {module}, which is not in this installation")
 
 
 def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None = None) -> tuple[DistillTask, dict]:
@@ -64,12 +58,9 @@ def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None
 
 
 def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Path:
-    _require("clipdistill.data", "distill")
     from clipdistill.data import make_loader, open_source
     from clipdistill.distill.joins import DataJoins
 
-    if cfg.teacher.mode == "cached" or cfg.data.keep:
-        _require("clipdistill.features", "teacher.mode=cached / data.keep (feature store and balance readers)")
     info = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     try:
         source = open_source(cfg.data.source)

@@ -15,7 +15,6 @@ from safetensors.torch import save_file
 
 from clipdistill.config import StrictModel, build_config, dump_config
 from clipdistill.data.tasks import task_image_dir
-from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
@@ -53,10 +52,8 @@ def _batches(items: list, collate: Collator, size: int, order: list[int] | None 
 
 
 def default_trainer() -> Trainer:
-    try:
-        from clipdistill.train import fit
-    except ImportError:
-        raise UserError("the shared training loop (clipdistill.train) is not installed in this checkout") from None
+    from clipdistill.train import fit
+
     return fit
 
 

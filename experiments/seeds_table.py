@@ -1,7 +1,7 @@
 """Scores of quality_longer.sh's students over every seed trained, as markdown (benchmarks/RESULTS.md).
 
-    .venv/bin/python benchmarks/seeds_table.py runs/q                      # 10-epoch runs, every model found
-    .venv/bin/python benchmarks/seeds_table.py runs/q --compare cid_steps:cid_full --compare cid:cid_full
+    .venv/bin/python experiments/seeds_table.py runs/q                      # 10-epoch runs, every model found
+    .venv/bin/python experiments/seeds_table.py runs/q --compare cid_steps:cid_full --compare cid:cid_full
 
 Reads Q/rn/eval* (the teacher) and Q/rn_eE{,_seedS}/eval* (students; E from --epochs): zero-shot on the
 world's test splits, on the shape *train* split (dev) and on extra_test.py's larger sets, and the shape linear

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Quality runs on the `default` embedded world (the figures in benchmarks/RESULTS.md "Quality").
 # Resumable: a stage whose output exists is skipped. Hours on 2 CPU cores; minutes on a GPU.
-#   bash benchmarks/quality_default.sh            # everything, ResNet stand-in teacher, under runs/q/rn
-#   TEACHER_ARCH=cd-teacher-64 TEACHER_BATCH=128 K=runs/q bash benchmarks/quality_default.sh
+#   bash experiments/quality_default.sh            # everything, ResNet stand-in teacher, under runs/q/rn
+#   TEACHER_ARCH=cd-teacher-64 TEACHER_BATCH=128 K=runs/q bash experiments/quality_default.sh
 #     (the ViT teacher of the first table)
-#   PREP_ONLY=1 bash benchmarks/quality_default.sh   # world, teacher, embed, balance, the teacher's scores only
+#   PREP_ONLY=1 bash experiments/quality_default.sh   # world, teacher, embed, balance, the teacher's scores only
 #     (what quality_longer.sh needs)
-#   Q=runs/q_dup DUP_RATE=0.4 bash benchmarks/quality_default.sh   # a more redundant world (RESULTS "A more redundant world")
+#   Q=runs/q_dup DUP_RATE=0.4 bash experiments/quality_default.sh   # a more redundant world (RESULTS "A more redundant world")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -27,7 +27,7 @@ done_run $K/teacher || $CD distill configs/baseline.yaml --out $K/teacher "${COM
 [ -f $K/features/manifest.json ] || $CD embed --teacher $T --data world:$W --out $K/features
 [ -f $K/balance/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance --clusters 256 --target-keep 0.563
 
-source benchmarks/score.sh
+source experiments/score.sh
 # test-split scores of one model of $K (zero-shot shape / colour, shape linear probe), skipped once written
 score_test() { score run:$K/$1 $K/eval/$1 $W/classify/shape/test $W/classify/color/test; }
 score_test teacher
@@ -51,4 +51,4 @@ done_run $K/tinyclip || $CD distill configs/tinyclip.yaml --out $K/tinyclip "${C
 for m in baseline cid cid_full clipkd tinyclip; do score_test $m; done
 $CD eval build $K/eval --out $K/eval_table.csv
 $CD report $K/eval $K/baseline $K/cid $K/balance --out $K/report --teacher $T --baseline run:$K/baseline
-# The CLIP-TD runs (issue 7) with this teacher: bash benchmarks/quality_td.sh
+# The CLIP-TD runs (issue 7) with this teacher: bash experiments/quality_td.sh

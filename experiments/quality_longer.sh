@@ -6,19 +6,19 @@
 # MODELS are baseline, cid_full and clipkd. Skips finished runs and evaluations.
 # With `extra_test.py` (run here once per world) every model is also scored on 10x larger test sets -> eval_extra/.
 # Balance controls (RESULTS "What any 56% subset costs"): `cid_oracle` / `cid_random` train CID on kept-lists of
-# the balance output's size from benchmarks/balance_truth.py --controls (one pair per planted group / uniform
+# the balance output's size from experiments/balance_truth.py --controls (one pair per planted group / uniform
 # random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes. `cid_full_mm`: CID on
 # all the data with multimodal cluster labels (balance --labels multimodal), compared with `cid_full` on the shape
 # *train* split (the dev set for preset choices; RESULTS "Cluster label space"). `cid_cap` / `cid_mmspace`: CID on
 # two other balance settings; `cid_filter_random`: the random control drawn by `data.filter: random` (see below).
-#   bash benchmarks/quality_longer.sh            # ~45 min on 2 CPU cores
-#   SEED=1 MODELS="baseline cid_full" bash benchmarks/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
-#   EPOCHS=10 MODELS="baseline cid_full cid" bash benchmarks/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
-#   EPOCHS=10 MODELS="cid_oracle cid_random cid_steps" bash benchmarks/quality_longer.sh
-#   EPOCHS=20 MODELS="cid_full cid" bash benchmarks/quality_longer.sh   # -> runs/q/rn_e20 (RESULTS session 13)
-#   EPOCHS=10 MODELS="cid_full cid_full_mm" DEV_ONLY=1 bash benchmarks/quality_longer.sh
-#   Q=runs/q_dup EPOCHS=10 MODELS="baseline cid_full cid cid_steps" bash benchmarks/quality_longer.sh
-#     (the redundant world of `Q=runs/q_dup DUP_RATE=0.4 PREP_ONLY=1 bash benchmarks/quality_default.sh`)
+#   bash experiments/quality_longer.sh            # ~45 min on 2 CPU cores
+#   SEED=1 MODELS="baseline cid_full" bash experiments/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
+#   EPOCHS=10 MODELS="baseline cid_full cid" bash experiments/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
+#   EPOCHS=10 MODELS="cid_oracle cid_random cid_steps" bash experiments/quality_longer.sh
+#   EPOCHS=20 MODELS="cid_full cid" bash experiments/quality_longer.sh   # -> runs/q/rn_e20 (RESULTS session 13)
+#   EPOCHS=10 MODELS="cid_full cid_full_mm" DEV_ONLY=1 bash experiments/quality_longer.sh
+#   Q=runs/q_dup EPOCHS=10 MODELS="baseline cid_full cid cid_steps" bash experiments/quality_longer.sh
+#     (the redundant world of `Q=runs/q_dup DUP_RATE=0.4 PREP_ONLY=1 bash experiments/quality_default.sh`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -38,8 +38,8 @@ S=(--set train.epochs=$E --set train.warmup_steps=50 --set train.seed=$SEED)
 done_run() { [ -f "$1/model.safetensors" ]; }
 # the larger test sets (4,000 shape / 5,000 colour images; RESULTS "Larger test sets"), written once per world
 # (colour is written last, so its classnames.txt marks a complete set)
-[ -f $Q/extra_test/color/classnames.txt ] || .venv/bin/python benchmarks/extra_test.py $W $Q/extra_test
-source benchmarks/score.sh  # score MODEL PREFIX SHAPE_DIR COLOR_DIR
+[ -f $Q/extra_test/color/classnames.txt ] || .venv/bin/python experiments/extra_test.py $W $Q/extra_test
+source experiments/score.sh  # score MODEL PREFIX SHAPE_DIR COLOR_DIR
 score_extra() { score $1 $2 $Q/extra_test/shape $Q/extra_test/color; }  # MODEL PREFIX
 score_extra $T $K/eval_extra/teacher
 want() { [[ " $MODELS " == *" $1 "* ]]; }
@@ -50,7 +50,7 @@ want() { [[ " $MODELS " == *" $1 "* ]]; }
   --set data.keep=$K/balance
 # controls: the same CID recipe on other kept-lists of the same size, or on the kept-list for the full run's steps
 for c in oracle random; do
-  ! want cid_$c || [ -f $K/balance_$c/kept_keys.txt ] || .venv/bin/python benchmarks/balance_truth.py $W $K/balance --controls
+  ! want cid_$c || [ -f $K/balance_$c/kept_keys.txt ] || .venv/bin/python experiments/balance_truth.py $W $K/balance --controls
   ! want cid_$c || done_run $O/cid_$c || $CD distill configs/cid.yaml --out $O/cid_$c "${COMMON[@]}" "${S[@]}" \
     "${CACHED[@]}" --set data.keep=$K/balance_$c
 done

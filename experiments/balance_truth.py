@@ -1,7 +1,7 @@
 """How a `balance` kept-list compares with a world's planted near-duplicates (benchmarks/RESULTS.md).
 
-    .venv/bin/python benchmarks/balance_truth.py runs/q/world runs/q/rn/balance
-    .venv/bin/python benchmarks/balance_truth.py runs/q/world runs/q/rn/balance --controls
+    .venv/bin/python experiments/balance_truth.py runs/q/world runs/q/rn/balance
+    .venv/bin/python experiments/balance_truth.py runs/q/world runs/q/rn/balance --controls
 
 A world's pairs_groundtruth.json gives each pair's group (a scene and its jittered copies). Ideal
 de-duplication keeps one pair per group; what a kept-list drops beyond that is unique content. The shares of

@@ -2,7 +2,7 @@
 (benchmarks/RESULTS.md, "Does balancing even out the long tail"), beside how often training captions name
 each shape and how much of that a kept-list keeps.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/per_class.py runs/q baseline cid_full cid cid_random
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/per_class.py runs/q baseline cid_full cid cid_random
 
 Scores the teacher (Q/rn/teacher) and every Q/rn_e10{,_seedS}/MODEL found into Q/per_class/ (each result is
 written once: the eval records carry `per_class_recall`), then prints one markdown row per model.

@@ -1,7 +1,7 @@
 """Write larger classification test sets for an existing world (benchmarks/RESULTS.md, "Larger test sets").
 
-    .venv/bin/python benchmarks/extra_test.py runs/q/world runs/q/extra_test            # 500 per class
-    .venv/bin/python benchmarks/extra_test.py runs/q/world runs/q/extra_test --per-class 1000
+    .venv/bin/python experiments/extra_test.py runs/q/world runs/q/extra_test            # 500 per class
+    .venv/bin/python experiments/extra_test.py runs/q/world runs/q/extra_test --per-class 1000
 
 The `default` world's test splits hold 50 images per class (400 shape, 500 colour), so sampling noise alone
 is about +-2.3 pt on a 30% shape score: as large as the differences the quality targets are about. These sets

@@ -2,7 +2,7 @@
 # CLIP-TD quality runs on the `default` world with the ResNet stand-in teacher (benchmarks/RESULTS.md, "CLIP-TD
 # run 2" and "run 3"). Needs the world and the teacher of quality_default.sh. Resumable: `protocol` skips the
 # cells it finished (and refuses a cell whose recorded config differs). Hours on 2 CPU cores.
-#   bash benchmarks/quality_td.sh
+#   bash experiments/quality_td.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
