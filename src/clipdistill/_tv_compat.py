@@ -6,7 +6,8 @@ Defining the two op schemas first lets the pure-Python parts (transforms, models
 ops themselves (nms, roi_align, torchvision.io decoders) still raise; we use PIL for image I/O.
 
 Applied only when torch is a CPU build *and* torchvision's ops are missing, so it never shadows a
-working CUDA install. Imported by `clipdistill/__init__.py` before anything can import torchvision.
+working CUDA install. Imported by the finder `clipdistill/__init__.py` installs, just before the first
+torchvision import.
 """
 
 from __future__ import annotations

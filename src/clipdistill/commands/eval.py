@@ -8,7 +8,9 @@ from pathlib import Path
 
 import typer
 
-from clipdistill.evaluation.results import DEFAULT_OUTPUT
+# = clipdistill.evaluation.results.DEFAULT_OUTPUT (tests/test_cli_help.py checks): importing it here would pull
+# torch and open_clip into `--help`
+DEFAULT_OUTPUT = "{dataset}_{model}_{pretrained}_{task}.json"
 
 SPEC_HELP = "Model SPEC: open_clip:ARCH[@CKPT] | hf:DIR | run:DIR"
 OUTPUT_HELP = f"Result JSON path; may use {{dataset}} {{model}} {{pretrained}} {{task}}. Default: {DEFAULT_OUTPUT}"
