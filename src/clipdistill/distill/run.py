@@ -16,7 +16,7 @@ from clipdistill.distill.teacher import FrozenTeachers, view_prefix
 from clipdistill.errors import UserError
 from clipdistill.losses import build_loss
 from clipdistill.losses.base import loss_class
-from clipdistill.manifest import write_manifest
+from clipdistill.manifest import read_manifest, write_manifest
 from clipdistill.train import fit, init_distributed, shutdown
 from clipdistill.train.distributed import summed_counts
 from clipdistill.zoo import load_model, save_run_model
@@ -95,7 +95,9 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
         skips = summed_counts(source.skips, info)
         if info.is_main:
             save_run_model(task.student, out)
-            write_manifest(out, "distill", **manifest, skipped_reads=skips)
+            schedule = read_manifest(out).get("schedule")  # fit's record of run length and warmup
+            extra = {"schedule": schedule} if schedule else {}
+            write_manifest(out, "distill", **manifest, skipped_reads=skips, **extra)
     finally:
         shutdown(info)
     return out

@@ -6,8 +6,10 @@ NaN stop, logging). `distill` and `finetune` both run through it.
 from __future__ import annotations
 
 import inspect
+import json
 import random
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -21,6 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from clipdistill.errors import UserError
+from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest
 from clipdistill.train.checkpoint import (
     Position,
     load_checkpoint,
@@ -119,6 +122,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def note_schedule(run_dir: Path, total: int, warmup: int, warning: str | None) -> None:
+    """The run's length and warmup in steps into its manifest (when the stage wrote one), and a warmup that
+    covers the whole run as a warning there and on stderr: a preset's fixed warmup on a short run."""
+    if warning:
+        warnings.warn(warning, stacklevel=3)
+    if (run_dir / MANIFEST).is_file():
+        data = read_manifest(run_dir)
+        data["schedule"] = {"total_steps": total, "warmup_steps": warmup, **({"warning": warning} if warning else {})}
+        atomic_write_text(run_dir / MANIFEST, json.dumps(data, indent=2, default=str))
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
     if device.type != "cuda" or cfg.precision == "fp32":
         return nullcontext()  # AMP is a GPU feature here; CPU runs stay fp32 (and bitwise reproducible)
@@ -187,6 +201,9 @@ class _Trainer:
         if per_epoch == 0:
             raise UserError(f"the data gives fewer than accum_steps={cfg.accum_steps} batches: nothing to train on")
         total = cfg.steps or cfg.epochs * per_epoch
+        self.warmup = cfg.warmup_for(total)
+        if info.is_main:
+            note_schedule(self.run_dir, total, self.warmup, cfg.warmup_warning(total))
         pos, rng = Position(), None
         ckpt = resolve_resume(self.run_dir, resume)
         if ckpt is not None:
@@ -220,7 +237,7 @@ class _Trainer:
                 if not all_ranks(len(micro) == cfg.accum_steps, self.info):
                     break
                 t0 = time.perf_counter()
-                lr = set_lr(self.optimizer, cfg.lr, lr_factor(pos.step, total, cfg.warmup_steps, cfg.min_lr_ratio))
+                lr = set_lr(self.optimizer, cfg.lr, lr_factor(pos.step, total, self.warmup, cfg.min_lr_ratio))
                 terms = [self.micro_step(b, i == len(micro) - 1, pos) for i, b in enumerate(micro)]
                 norm = self.optimizer_step()
                 pos.step += 1

@@ -47,6 +47,15 @@ def param_groups(modules: dict[str, nn.Module], weight_decay: float,
     return [{"params": groups[k], "weight_decay": weight_decay if k[1] else 0.0, "lr_scale": k[0]} for k in order]
 
 
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(modules: dict[str, nn.Module], cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(modules, cfg.weight_decay, cfg.lr_scale), lr=cfg.lr, betas=cfg.betas,
-                             eps=cfg.eps)
+    """AdamW with the fused kernel where every parameter is a float tensor on CPU or CUDA (torch 2.13: one pass
+    over all tensors instead of ~10 element-wise ops per tensor; 3.6x faster per step on a 8M-parameter student
+    on CPU, benchmarks/RESULTS.md), else the multi-tensor (foreach) path. Both are deterministic."""
+    groups = param_groups(modules, cfg.weight_decay, cfg.lr_scale)
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                             **({"fused": True} if fused else {"foreach": True}))
