@@ -1,7 +1,109 @@
+import random
+
 import pytest
+from official_vqa_eval import VQAEval
 
 from clipdistill.td.heads import build_answer_vocab, vqa_targets
-from clipdistill.td.metrics import normalize_answer, vcr_joint_accuracy, vqa_accuracy, vqa_soft_score
+from clipdistill.td.metrics import (
+    accuracy_result,
+    normalize_answer,
+    process_punctuation,
+    vcr_joint_accuracy,
+    vqa_accuracy,
+    vqa_soft_score,
+)
+
+
+class _Qa:
+    def __init__(self, qa):
+        self.qa = qa
+
+    def getQuesIds(self):  # the official API's names
+        return list(self.qa)
+
+
+class _RawEval(VQAEval):
+    """The official evaluator, keeping each question's unrounded accuracy (it stores round(100 * acc, 2))."""
+
+    def setEvalQA(self, quesId, acc):
+        self.raw = getattr(self, "raw", {})
+        self.raw[quesId] = acc
+
+
+def official(items: list[tuple[str, list[str]]]) -> tuple[list[float], float]:
+    """Run the verbatim official `VQAEval.evaluate` on (prediction, human answers) pairs, laid out as the
+    released annotations are: answer dicts with distinct answer_ids."""
+    gts = {i: {"question_type": "what is", "answer_type": "other",
+               "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1} for j, a in enumerate(ans)]}
+           for i, (_, ans) in enumerate(items)}
+    ev = _RawEval(_Qa(gts), _Qa({i: {"answer": p} for i, (p, _) in enumerate(items)}))
+    ev.evaluate()
+    return [ev.raw[i] for i in range(len(items))], ev.accuracy["overall"]
+
+
+# Answer pieces that exercise every step: number words / digits, articles, both contraction spellings,
+# every punctuation mark of the official list, periods and commas next to digits, case, stray whitespace.
+_WORDS = ["two", "2", "none", "0", "ten", "10", "eleven", "a", "an", "the", "The", "A", "dont", "don't", "isnt",
+          "Im", "yes", "no", "red", "dog", "dogs", "3.5", "3.", ".5", "1,000", "1, 000", "o'clock", "oclock",
+          "black/white", "t-shirt", "t - shirt", "(left)", "left", "yes!", "no?", "mr.", "e.g.", "u.s.", "cat's"]
+_PUNCT = list(";/[]\"{}()=+\\_-><@`,?!.'") + [" ", "  ", "\n", "\t"]
+
+
+def _answer(rng: random.Random) -> str:
+    words = [rng.choice(_WORDS) for _ in range(rng.randint(1, 3))]
+    text = " ".join(words)
+    for _ in range(rng.randint(0, 2)):  # punctuation in random places, sometimes with spaces around it
+        i = rng.randint(0, len(text))
+        text = text[:i] + rng.choice(_PUNCT) + text[i:]
+    return text
+
+
+def _question(rng: random.Random) -> tuple[str, list[str]]:
+    pool = [_answer(rng) for _ in range(rng.randint(1, 4))]
+    mode = rng.random()
+    if mode < 0.25:  # unanimous humans
+        answers = [pool[0]] * 10
+    elif mode < 0.5:  # the same answer spelled differently (normalises to one string)
+        base = pool[0]
+        answers = [rng.choice([base, base.upper(), base + ".", " " + base + "\n", base.replace(" ", "  ")])
+                   for _ in range(10)]
+    else:
+        answers = [rng.choice(pool) for _ in range(10)]
+    pred = rng.choice([*answers, *pool, _answer(rng), answers[0].lower(), normalize_answer(answers[0])])
+    return pred, answers
+
+
+def test_vqa_accuracy_equals_the_official_evaluator_on_random_and_adversarial_answers():
+    rng = random.Random(0)
+    items = [_question(rng) for _ in range(3000)]
+    items += [("two", ["2"] * 10), ("2", ["two"] * 10), ("two", ["2"] * 9 + ["3"]), ("yes", ["Yes."] * 10),
+              ("yes", ["yes"] * 9 + ["Yes."]), ("Yes.", ["yes"] * 9 + ["no"]), ("a dog", ["dog"] * 10),
+              ("dog", ["a dog"] * 5 + ["the dog"] * 5), ("dont", ["don't"] * 10), ("dont", ["don't"] * 7 + ["no"] * 3),
+              ("1,000", ["1000"] * 4 + ["1,000"] * 6), ("3.5", ["3.5"] * 10), ("3.", ["3"] * 3 + ["4"] * 7),
+              ("  yes\n", ["yes"] * 10), ("yes", ["yes\t"] * 10), ("left", ["(left)"] * 2 + ["right"] * 8)]
+    want, overall = official(items)
+    got = [vqa_accuracy(p, a) for p, a in items]
+    diffs = [(items[i], got[i], want[i]) for i in range(len(items)) if got[i] != want[i]]
+    assert not diffs, diffs[:5]
+    assert round(accuracy_result(got)["accuracy"], 2) == pytest.approx(overall, abs=0.005)
+    # the sample reaches both branches and partial scores
+    assert {0.0, 1.0} < set(got) and any(0 < g < 1 for g in got)
+    assert sum(len(set(a)) == 1 for _, a in items) > 500 and sum(len(set(a)) > 1 for _, a in items) > 1500
+
+
+def test_unanimous_humans_leave_the_prediction_unnormalised_like_the_2021_evaluator():
+    # a013f00 (2021): normalisation only when the humans disagree, and then of both sides
+    assert vqa_accuracy("two", ["2"] * 10) == 0.0
+    assert vqa_accuracy("two", ["2"] * 9 + ["3"]) == 1.0
+    assert vqa_accuracy("a dog", ["dog"] * 10) == 0.0
+    assert vqa_accuracy("dog", ["a dog"] * 5 + ["the dog"] * 5) == 1.0  # both sides lose their article
+    assert vqa_accuracy(" yes\n", ["yes"] * 10) == 1.0  # whitespace is always cleaned
+
+
+def test_digits_are_ascii_only_as_in_the_python2_evaluator():
+    # fullwidth digits are not \d in Python 2's str patterns: the comma is not a thousands separator
+    assert process_punctuation("\uff11,\uff10") == "\uff11 \uff10"
+    assert process_punctuation("1,0") == "10"
 
 
 @pytest.mark.parametrize("pred, gt", [("two", "2"), ("a dog", "dog"), ("yes.", "yes"), ("dont", "don't"),

@@ -1,12 +1,18 @@
 """Task metrics: VQA accuracy exactly as the official VQA evaluation computes it, SNLI-VE and VCR accuracy.
 
-`vqa_accuracy` follows the official `vqaEval.py` (GT-Vision-Lang-Lab/VQA, PythonEvaluationTools), quirks
-included, so numbers are comparable with published ones:
-- the prediction is always normalised (punctuation, then number words -> digits, articles dropped,
-  contractions restored);
-- the human answers are only punctuation-normalised, and only when they disagree (the official files
-  store already-normalised answers, so this rarely matters on real data);
+`vqa_accuracy` ports the current official `vqaEval.py` (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation,
+master at a013f00 "Fixed processing answers bug", 2021-03-11), quirks included, so numbers compare with the
+evaluation server's:
+- prediction and human answers are whitespace-cleaned (newline/tab -> space, strip);
+- only when the human answers disagree (more than one distinct cleaned answer) are BOTH the human answers
+  and the prediction normalised (punctuation, then number words -> digits, articles dropped, contractions
+  restored); with unanimous humans the strings are compared as they are ("yes" vs "Yes." scores 0);
 - the score is the mean over the 10 leave-one-out subsets of min(#matches among the other 9 / 3, 1).
+  The official code leaves out each answer dict by equality; the released answers carry distinct
+  `answer_id`s, so that is leaving out by position, as here.
+The official script prints round(100 * mean, 2); `accuracy_result` reports the unrounded mean.
+Before 2021 the official code always normalised the prediction and only punctuation-normalised disagreeing
+human answers; that version is not offered.
 `normalize_answer` (both steps) is what we use to build the answer vocabulary and soft targets.
 """
 
@@ -54,9 +60,10 @@ NUMBER_WORDS = {
 }
 ARTICLES = {"a", "an", "the"}
 PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
-# The official pattern, verbatim: "(?!<=" is a (mistyped) lookahead, so it strips any '.' not before a digit.
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+# The official patterns, verbatim: "(?!<=" is a (mistyped) lookahead, so it strips any '.' not before a digit.
+# re.ASCII: the official code is Python 2, where a str pattern's \d without re.UNICODE is [0-9] only.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)", re.ASCII)
 # The official code passes re.UNICODE (== 32) as `count` to `sub`; kept so long answers match it exactly.
 _OFFICIAL_PERIOD_COUNT = int(re.UNICODE)
 
@@ -90,10 +97,11 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
     """Official VQA accuracy of one prediction against the human answers (usually 10), in [0, 1]."""
     if not gt_answers:
         raise ValueError("VQA accuracy needs at least one human answer")
-    pred = normalize_answer(prediction)
+    pred = _clean_ws(prediction)
     gts = [_clean_ws(a) for a in gt_answers]
     if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
+        gts = [normalize_answer(a) for a in gts]
+        pred = normalize_answer(pred)
     accs = []
     for i in range(len(gts)):
         others = gts[:i] + gts[i + 1 :]
