@@ -25,7 +25,7 @@ GENERATOR_VERSION = 1
 SHARD_SIZE = 1000
 # share of pair scenes given 1-4 jittered copies. At 0.15 the `default` world's 24,000 pairs hold ~15,200
 # distinct scenes (63%), so keeping 56% of it must drop distinct content; ~0.4 makes half the pairs copies,
-# closer to the web redundancy CLIP-CID's balance step removes (benchmarks/RESULTS.md, "A more redundant world").
+# closer to the web redundancy CLIP-CID's balance step removes (`--dup-rate`).
 DUP_RATE = 0.15
 
 
@@ -181,7 +181,7 @@ def write_extra_test(world: str | Path, out: str | Path, per_class: int) -> dict
 
     Drawn like the world's own test split (same scene sampler, same held-out combinations banned) from a
     stream of their own, so the world's files are untouched and runs trained on it stay valid; 400 shape test
-    images put +-2.3 pt of sampling noise on a 30% score, 4,000 put +-0.7 (benchmarks/RESULTS.md).
+    images put +-2.3 pt of sampling noise on a 30% score, 4,000 put +-0.7.
     """
     if per_class < 1:
         raise UserError(f"--per-class must be at least 1, got {per_class}")
