@@ -1,6 +1,6 @@
 """Low-shot and domain-shift split manifests for the CLIP-TD tasks (VQA v2, SNLI-VE, VCR).
 
-Our reconstruction of the protocol in methods.md §1.7 [P] (the paper's exact splits are unknown):
+Our reconstruction of the protocol in docs/reconstruction.md#td-splits (the paper's exact splits are unknown):
 - low-shot: nested subsets of the training ids (1% ⊂ 5% ⊂ 10% ⊂ 25% ⊂ 100%) per seed, stratified by the
   answer / label so every fraction keeps the label distribution;
 - domain shift: train / test by the values of one field (VCR `movie` or image `source`, a question type,

@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         """Cluster teacher image embeddings, drop near-duplicates per cluster, cap large clusters.
 
         OUR RECONSTRUCTION of CLIP-CID's image semantic balance: the paper only reports keeping 56.3% of
-        LAION-400M; k-means + greedy de-dup + cap and every threshold here are our choices (methods.md 2.3a).
+        LAION-400M; k-means + greedy de-dup + cap and every threshold here are our choices
+        (docs/reconstruction.md#cid-balance).
 
         Example: clipdistill balance --features feats --out bal --clusters 16 --target-keep 0.563
         """

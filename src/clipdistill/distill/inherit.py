@@ -1,4 +1,5 @@
-"""TinyCLIP manual weight inheritance (methods.md §4.3): a student starts from a teacher's weights.
+"""TinyCLIP manual weight inheritance: a student starts from a teacher's weights
+(docs/reconstruction.md#tinyclip-inherit).
 
 Depth: student layer i of each tower takes teacher layer `i * (L_t // L_s)` (`interval_front`, TinyCLIP's
 code) or `floor(i * L_t / L_s)` (`even`, spread over the whole depth; our option). Width: every tensor keeps

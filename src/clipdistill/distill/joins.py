@@ -96,8 +96,8 @@ class DataJoins:
         kept = self.balance.kept_keys
         if self.filter != "random":
             return kept
-        # the same-size control (methods.md 7.3): does balancing beat any subset of its size? Every rank draws
-        # the same sample (seeded by train.seed), so the loader shards it as it would the kept-list.
+        # the same-size control (docs/reconstruction.md#cid-total): does balancing beat any subset of its size?
+        # Every rank draws the same sample (seeded by train.seed), so the loader shards it as it would the kept-list.
         pick = np.random.default_rng(self.seed).choice(len(self.balance.keys), size=len(kept), replace=False)
         return [self.balance.keys[i] for i in np.sort(pick)]
 

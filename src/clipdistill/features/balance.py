@@ -1,4 +1,4 @@
-"""Image semantic balance — OUR RECONSTRUCTION of CLIP-CID's data step (methods.md 2.3(a), 7.3).
+"""Image semantic balance — OUR RECONSTRUCTION of CLIP-CID's data step (docs/reconstruction.md#cid-balance).
 
 The paper says only that it "filters out 43.7% of image-text pairs from LAION400M"; the steps below follow
 the same group's UNICOM/MLCD machinery and SemDeDup, and every choice is an option:

@@ -1,4 +1,5 @@
-"""CLIP-CID cluster discrimination — OUR RECONSTRUCTION (§2.3b; the paper's formula is unpublished).
+"""CLIP-CID cluster discrimination — OUR RECONSTRUCTION; the paper's formula is unpublished
+(docs/reconstruction.md#cid-cluster).
 
 Built from the same group's UNICOM machinery: an ArcFace margin softmax of the projected student image
 embedding against the K teacher k-means centres, with PartialFC-style sampling of negative centres so K

@@ -14,7 +14,8 @@ from clipdistill.losses.features import FeatureView, contrastive_ce
 
 @register_loss("clip")
 class ClipContrastive(DistillLoss):
-    """Symmetric InfoNCE of the student's own image-text pairs (§3.3.1), with its own logit scale."""
+    """Symmetric InfoNCE of the student's own image-text pairs, with its own logit scale
+    (docs/reconstruction.md#kd-clip)."""
 
     def forward(self, f: FeatureView) -> torch.Tensor:
         s = f.inputs.logit_scale
@@ -28,7 +29,8 @@ class RawScaleOptions(LossOptions):
 
 @register_loss("icl")
 class InteractiveContrastive(DistillLoss):
-    """CLIP-KD ICL (§3.3.6): projected student image vs teacher texts and student text vs teacher images.
+    """CLIP-KD ICL: projected student image vs teacher texts and student text vs teacher images
+    (docs/reconstruction.md#kd-icl).
 
     As in the released code the scale is a learnable scalar initialised to log(1/0.07) ~= 2.66 and used
     *raw* (not exponentiated)."""
@@ -54,7 +56,8 @@ class InstanceOptions(LossOptions):
 
 @register_loss("instance")
 class InstanceDiscrimination(DistillLoss):
-    """CLIP-CID instance discrimination — OUR RECONSTRUCTION (§2.3c; the paper's formula is unpublished).
+    """CLIP-CID instance discrimination — OUR RECONSTRUCTION; the paper's formula is unpublished
+    (docs/reconstruction.md#cid-instance).
 
     Same form as ICL, but the scale follows the CLIP convention: stored as log(scale), used as
     exp(.) clamped at `max_scale`, initialised to `scale` (1/0.07)."""
@@ -74,8 +77,9 @@ class InstanceDiscrimination(DistillLoss):
 
 @register_loss("afd")
 class AugmentedFeatureDistillation(DistillLoss):
-    """CLIP-KD AFD (§3.3.8): fuse student and teacher embeddings with Linear(D_s+D_t -> D_s) per modality,
-    then InfoNCE on the fused space with a raw learnable scale (init log(1/0.07)).
+    """CLIP-KD AFD (docs/reconstruction.md#kd-afd): fuse student and teacher embeddings with
+    Linear(D_s+D_t -> D_s) per modality, then InfoNCE on the fused space with a raw learnable scale
+    (init log(1/0.07)).
 
     The fused student input is the *unprojected* normalised student embedding so the layer really is
     D_s+D_t wide; the released code feeds the projected one, which only runs when D_s == D_t (where the

@@ -1,4 +1,5 @@
-"""CLIP-KD feature distillation (§3.3.3): MSE between projected+renormalised student and teacher embeddings."""
+"""CLIP-KD feature distillation: MSE between projected+renormalised student and teacher embeddings
+(docs/reconstruction.md#kd-fd)."""
 
 from __future__ import annotations
 

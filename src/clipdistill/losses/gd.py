@@ -1,4 +1,5 @@
-"""CLIP-KD gradient distillation (§3.3.5): match the analytic InfoNCE gradients w.r.t. the embeddings."""
+"""CLIP-KD gradient distillation: match the analytic InfoNCE gradients w.r.t. the embeddings
+(docs/reconstruction.md#kd-gd)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ class LogitKDOptions(LossOptions):
 
 @register_loss("logit_kd")
 class LogitKD(DistillLoss):
-    """TinyCLIP affinity mimicking (§4.2) / MobileCLIP ensemble KD (§6): soft-target cross-entropy of the
-    student's image->text and text->image logits to the teacher's softmaxed logits, both directions.
+    """TinyCLIP affinity mimicking / MobileCLIP ensemble KD (docs/reconstruction.md#tinyclip-affinity,
+    #mobileclip): soft-target cross-entropy of the student's image->text and text->image logits to the
+    teacher's softmaxed logits, both directions.
 
     With `LossInputs.t_ensemble` the target is the average over the teacher members; otherwise the single
     teacher. Temperature T divides both logits and the result is scaled by T^2 (T=1 in both papers)."""
@@ -63,8 +64,8 @@ class CRDOptions(LossOptions):
 
 @register_loss("crd")
 class ContrastiveRelationalDistillation(DistillLoss):
-    """CLIP-KD CRD (= CLIP-RD's HRD, §3.3.2): KL(teacher || student) of the contrastive distributions,
-    both directions, T=1, batchmean. Student logits use the student's own (unprojected) features."""
+    """CLIP-KD CRD (= CLIP-RD's HRD, docs/reconstruction.md#kd-crd): KL(teacher || student) of the contrastive
+    distributions, both directions, T=1, batchmean. Student logits use the student's own (unprojected) features."""
 
     Options = CRDOptions
     needs = frozenset({"teacher"})
@@ -88,8 +89,8 @@ class CrossKDOptions(CRDOptions):
 
 @register_loss("cross_kd")
 class CrossKD(DistillLoss):
-    """CLIP-KD cross-KD (§3.3.7): KL of the ICL logits (projected student vs teacher other modality,
-    raw learnable scale) to the teacher's logits. The released code shares the scale with ICL; here each
+    """CLIP-KD cross-KD (docs/reconstruction.md#kd-cross-kd): KL of the ICL logits (projected student vs teacher
+    other modality, raw learnable scale) to the teacher's logits. The released code shares the scale with ICL; here each
     term owns its scale."""
 
     Options = CrossKDOptions

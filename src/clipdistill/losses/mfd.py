@@ -1,4 +1,4 @@
-"""CLIP-KD masked feature distillation (§3.3.4), with the masking really applied.
+"""CLIP-KD masked feature distillation (docs/reconstruction.md#kd-mfd), with the masking really applied.
 
 In the released CLIP-KD code `encode_image` computes the masked forward and then overwrites it with the
 unmasked one, so MFD == FD there. Here the task encodes a masked copy of the image with

@@ -1,4 +1,5 @@
-"""CLIP-RD relational terms (§5.2): vertical (within a modality) and cross (across modalities) KL."""
+"""CLIP-RD relational terms: vertical (within a modality) and cross (across modalities) KL
+(docs/reconstruction.md#clip-rd)."""
 
 from __future__ import annotations
 

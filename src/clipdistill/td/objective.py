@@ -1,4 +1,4 @@
-"""The CLIP-TD objective — OUR RECONSTRUCTION (methods.md 1.6 c-d, 7.4), never "the paper's exact method":
+"""The CLIP-TD objective — OUR RECONSTRUCTION (docs/reconstruction.md#td-objective), never "the paper's exact method":
 
     total = task + lambda * [ sum_b w_v[b] * L_v[b] + w_t[b] * L_t[b] + pooled_weight * w[b] * L_g[b] ] / B
 

@@ -12,7 +12,8 @@ Outputs: `rows.json` (rows {task, kind, regime, fraction, method, seed, metric, 
 `results.json` + `results.md` (mean +- std over seeds, absolute and relative gain over the baseline),
 `summary.json` (CLIP-TD minus baseline, in points of each task's main metric).
 `keep_checkpoints: false` deletes a cell's training checkpoints once its result is written (the task model,
-metrics and result stay): a protocol otherwise keeps every cell's optimizer state (36 GB for RESULTS' run 4).
+metrics and result stay): a protocol otherwise keeps every cell's optimizer state (tens of GB for a full
+sweep on the `default` world).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic_core import to_jsonable_python
 from clipdistill.config import StrictModel
 from clipdistill.errors import ManifestMismatch
 from clipdistill.manifest import atomic_write_text
+from clipdistill.progress import StageProgress
 from clipdistill.td.data import TaskConfig, TaskReader
 from clipdistill.td.runner import FinetuneConfig, Trainer, run_finetune
 from clipdistill.td.student import StudentConfig
@@ -122,7 +124,10 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
     # every split of every task opened (and hashed) up front: a bad folder or split name fails before training
     data_sha = {t.name: reader.data_sha256(t, cfg.world) for t in cfg.tasks}
     rows: list[dict[str, Any]] = []
-    for rel, ft in cell_configs(cfg):
+    cells = list(cell_configs(cfg))
+    # plain lines even on a terminal: each cell's training draws its own bar, and rich allows one at a time
+    bar = StageProgress("protocol", len(cells), unit="cells", tty=False)
+    for rel, ft in cells:
         cell = out / rel
         result_path = cell / "result.json"
         current = ft.model_dump(mode="json", exclude=LOCATION_FIELDS)
@@ -142,6 +147,8 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
         if not cfg.keep_checkpoints:  # only after result.json: a cell killed before it still resumes
             shutil.rmtree(cell / CKPT_DIR, ignore_errors=True)
         rows += cell_rows(ft, done["metrics"])
+        bar.advance()
+    bar.close()
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=2))
     table = summarise(rows)
     atomic_write_text(out / "results.json", json.dumps(table, indent=2))

@@ -1,5 +1,6 @@
-"""Per-instance token selection for CLIP-TD — OUR RECONSTRUCTION (methods.md 1.6 b; the paper's rule is
-unpublished). Three interchangeable rules, each returning boolean masks of the tokens to distil:
+"""Per-instance token selection for CLIP-TD — OUR RECONSTRUCTION; the paper's rule is unpublished
+(docs/reconstruction.md#td-selection). Three interchangeable rules, each returning boolean masks of the tokens
+to distil:
 
 - `teacher_relevance`: top-k image patches by CLIP similarity to the paired text, top-k text tokens by
   CLIP similarity to the image (teacher features, no gradient);

@@ -1,5 +1,5 @@
 """Dynamic per-instance distillation weights from the teacher's zero-shot confidence in the ground truth —
-OUR RECONSTRUCTION (methods.md 1.6 d; the paper's formula is unpublished). Every weight is detached.
+OUR RECONSTRUCTION (docs/reconstruction.md#td-weighting; the paper's formula is unpublished). Every weight is detached.
 
 Confidence c = the teacher's probability of the ground truth:
 - multiple choice (VCR, and VQA through prompts "question answer" over a candidate set):
