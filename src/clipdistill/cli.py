@@ -9,6 +9,7 @@ import sys
 import typer
 
 from clipdistill.errors import UserError
+from clipdistill.progress import interval_seconds
 
 # Order = order in --help; each module's `register(app)` adds its command(s).
 COMMANDS = [
@@ -35,6 +36,7 @@ _register_all()
 
 def main() -> None:
     try:
+        interval_seconds()  # a bad CLIPDISTILL_PROGRESS_SECONDS is refused before any stage starts writing
         app()
     except UserError as e:
         # bad input the user can fix: the message, not a traceback

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clipdistill.errors import UserError
+from clipdistill.progress import StageProgress
 
 console = Console()
 
@@ -132,10 +133,15 @@ def run_demo(out: Path, size: str = "small", teacher: str | None = None, data: s
     marks.mkdir(exist_ok=True)
     upstream_changed = force
     timings = {}
-    for name, what, commands in plan(out, SIZES[size], teacher, data):
+    stages = plan(out, SIZES[size], teacher, data)
+    # plain lines even on a terminal: the stages draw their own bars, and rich allows one at a time
+    bar = StageProgress("demo", len(stages), unit="stages", tty=False)
+    for name, what, commands in stages:
+        bar.update(info=name)
         mark = marks / f"{name}.json"
         if not upstream_changed and mark.is_file() and json.loads(mark.read_text())["commands"] == commands:
             console.print(f"[green]reuse[/] {name}: {what}")
+            bar.advance()
             continue
         upstream_changed = True
         console.rule(f"[bold]{name}[/]: {what}")
@@ -145,6 +151,8 @@ def run_demo(out: Path, size: str = "small", teacher: str | None = None, data: s
             _run(argv)
         timings[name] = round(time.perf_counter() - t, 1)
         mark.write_text(json.dumps({"commands": commands, "seconds": timings[name]}))
+        bar.advance()
+    bar.close()
     summary = summarise(out, teacher)
     console.print(summary_table(summary))
     console.print(f"report: [bold]{out / 'report' / 'report.html'}[/]")

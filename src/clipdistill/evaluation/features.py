@@ -15,10 +15,10 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
 from clipdistill.errors import DataError
+from clipdistill.progress import StageProgress
 from clipdistill.zoo import ClipModel
 
 
@@ -73,8 +73,7 @@ def encode_images(model: ClipModel, images: ImageSet, *, batch_size: int = 64, n
     loader = DataLoader(TransformedImages(images, model.eval_transform, n), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_images)
     feats, index, skipped, seconds = [], [], 0, 0.0
-    with eval_mode(model), Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"encoding {label}", total=n)
+    with eval_mode(model), StageProgress(f"encoding {label}", n, unit=label, enabled=progress, transient=True) as bar:
         for x, idx, n_skipped in loader:
             skipped += n_skipped
             if x is not None:
@@ -83,7 +82,7 @@ def encode_images(model: ClipModel, images: ImageSet, *, batch_size: int = 64, n
                 seconds += time.perf_counter() - t0
                 feats.append(F.normalize(f.float(), dim=-1).cpu())
                 index.append(idx)
-            bar.advance(task, len(idx) + n_skipped)
+            bar.advance(len(idx) + n_skipped, samples=len(idx) + n_skipped)
     if not feats:
         raise DataError(f"none of the {n} {label} could be decoded")
     return EncodedImages(torch.cat(feats), torch.cat(index), skipped, seconds)

@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field
-from rich.progress import track
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from clipdistill.config import StrictModel
@@ -28,6 +27,7 @@ from clipdistill.features.augment import AugmentOptions, views
 from clipdistill.features.dedup import perceptual_hash
 from clipdistill.features.store import STAGE, clean_temp, shard_name, write_shard
 from clipdistill.manifest import atomic_write_text, check_manifest, write_manifest
+from clipdistill.progress import StageProgress
 from clipdistill.train.distributed import init_distributed, shutdown
 from clipdistill.zoo import ClipModel, load_model
 
@@ -227,9 +227,12 @@ def embed_features(opts: EmbedOptions, out: str | Path) -> Path:
             _same_teacher_everywhere(plan["teacher"]["weights_sha256"])
         make = _Item(teacher, opts)
         mine = [i for i in range(len(units)) if i % info.world_size == info.rank and not (out / shard_name(i)).is_dir()]
-        for i in track(mine, description=f"embed (rank {info.rank})", disable=not info.is_main):
-            keys, arrays, params, skips = embed_shard(teacher, _loader(source, units[i], make, opts), opts, info.device)
-            write_shard(out, i, keys, arrays if keys else _empty(opts, teacher.embed_dim), params, skips)
+        with StageProgress("embed", len(mine), unit="shards", enabled=info.is_main) as bar:
+            for i in mine:
+                keys, arrays, params, skips = embed_shard(teacher, _loader(source, units[i], make, opts), opts,
+                                                          info.device)
+                write_shard(out, i, keys, arrays if keys else _empty(opts, teacher.embed_dim), params, skips)
+                bar.advance(samples=len(keys))
         if info.enabled:
             dist.barrier()
         if info.is_main:

@@ -1,12 +1,11 @@
-"""Where training numbers go: `metrics.jsonl`, TensorBoard (`tb/`) and a rich progress bar (main rank only)."""
+"""Where training numbers go: `metrics.jsonl`, TensorBoard (`tb/`) and progress (main rank only)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from clipdistill.progress import StageProgress
 
 
 class MetricsLog:
@@ -37,21 +36,16 @@ class MetricsLog:
 
 
 class ProgressBar:
-    """Steps done / total with the latest loss terms and samples/s; silent when stdout is not a TTY."""
+    """Steps done / total with the latest loss terms and samples/s: rich's bar on a terminal, plain flushed
+    lines when stdout is a log file (clipdistill.progress)."""
 
     def __init__(self, total: int, start: int, enabled: bool):
-        self.progress = None
-        if enabled and sys.stdout.isatty():
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-            self.task = self.progress.add_task("train", total=total, completed=start, info="")
-            self.progress.start()
+        self.progress = StageProgress("train", total, start=start, enabled=enabled)
 
     def update(self, step: int, info: dict[str, float]) -> None:
-        if self.progress is not None:
-            text = " ".join(f"{k}={v:.4g}" for k, v in info.items())
-            self.progress.update(self.task, completed=step, info=text)
+        info = dict(info)
+        rate = info.pop("samples/s", None)
+        self.progress.update(step, info=info, rate=rate)
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self.progress.close()

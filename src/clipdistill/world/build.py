@@ -10,10 +10,9 @@ import tarfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from rich.progress import track
-
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text
+from clipdistill.progress import track
 from clipdistill.splits import vqa_cp_assign
 from clipdistill.world.scene import COLORS, SHAPES, Scene, render, sample_scene, with_object
 from clipdistill.world.snli_ve import make_snli_ve
@@ -118,7 +117,7 @@ def _write_pairs(root: Path, w: _Writer, n: int, rng: random.Random, banned: fro
         sizes[groups[scene.canonical()]] = sizes.get(groups[scene.canonical()], 0) + 1
     (root / "pairs").mkdir(parents=True, exist_ok=True)
     rows, truth, tar = [], {}, None
-    for i, (scene, planted) in enumerate(track(scenes, description="world: pairs", transient=True)):
+    for i, (scene, planted) in enumerate(track(scenes, "world: pairs", unit="pairs", transient=True)):
         key = f"p{i:06d}"
         if i % SHARD_SIZE == 0:
             if tar:
