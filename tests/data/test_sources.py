@@ -63,8 +63,10 @@ def test_csv_columns_and_skip_reasons(table_dir):
     got = [s.key for s in src]
     assert got == [f"row-{i}" for i in range(10)]
     assert dict(src.skips) == {"undecodable_image": 1, "zero_byte": 1, "missing_caption": 1, "missing_image": 1}
-    with pytest.raises(DataError, match="no 'image' column"):
-        open_source(str(table_dir / "pairs.csv"))
+    with pytest.raises(DataError, match="no 'picture' column"):
+        open_source(str(table_dir / "pairs.csv"), image_col="picture")
+    with pytest.raises(DataError, match="no 'text' column"):
+        open_source(str(table_dir / "pairs.csv"), caption_col="text")
 
 
 def test_jsonl_matches_csv(table_dir):

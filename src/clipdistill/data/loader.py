@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from clipdistill.data.sources import MapSource, Sample, ShardSource
+from clipdistill.data.sources import MapSource, Sample, ShardSource, SkipCounter
 from clipdistill.errors import DataError
 
 Views = dict[str, tuple[Callable, Callable]]
@@ -56,13 +56,15 @@ def encode(sample: Sample, views: Views, index: int, seed: int) -> dict:
 
 
 def collate(items: list[dict]) -> dict:
-    skips = Counter()
+    skips = SkipCounter()
     good = []
     for it in items:
         if "_skip" in it:
             skips.update(it["_skip"])
         else:
             good.append(it)
+            if "_note" in it:  # a kept sample with a counted fix-up (caption_truncated)
+                skips[it["_note"]] += 1
     batch: dict = {"_skips": skips, "key": [it["key"] for it in good], "caption": [it["caption"] for it in good],
                    "index": torch.tensor([it["index"] for it in good], dtype=torch.long)}
     for name in (good[0] if good else {}):
@@ -80,7 +82,12 @@ class _MapDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample, reason = self.source.load(i)
-        return {"_skip": {reason: 1}} if sample is None else encode(sample, self.views, i, self.seed)
+        if sample is None:
+            return {"_skip": {reason: 1}}
+        item = encode(sample, self.views, i, self.seed)
+        if reason:
+            item["_note"] = reason
+        return item
 
 
 class _StreamDataset(IterableDataset):
@@ -134,7 +141,7 @@ class Batches:
         for batch in self.loader:
             skips = batch.pop("_skips")
             self.source.skips.update(skips)
-            skipped += sum(skips.values())
+            skipped += skips.total
             kept += len(batch["key"])
             if not warned and skipped > WARN_FRACTION * (kept + skipped) and kept + skipped >= 100:
                 warnings.warn(f"{self.source_name}: {skipped} of {kept + skipped} samples dropped so far "
@@ -147,7 +154,13 @@ class Batches:
 
     def count(self) -> int:
         """Batches in one pass, read without adding to the source's skip counts (a stream's length)."""
-        return sum(1 for batch in self.loader if batch["key"])
+        n, skips = 0, SkipCounter()
+        for batch in self.loader:
+            skips.update(batch["_skips"])
+            n += bool(batch["key"])
+        if n == 0 and skips.total:
+            raise DataError(f"{self.source_name}: every sample was dropped ({dict(skips)})")
+        return n
 
     @property
     def source_name(self) -> str:

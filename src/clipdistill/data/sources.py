@@ -11,19 +11,58 @@ import csv
 import hashlib
 import io
 import json
+import lzma
 import random
 import tarfile
+import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
+from pydantic import Field
 
+from clipdistill.config import StrictModel
 from clipdistill.errors import DataError
 
-IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "ppm"}
+IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "ppm", "gif", "tif", "tiff"}
 TEXT_EXTS = {"txt", "text", "caption"}
+# Pillow's own MAX_IMAGE_PIXELS (it warns above it and refuses above twice it): larger images are counted
+# `too_many_pixels` instead of being decoded in full
+MAX_PIXELS = 89_478_485
+# open_clip's BPE is super-linear in the length of a word without spaces (a 16k-letter word takes ~5 s, a
+# million letters hours); 77 tokens never need more than a few hundred characters of ordinary text
+MAX_CAPTION_CHARS = 2000
+# counted like skips but the sample is kept
+NOT_DROPPED = frozenset({"caption_truncated"})
+# binary files saved under a caption name: image magic numbers (their bytes are also not UTF-8 / hold NULs)
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+
+
+class SourceOptions(StrictModel):
+    """How an image-text source is read: CSV/JSONL columns, image size limit, caption length cap."""
+
+    image_col: str = Field("image", description="CSV/JSONL column of image paths (relative to the file's folder); "
+                           "a file without it but with open_clip's `filepath` column uses that")
+    caption_col: str = Field("caption", description="CSV/JSONL column of captions; a file without it but with "
+                             "open_clip's `title` column uses that")
+    key_col: str = Field("key", description="CSV/JSONL column of sample keys, if present (else row-N)")
+    separator: str = Field("auto", pattern="^(auto|[^\n\r\"])$", description="CSV field separator: auto "
+                           "(tab for .tsv/.tab and for a .csv whose header has tabs but no commas, as open_clip's "
+                           "default `--csv-separator` tab writes them), or one character")
+    max_pixels: int = Field(MAX_PIXELS, ge=1, le=2 * MAX_PIXELS, description="images with more pixels are "
+                            "skipped (`too_many_pixels`) without being decoded; Pillow refuses more than "
+                            f"{2 * MAX_PIXELS}")
+    max_caption_chars: int = Field(MAX_CAPTION_CHARS, ge=1, description="longer captions are cut to this many "
+                                   "characters before tokenising (counted `caption_truncated`)")
+
+
+def source_kwargs(opts: StrictModel) -> dict:
+    """The `open_source` keyword arguments held by a config that extends `SourceOptions`."""
+    return {name: getattr(opts, name) for name in SourceOptions.model_fields}
 
 
 @dataclass
@@ -35,58 +74,125 @@ class Sample:
 
 class SkipCounter(Counter):
     """Skipped samples per reason (undecodable_image, zero_byte, missing_caption, missing_image, unsafe_path,
-    truncated_tar, ...)."""
+    truncated_tar, duplicate_key, ...), and `caption_truncated` (kept samples, not part of `total`)."""
 
     @property
     def total(self) -> int:
-        return sum(self.values())
+        return sum(n for reason, n in self.items() if reason not in NOT_DROPPED)
 
 
-def decode_image(data: bytes) -> tuple[Image.Image | None, str | None]:
-    """(RGB image, None) or (None, skip reason)."""
+def _to_rgb(im: Image.Image) -> Image.Image | None:
+    """RGB with 16-bit greyscale scaled to 8 bits (Pillow's convert clips it at 255: an almost white image);
+    None for modes whose range is unknown (float, 32-bit integer beyond 16 bits)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            return None
+        return Image.fromarray(((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":
+        return None
+    return im.convert("RGB")
+
+
+def _exif_upright(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a malformed EXIF block: the pixels as stored rather than a dropped sample
+        return im
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image | None, str | None]:
+    """(RGB image, upright by its EXIF orientation, None) or (None, skip reason). The pixel count is read
+    from the header, so an oversized image is refused before its pixels are decoded."""
     if not data:
         return None, "zero_byte"
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB"), None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `max_pixels` decides below
+            with Image.open(io.BytesIO(data)) as im:
+                if im.width * im.height > max_pixels:
+                    return None, "too_many_pixels"
+                rgb = _to_rgb(_exif_upright(im))
+                return (rgb, None) if rgb is not None else (None, "unsupported_image_mode")
+    except Image.DecompressionBombError:
+        return None, "too_many_pixels"
+    except (OSError, ValueError, SyntaxError, EOFError, zlib.error):
         return None, "undecodable_image"
 
 
-def read_image_file(path: Path) -> tuple[Image.Image | None, str | None]:
+def read_image_file(path: Path | None, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image | None, str | None]:
+    if path is None:
+        return None, "missing_image"
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None, "missing_image"
     except OSError:
         return None, "unreadable_image"
-    return decode_image(data)
+    return decode_image(data, max_pixels)
+
+
+def decode_caption(data: bytes) -> tuple[str | None, str | None]:
+    """A caption member's text, or (None, reason): image bytes or other binary saved as `KEY.txt` are not
+    a caption."""
+    if b"\0" in data or data.startswith(_IMAGE_MAGIC):
+        return None, "non_text_caption"
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        return None, "non_text_caption"
+
+
+def clean_caption(text, max_chars: int) -> tuple[str | None, str | None]:
+    """(caption, None | "caption_truncated") or (None, skip reason)."""
+    if not isinstance(text, str) or not text.strip():
+        return None, "missing_caption"
+    if "\0" in text:
+        return None, "non_text_caption"
+    if len(text) > max_chars:
+        return text[:max_chars], "caption_truncated"
+    return text, None
 
 
 class MapSource:
-    """A source whose rows (key, image path, caption) are known up front: random access, cheap key lookup."""
+    """A source whose rows (key, image path, caption) are known up front: random access, cheap key lookup.
+
+    Rows found bad when the file was read (`bad`: row -> reason, e.g. not UTF-8) and every repeat of a key
+    after its first row (`duplicate_key`) keep their place, so row numbers stay stable, and load as skips.
+    """
 
     kind = "map"
 
-    def __init__(self, name: str, keys: list[str], paths: list[Path], texts: list[str | None]):
-        if len(set(keys)) != len(keys):
-            dup = next(k for k, n in Counter(keys).items() if n > 1)
-            raise DataError(f"{name}: sample keys must be unique; {dup!r} appears more than once")
+    def __init__(self, name: str, keys: list[str], paths: list[Path | None], texts: list[str | None], *,
+                 bad: dict[int, str] | None = None, max_pixels: int = MAX_PIXELS,
+                 max_caption_chars: int = MAX_CAPTION_CHARS):
         self.name, self.keys, self.paths, self.texts = name, keys, paths, texts
+        self.max_pixels, self.max_caption_chars = max_pixels, max_caption_chars
+        self.bad = dict(bad or {})
+        first: set[str] = set()
+        for i, k in enumerate(keys):
+            if i in self.bad:
+                continue
+            if k in first:  # a second row with this key would be joined to the first one's features
+                self.bad[i] = "duplicate_key"
+            first.add(k)
         self.skips = SkipCounter()
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def load(self, i: int) -> tuple[Sample | None, str | None]:
-        """(sample, None) or (None, reason); does not touch the counter (safe in loader workers)."""
-        text = self.texts[i]
-        if text is None or not str(text).strip():
-            return None, "missing_caption"
-        image, reason = read_image_file(self.paths[i])
+        """(sample, None | "caption_truncated") or (None, reason); does not touch the counter (safe in loader
+        workers)."""
+        if i in self.bad:
+            return None, self.bad[i]
+        text, note = clean_caption(self.texts[i], self.max_caption_chars)
+        if text is None:
+            return None, note
+        image, reason = read_image_file(self.paths[i], self.max_pixels)
         if image is None:
             return None, reason
-        return Sample(self.keys[i], image, str(text)), None
+        return Sample(self.keys[i], image, text), note
 
     def __getitem__(self, i: int) -> Sample | None:
         sample, reason = self.load(i)
@@ -102,47 +208,119 @@ class MapSource:
     def fingerprint(self) -> str:
         h = hashlib.sha256(self.name.encode())
         for k, p, t in zip(self.keys, self.paths, self.texts, strict=True):
-            size = p.stat().st_size if p.is_file() else -1
-            h.update(f"{k}\0{p.name}\0{size}\0{t}\n".encode())
+            size = p.stat().st_size if p is not None and p.is_file() else -1
+            name = p.name if p is not None else ""
+            h.update(f"{k}\0{name}\0{size}\0{t}\n".encode())
         return h.hexdigest()
 
 
-def read_table(path: Path) -> list[dict]:
-    """Rows of a JSONL, or of a CSV / TSV (.tsv / .tab) with a header line, as dicts."""
+def _separator(path: Path, separator: str) -> str:
+    if separator != "auto":
+        return separator
+    if path.suffix in (".tsv", ".tab"):
+        return "\t"
+    with open(path, "rb") as f:
+        header = f.readline()
+    return "\t" if b"\t" in header and b"," not in header else ","  # open_clip writes tab-separated .csv
+
+
+def _utf8(value) -> bool:
+    try:
+        str(value).encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a byte that was not UTF-8, kept as a lone surrogate
+        return False
+
+
+def read_rows(path: Path, separator: str = "auto") -> tuple[list[dict | None], dict[int, str], list[str]]:
+    """(rows, bad rows -> reason, column names) of a JSONL or of a CSV / TSV with a header line. A bad row
+    (not UTF-8, not JSON, JSON but not an object) is None in `rows` so later row numbers do not shift."""
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    rows: list[dict | None] = []
+    bad: dict[int, str] = {}
     if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
+        columns: list[str] = []
+        with open(path, "rb") as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        return rows
-    delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter=delimiter))
+                    row = json.loads(raw.decode("utf-8-sig" if not rows else "utf-8"))
+                    reason = None if isinstance(row, dict) else "not_an_object"
+                except UnicodeDecodeError:
+                    reason = "not_utf8"
+                except json.JSONDecodeError:
+                    reason = "not_json"
+                if reason:
+                    bad[len(rows)] = reason
+                    rows.append(None)
+                else:
+                    columns = columns or list(row)
+                    rows.append(row)
+        return rows, bad, columns
+    # one caption may be longer than csv's default 128 KB field limit (it is cut to max_caption_chars later)
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        reader = csv.DictReader(f, delimiter=_separator(path, separator))
+        try:
+            for row in reader:
+                if all(_utf8(v) for v in row.values()):
+                    rows.append(row)
+                else:
+                    bad[len(rows)] = "not_utf8"
+                    rows.append(None)
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: not a readable CSV ({e})") from None
+        columns = [c for c in reader.fieldnames or [] if c is not None]
+    if not all(_utf8(c) for c in columns):
+        raise DataError(f"{path}: the header line is not UTF-8 text")
+    return rows, bad, columns
 
 
-def open_table(path: str | Path, image_col: str = "image", caption_col: str = "caption",
-               key_col: str = "key") -> MapSource:
-    """CSV/TSV/JSONL of (image path, caption); paths relative to the file's folder. `key_col` if present."""
+def read_table(path: Path) -> list[dict]:
+    """Rows of a JSONL, or of a CSV / TSV (.tsv / .tab) with a header line, as dicts; a bad row is an error."""
+    rows, bad, _ = read_rows(path)
+    if bad:
+        n = min(bad)
+        raise DataError(f"{path}: row {n + 1} is {bad[n].replace('_', ' ')} ({len(bad)} bad rows)")
+    return rows
+
+
+def open_table(path: str | Path, image_col: str = "image", caption_col: str = "caption", key_col: str = "key",
+               *, separator: str = "auto", max_pixels: int = MAX_PIXELS,
+               max_caption_chars: int = MAX_CAPTION_CHARS) -> MapSource:
+    """CSV/TSV/JSONL of (image path, caption); paths relative to the file's folder. `key_col` if present.
+    open_clip's default columns (`filepath`, `title`) stand in for the default names when those are absent."""
     path = Path(path)
-    rows = read_table(path)
+    rows, bad, columns = read_rows(path, separator)
     if not rows:
         raise DataError(f"{path}: no rows")
-    if image_col not in rows[0]:
-        raise DataError(f"{path}: no {image_col!r} column (columns: {', '.join(rows[0])}); set the image column name")
-    if caption_col not in rows[0]:
-        raise DataError(f"{path}: no {caption_col!r} column (columns: {', '.join(rows[0])}); "
-                        "set the caption column name")
-    keys = [str(r[key_col]) if key_col in r else f"row-{i}" for i, r in enumerate(rows)]
-    paths = [path.parent / str(r[image_col] or "") for r in rows]
-    return MapSource(str(path), keys, paths, [r.get(caption_col) for r in rows])
+    if len(bad) == len(rows):
+        reasons = dict(Counter(bad.values()))
+        raise DataError(f"{path}: none of the {len(rows)} rows is readable ({reasons})")
+    if image_col == "image" and image_col not in columns and "filepath" in columns:
+        image_col = "filepath"
+    if caption_col == "caption" and caption_col not in columns and "title" in columns:
+        caption_col = "title"
+    if image_col not in columns:
+        raise DataError(f"{path}: no {image_col!r} column (columns: {', '.join(columns)}); set the image column "
+                        "name (image_col / --image-col) or the separator")
+    if caption_col not in columns:
+        raise DataError(f"{path}: no {caption_col!r} column (columns: {', '.join(columns)}); "
+                        "set the caption column name (caption_col / --caption-col)")
+    keys, paths, texts = [], [], []
+    for i, r in enumerate(rows):
+        r = r or {}
+        keys.append(str(r[key_col]) if r.get(key_col) is not None else f"row-{i}")
+        image = r.get(image_col)
+        paths.append(path.parent / image if isinstance(image, str) and image.strip() else None)
+        texts.append(r.get(caption_col))
+    return MapSource(str(path), keys, paths, texts, bad=bad, max_pixels=max_pixels,
+                     max_caption_chars=max_caption_chars)
 
 
-def open_imagefolder(root: str | Path, template: str = "a photo of a {c}.") -> MapSource:
+def open_imagefolder(root: str | Path, template: str = "a photo of a {c}.", **limits) -> MapSource:
     """ImageFolder (DIR/<class>/<image>) with `classnames.txt` if present; the text is the prompted class name."""
     root = Path(root)
     folders = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
@@ -160,10 +338,10 @@ def open_imagefolder(root: str | Path, template: str = "a photo of a {c}.") -> M
                 keys.append(f"{folder.name}/{p.name}")
                 paths.append(p)
                 texts.append(template.format(c=cname))
-    return MapSource(str(root), keys, paths, texts)
+    return MapSource(str(root), keys, paths, texts, **limits)
 
 
-def open_images(root: str | Path) -> MapSource:
+def open_images(root: str | Path, **limits) -> MapSource:
     """Every image file under DIR (recursively), keyed by its path relative to DIR; the text is that key.
 
     For stores of images alone (CLIP-TD's cached teacher reads only the image half): a task's images are
@@ -175,17 +353,51 @@ def open_images(root: str | Path) -> MapSource:
     if not paths:
         raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) under this folder")
     keys = [p.relative_to(root).as_posix() for p in paths]
-    return MapSource(str(root), keys, paths, list(keys))
+    return MapSource(str(root), keys, paths, list(keys), **limits)
 
 
 def expand_shards(pattern: str) -> list[Path]:
-    from braceexpand import braceexpand
+    from braceexpand import UnbalancedBracesError, braceexpand
 
-    paths = [Path(p) for p in braceexpand(pattern)]
+    try:
+        paths = [Path(p) for p in braceexpand(pattern)]
+    except UnbalancedBracesError:
+        raise DataError(f"unbalanced braces in the shard pattern {pattern!r}: write ranges as "
+                        "shards/{00000..00009}.tar") from None
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} of {len(paths)} shards not found, e.g. {missing[0]}")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if (real := p.resolve()) in seen:
+            raise DataError(f"the shard pattern {pattern!r} lists {p} more than once: its samples would be "
+                            "read twice under the same keys")
+        seen[real] = p
     return paths
+
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def shard_names(paths: list[Path]) -> dict[Path, str]:
+    """The key prefix of each shard: its file name without the tar suffix, or its path below the shards'
+    common folder where two shards share a name (a/00000.tar, b/00000.tar), so keys never collide."""
+    def strip(name: str) -> str:
+        return next((name[: -len(x)] for x in SHARD_SUFFIXES if name.endswith(x)), name)
+
+    names = {p: strip(p.name) for p in paths}
+    if len(set(names.values())) == len(names):
+        return names
+    parts = [p.resolve().parts for p in paths]
+    common = 0
+    while all(len(q) > common + 1 and q[common] == parts[0][common] for q in parts):
+        common += 1
+    names = {p: strip("/".join(q[common:])) for p, q in zip(paths, parts, strict=True)}
+    if len(set(names.values())) < len(names):
+        dup = next(n for n, c in Counter(names.values()).items() if c > 1)
+        raise DataError(f"two shards give the same sample-key prefix {dup!r} (e.g. x.tar and x.tgz): rename one")
+    return names
 
 
 def unsafe_member(name: str) -> bool:
@@ -193,25 +405,39 @@ def unsafe_member(name: str) -> bool:
     return p.is_absolute() or ".." in p.parts
 
 
-def _has_end_marker(path: Path, offset: int) -> bool:
+def member_key(name: str) -> tuple[str, str] | None:
+    """(key, extension) as webdataset splits a member name: the key runs to the first dot of the *file name*
+    (`a.b/0001.seg.png` -> (`a.b/0001`, `seg.png`)); a name without one is no part of a sample."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not stem or not dot:
+        return None
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def _has_end_marker(tar: tarfile.TarFile) -> bool:
     """A complete tar ends with zero blocks; tarfile stops quietly at EOF on a file cut at a header."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        block = f.read(512)
+    tar.fileobj.seek(tar.offset)
+    block = tar.fileobj.read(512)
     return len(block) == 512 and not block.strip(b"\0")
 
 
 class ShardSource:
-    """webdataset-layout tar shards (`KEY.jpg` + `KEY.txt` members), read as a stream.
+    """webdataset-layout tar shards (`KEY.jpg` + `KEY.txt` members; .tar, or gzip/bz2/xz-compressed), read as
+    a stream.
 
     Read with `tarfile` rather than webdataset's pipeline so each kind of bad member is counted, not raised:
-    a truncated tar ends that shard (counted) and the next shard is read.
+    a truncated tar ends that shard (counted) and the next shard is read. Sample keys are `SHARD/KEY`; a key
+    seen again in the same shard is a counted `duplicate_key` (the first is kept).
     """
 
     kind = "stream"
 
-    def __init__(self, pattern: str, resampled: bool = False, seed: int = 0):
+    def __init__(self, pattern: str, resampled: bool = False, seed: int = 0, *, max_pixels: int = MAX_PIXELS,
+                 max_caption_chars: int = MAX_CAPTION_CHARS):
         self.pattern, self.shards, self.resampled, self.seed = pattern, expand_shards(pattern), resampled, seed
+        self.names = shard_names(self.shards)
+        self.max_pixels, self.max_caption_chars = max_pixels, max_caption_chars
         self.skips = SkipCounter()
 
     def fingerprint(self) -> str:
@@ -229,32 +455,52 @@ class ShardSource:
             yield rng.choice(self.shards)
 
     def iter_shard(self, path: Path, counter: Counter) -> Iterator[Sample]:
-        group_key, parts = None, {}
+        name = self.names.get(path) or shard_names([path])[path]
+        group_key, parts, seen = None, {}, set()
         size = path.stat().st_size
         try:
-            with tarfile.open(path, "r:") as tar:
+            with open(path, "rb") as f:
+                compressed = f.read(6).startswith(_COMPRESSED)
+            with tarfile.open(path, "r:*") as tar:
                 for member in tar:
-                    if not member.isfile():
+                    if not (member.isfile() or member.islnk() or member.issym()):
                         continue
                     if unsafe_member(member.name):
                         counter["unsafe_path"] += 1
                         continue
-                    stem, _, ext = member.name.partition(".")
-                    if stem != group_key:  # a new key's header proves the previous sample complete
-                        yield from self._emit(path, group_key, parts, counter)
-                        group_key, parts = stem, {}
-                    if member.offset_data + member.size > size:
+                    split = member_key(member.name)
+                    if split is None:
+                        continue
+                    key, ext = split
+                    # a new key (or a repeated extension: another sample under the same key) proves the
+                    # previous sample complete
+                    if key != group_key or ext in parts:
+                        yield from self._emit(name, group_key, parts, counter, seen)
+                        group_key, parts = key, {}
+                    if not compressed and member.offset_data + member.size > size:
                         raise EOFError("member runs past the end of the file")
-                    parts[ext.lower()] = tar.extractfile(member).read()
-                if not _has_end_marker(path, tar.offset):
+                    try:  # a link reads the archive's own earlier member, never the file system
+                        data = tar.extractfile(member)
+                    except KeyError:  # a link to a member the archive does not hold (before this one)
+                        data = None
+                    parts[ext] = data.read() if data is not None else None
+                # a compressed stream cut short fails its own end-of-stream check while being read
+                if not compressed and not _has_end_marker(tar):
                     raise EOFError("no end-of-archive marker")
-        except (tarfile.TarError, EOFError, OSError):
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError):
             counter["truncated_tar"] += 1
             return  # the group in flight may be incomplete: dropped with the shard's tail
-        yield from self._emit(path, group_key, parts, counter)
+        yield from self._emit(name, group_key, parts, counter, seen)
 
-    def _emit(self, path: Path, key: str | None, parts: dict, counter: Counter) -> Iterator[Sample]:
+    def _emit(self, shard: str, key: str | None, parts: dict, counter: Counter, seen: set) -> Iterator[Sample]:
         if key is None:
+            return
+        if key in seen:
+            counter["duplicate_key"] += 1
+            return
+        seen.add(key)
+        if any(v is None for v in parts.values()):
+            counter["broken_link"] += 1
             return
         img = next((parts[e] for e in parts if e in IMAGE_EXTS), None)
         txt = next((parts[e] for e in parts if e in TEXT_EXTS), None)
@@ -264,11 +510,19 @@ class ShardSource:
         if txt is None or not txt.strip():
             counter["missing_caption"] += 1
             return
-        image, reason = decode_image(img)
-        if image is None:
+        text, reason = decode_caption(txt)
+        if text is not None:
+            text, reason = clean_caption(text.strip(), self.max_caption_chars)
+        if text is None:
             counter[reason] += 1
             return
-        yield Sample(f"{path.stem}/{key}", image, txt.decode("utf-8", errors="replace").strip())
+        image, bad = decode_image(img, self.max_pixels)
+        if image is None:
+            counter[bad] += 1
+            return
+        if reason:
+            counter[reason] += 1
+        yield Sample(f"{shard}/{key}", image, text)
 
     def __iter__(self) -> Iterator[Sample]:
         for shard in self.shard_order():
@@ -276,21 +530,23 @@ class ShardSource:
 
 
 def open_source(spec: str, *, image_col: str = "image", caption_col: str = "caption", key_col: str = "key",
+                separator: str = "auto", max_pixels: int = MAX_PIXELS, max_caption_chars: int = MAX_CAPTION_CHARS,
                 resampled: bool = False, seed: int = 0) -> MapSource | ShardSource:
     """`world:DIR` | `imagefolder:DIR` | `images:DIR` | `*.csv` / `*.tsv` / `*.jsonl` |
-    tar shards (brace patterns allowed)."""
+    tar shards (.tar / .tar.gz / .tgz, brace patterns allowed). Keyword arguments: `SourceOptions`."""
+    limits = dict(max_pixels=max_pixels, max_caption_chars=max_caption_chars)
     if spec.startswith("world:"):
         root = Path(spec[len("world:"):])
         if not (root / "pairs.csv").is_file():
             raise DataError(f"{root} is not a clipdistill world (no pairs.csv); build one with `clipdistill world`")
-        return open_table(root / "pairs.csv")
+        return open_table(root / "pairs.csv", **limits)
     if spec.startswith("imagefolder:"):
-        return open_imagefolder(spec[len("imagefolder:"):])
+        return open_imagefolder(spec[len("imagefolder:"):], **limits)
     if spec.startswith("images:"):
-        return open_images(spec[len("images:"):])
+        return open_images(spec[len("images:"):], **limits)
     if spec.endswith((".csv", ".tsv", ".tab", ".jsonl")):
-        return open_table(spec, image_col, caption_col, key_col)
-    if ".tar" in spec:
-        return ShardSource(spec, resampled=resampled, seed=seed)
+        return open_table(spec, image_col, caption_col, key_col, separator=separator, **limits)
+    if ".tar" in spec or spec.endswith(".tgz") or ".tgz}" in spec:
+        return ShardSource(spec, resampled=resampled, seed=seed, **limits)
     raise DataError(f"cannot tell what kind of source {spec!r} is: use world:DIR, imagefolder:DIR, images:DIR, "
                     "a .csv/.tsv/.jsonl file, or .tar shards such as shards/{00000..00009}.tar")
