@@ -7,12 +7,13 @@ whose restricted unpickler refuses any global that is not a tensor/container typ
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from clipdistill.errors import UnsafeCheckpointError, UserError
 
@@ -38,6 +39,24 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def save_tensors(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a safetensors file atomically (temp name + rename) with the permissions any other file of the
+    user gets (0o666 & ~umask): safetensors itself creates files 0600, which other users and tools sharing a
+    results folder cannot read."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    os.chmod(tmp, 0o666 & ~current_umask())
+    os.replace(tmp, path)
+    return path
 
 
 def load_object(path: str | Path) -> Any:

@@ -38,11 +38,13 @@ def register(app: typer.Typer) -> None:
         Console().print(table)
         if all_open_clip:
             typer.echo("open_clip architectures: " + ", ".join(open_clip.list_models()))
-        typer.echo("SPEC forms: open_clip:ARCH | open_clip:ARCH@CHECKPOINT | hf:DIR | run:DIR")
+        typer.echo("SPEC forms: open_clip:ARCH | open_clip:ARCH@CHECKPOINT | open_clip:ARCH@TAG | "
+                   "open_clip:hf-hub:ORG/NAME | hf:DIR | hf:ORG/NAME | run:DIR")
 
     @models.command("info")
     def info_cmd(
-        spec: str = typer.Argument(..., help="Model SPEC, e.g. open_clip:cd-student-s-32 or hf:./my-clip"),
+        spec: str = typer.Argument(..., help="Model SPEC, e.g. open_clip:cd-student-s-32, hf:./my-clip or "
+                                   "open_clip:ViT-B-32@laion2b_s34b_b79k"),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Load SPEC and print its parameters, embed dim, resolution and normalisation.
@@ -59,3 +61,17 @@ def register(app: typer.Typer) -> None:
         for key, value in info.items():
             table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
         Console().print(table)
+
+    @models.command("download")
+    def download_cmd(
+        spec: str = typer.Argument(..., help="open_clip:ARCH@TAG, open_clip:hf-hub:ORG/NAME or hf:ORG/NAME"),
+    ) -> None:
+        """Fill the Hugging Face cache (HF_HOME / HF_HUB_CACHE) with the weights SPEC names, on a connected
+        machine; copy that cache folder to offline machines and load with HF_HUB_OFFLINE=1.
+
+        Example: clipdistill models download open_clip:ViT-B-32@laion2b_s34b_b79k
+        """
+        from clipdistill.zoo import download_model
+
+        for path in download_model(spec):
+            typer.echo(f"cached {path}")

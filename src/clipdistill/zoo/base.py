@@ -36,6 +36,14 @@ class ClipModel(nn.Module):
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
+        self.load_warnings: list[str] = []  # problems that did not stop the load; `describe()` -> manifests
+
+    def warn(self, message: str) -> None:
+        """Record a loading problem that does not stop the load, and show it now (a UserWarning)."""
+        import warnings
+
+        self.load_warnings.append(message)
+        warnings.warn(f"{getattr(self, 'spec', '')}: {message}", UserWarning, stacklevel=2)
 
     # -- implemented by backends ---------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -102,3 +110,4 @@ class ClipModel(nn.Module):
             "image_std": list(self.image_std),
             "params": self.num_params(),
         }
+            **({"load_warnings": list(self.load_warnings)} if self.load_warnings else {}),

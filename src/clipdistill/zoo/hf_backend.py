@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from clipdistill.errors import UserError
+from clipdistill.safeload import load_tensors
 from clipdistill.zoo.base import ClipModel, eos_mask
 
 
@@ -24,9 +26,9 @@ def _size(size) -> tuple[int, int]:
 
 class HFClipModel(ClipModel):
     def __init__(self, folder: Path, spec: str):
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+        from transformers import AutoTokenizer, CLIPImageProcessor
 
-        inner = CLIPModel.from_pretrained(str(folder))
+        inner = _build(folder, spec)
         super().__init__(inner)
         self.spec, self.arch = spec, f"hf:{folder.name}"
         self.embed_dim = int(inner.config.projection_dim)
@@ -87,11 +89,73 @@ class HFClipModel(ClipModel):
         return list(self.inner.vision_model.parameters()) + list(self.inner.visual_projection.parameters())
 
 
-def load_hf(folder: str, spec: str) -> HFClipModel:
-    path = Path(folder)
+def load_hf(target: str, spec: str, download: bool = True) -> HFClipModel:
+    """`hf:DIR` (an existing folder wins) or `hf:ORG/NAME` (the Hugging Face cache)."""
+    path = Path(target)
+    if not path.is_dir():
+        from clipdistill.zoo.hub import hf_snapshot
+
+        if target.startswith((".", "/", "~")) or path.suffix:
+            raise UserError(f"{spec}: folder not found: {target}")
+        path = hf_snapshot(spec, target, download)
     if not (path / "config.json").is_file():
-        raise UserError(f"{spec}: {folder} is not a Hugging Face model folder (no config.json)")
-    if not any((path / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json")):
-        # .bin weights would go through pickle; refuse rather than unpickle
-        raise UserError(f"{spec}: {folder} has no model.safetensors; convert .bin weights to safetensors first")
+        raise UserError(f"{spec}: {target} is not a Hugging Face model folder (no config.json)")
     return HFClipModel(path, spec)
+
+
+# Buffers transformers recomputes at init and older versions saved; any other key must match exactly.
+_DERIVED = ("position_ids",)
+
+
+def _weight_files(folder: Path, spec: str) -> list[Path]:
+    """The weight files of a transformers folder, safetensors first; an index's shards must all exist."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (folder / single).is_file():
+            return [folder / single]
+        if (folder / index).is_file():
+            try:
+                weight_map = json.loads((folder / index).read_text())["weight_map"]
+                shards = sorted(set(weight_map.values()))
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"{spec}: {folder / index} is not a weight index ({type(e).__name__}: {e})") from None
+            for shard in shards:
+                p = (folder / str(shard)).resolve()
+                if p.parent != folder.resolve() or not p.is_file():
+                    raise UserError(f"{spec}: {index} names {shard!r}, which is not a file in {folder}")
+            return [folder / str(x) for x in shards]
+    raise UserError(f"{spec}: {folder} has no weights (model.safetensors, pytorch_model.bin or their .index.json)")
+
+
+def _build(folder: Path, spec: str) -> nn.Module:
+    """A transformers CLIPModel from config.json + weights read by `safeload` (safetensors, or `.bin` with
+    weights_only=True: never a pickle's code), refusing missing or unexpected keys by name; transformers'
+    own `from_pretrained` would random-init whatever is missing and return normally."""
+    from transformers import CLIPConfig, CLIPModel
+
+    try:
+        config = CLIPConfig.from_pretrained(str(folder))
+    except Exception as e:  # JSON errors, wrong model_type, bad values: transformers raises many types
+        raise UserError(f"{spec}: {folder / 'config.json'} is not a CLIP config ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    state: dict[str, torch.Tensor] = {}
+    for f in _weight_files(folder, spec):
+        state.update(load_tensors(f))
+    try:
+        model = CLIPModel(config)
+    except Exception as e:
+        raise UserError(f"{spec}: config.json does not describe a buildable CLIP ({type(e).__name__}: {e})") from None
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        k = wrong[0]
+        raise UserError(f"{spec}: weights do not match config.json ({len(wrong)} tensors of another shape, e.g. "
+                        f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(_DERIVED)]
+    unexpected = [k for k in unexpected if not k.endswith(_DERIVED)]
+    if missing or unexpected:
+        raise UserError(f"{spec}: weights do not match config.json: {len(missing)} missing "
+                        f"{missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}; refusing to leave them "
+                        "randomly initialised")
+    return model.eval()

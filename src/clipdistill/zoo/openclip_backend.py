@@ -9,8 +9,9 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.model import set_model_preprocess_cfg
 from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transform import PreprocessCfg, image_transform_v2
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from open_clip.transformer import text_global_pool
 from torch import nn
 
@@ -45,8 +46,7 @@ def read_arch_config(arch: str) -> tuple[str, dict]:
             cfg = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"{arch}: not valid JSON ({e})") from None
-        if not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
-            raise UserError(f"{arch}: an open_clip config needs embed_dim, vision_cfg and text_cfg")
+        validate_config(cfg, arch)
         return path.stem, cfg
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
@@ -56,6 +56,102 @@ def read_arch_config(arch: str) -> tuple[str, dict]:
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `clipdistill models list`."
         raise UserError(f"unknown open_clip architecture {arch!r}.{hint}")
     return arch, cfg
+
+
+# Keys every config shipped with open_clip 3.3.0 carries (open_clip/model_configs/*.json). open_clip fills any
+# missing one from its dataclass defaults, so a config without `vision_cfg.layers` would silently build a
+# 12-layer tower: we require them instead. timm / HF towers take their shape from the named model.
+_REQUIRED = {"": ("embed_dim", "vision_cfg", "text_cfg"), "vision_cfg": ("image_size", "layers", "width", "patch_size"),
+             "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers")}
+_TOWER_BY_NAME = {"vision_cfg": "timm_model_name", "text_cfg": "hf_model_name"}
+# top-level keys: the model classes' constructor arguments (CLIP / CustomTextCLIP / CoCa) + factory switches
+_TOP_TYPES = {"embed_dim": int, "vision_cfg": dict, "text_cfg": dict, "quick_gelu": bool, "init_logit_scale": float,
+              "init_logit_bias": float | None, "nonscalar_logit_scale": bool, "custom_text": bool,
+              "multimodal_cfg": dict, "pad_id": int}
+
+
+def _type_ok(value, tp) -> bool:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, origin or tp)
+
+
+def _type_name(tp) -> str:
+    import typing
+
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {len(typing.get_args(tp))} {typing.get_args(tp)[0].__name__}s"
+    if typing.get_args(tp):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else tp.__name__
+
+
+def validate_config(cfg, where: str) -> None:
+    """Check an open_clip model config against open_clip's own dataclasses (`CLIPVisionCfg`, `CLIPTextCfg`):
+    unknown keys (with a close match), wrong types and missing required keys, each named by its path."""
+    import dataclasses
+    import difflib
+    import typing
+
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    def fail(msg: str):
+        raise UserError(f"{where}: {msg}")
+
+    def check(section: dict, types: dict, prefix: str, required: tuple[str, ...]) -> None:
+        if not isinstance(section, dict):
+            fail(f"{prefix.rstrip('.')} must be a JSON object")
+        for key, value in section.items():
+            path = f"{prefix}{key}"
+            if key not in types:
+                close = difflib.get_close_matches(key, list(types), n=1)
+                hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+                fail(f"{path} is not an open_clip config key{hint}")
+            # open_clip's own configs write null for unused options (timm_proj, patch_size of a ResNet tower)
+            if value is None and (key not in required or (key == "patch_size" and isinstance(section.get("layers"),
+                                                                                          list))):
+                continue
+            if not _type_ok(value, types[key]):
+                fail(f"{path} must be {_type_name(types[key])}, got {json.dumps(value)}")
+
+    if not isinstance(cfg, dict):
+        fail("an open_clip config is a JSON object with embed_dim, vision_cfg and text_cfg")
+    check(cfg, _TOP_TYPES, "", _REQUIRED[""])
+    sections = {"vision_cfg": typing.get_type_hints(CLIPVisionCfg), "text_cfg": typing.get_type_hints(CLIPTextCfg)}
+    for name, types in sections.items():
+        if name in cfg:
+            fields = {f.name for f in dataclasses.fields(CLIPVisionCfg if name == "vision_cfg" else CLIPTextCfg)}
+            check(cfg[name], {k: v for k, v in types.items() if k in fields}, f"{name}.", _REQUIRED[name])
+    for name, keys in _REQUIRED.items():
+        section = cfg if not name else cfg.get(name, {})
+        if name and section.get(_TOWER_BY_NAME[name]):
+            keys = ("image_size",) if name == "vision_cfg" else ()
+        for key in keys:
+            if key == "patch_size" and isinstance(section.get("layers"), list):  # a ResNet tower has none
+                continue
+            if key not in section:
+                path = f"{name}.{key}" if name else key
+                fail(f"missing {path} (open_clip would silently use its default; every open_clip config sets it)")
 
 
 def build_open_clip(name: str, cfg: dict) -> nn.Module:
@@ -177,14 +273,79 @@ def apply_state(inner: nn.Module, state: dict[str, torch.Tensor], where: str) ->
         )
 
 
-def load_open_clip(spec: str, arch: str, checkpoint: str | None) -> OpenClipModel:
+def load_open_clip(spec: str, arch: str, checkpoint: str | None, download: bool = True) -> OpenClipModel:
+    """`open_clip:ARCH`, `open_clip:ARCH@FILE`, `open_clip:ARCH@TAG` (open_clip's pretrained tags) and
+    `open_clip:hf-hub:ORG/NAME`, the last two read from the Hugging Face cache (see `hub.py`)."""
+    from clipdistill.zoo import hub
+
+    if arch.startswith("hf-hub:"):
+        return _load_hf_hub(spec, arch[len("hf-hub:"):], download)
     name, cfg = read_arch_config(arch)
     inner = build_open_clip(name, cfg)
     if checkpoint:
-        apply_state(inner, student_weights(load_tensors(checkpoint)), f"{spec}")
+        apply_state(inner, _converted(inner, student_weights(load_tensors(checkpoint))), f"{spec}")
+    model = OpenClipModel(inner, spec, name, cfg)
+    for w in warnings_:
+        model.warn(w)
+    return model
+
+
+def _looks_like_path(s: str) -> bool:
+    return "/" in s or "\\" in s or Path(s).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def _converted(inner: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip's own `load_checkpoint` fix-ups (3.3.0) that do not change any weight: third-party layouts,
+    scalar vs 1-d logit scale/bias, the text position_ids buffer older transformers saved."""
+    from open_clip.convert import convert_state_dict
+
+    state = convert_state_dict(inner, state)
+    for key in ("logit_scale", "logit_bias"):
+        own = getattr(inner, key, None)
+        if key in state and isinstance(own, torch.Tensor) and own.ndim != state[key].ndim:
+            state[key] = state[key].reshape(own.shape)
+    state.pop("text.transformer.embeddings.position_ids", None)
+    return state
+
+
+def _load_hf_hub(spec: str, repo_id: str, download: bool) -> OpenClipModel:
+    from clipdistill.zoo import hub
+
+    weights, extra = hub.resolve(hub.open_clip_hub_source(spec, repo_id), download)
+    config_path = extra[hub.OPEN_CLIP_CONFIG]
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{spec}: {config_path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise UserError(f"{spec}: {config_path} has no model_cfg (not an open_clip hf-hub repo?)")
+    cfg = config["model_cfg"]
+    validate_config(cfg, f"{spec} ({hub.OPEN_CLIP_CONFIG})")
+    name = "hf-hub-" + repo_id.replace("/", "-")
+    inner = build_open_clip(name, cfg)
+    pp = config.get("preprocess_cfg") or {}
+    if pp:
+        set_model_preprocess_cfg(inner, merge_preprocess_dict(dict(inner.visual.preprocess_cfg), pp))
+    apply_state(inner, _converted(inner, load_tensors(weights)), spec)
     return OpenClipModel(inner, spec, name, cfg)
 
+    tag_cfg: dict = {}
+    tag = checkpoint
+    if checkpoint and not Path(checkpoint).exists() and not _looks_like_path(checkpoint):
+        source, tag_cfg = hub.open_clip_tag_source(spec, name, checkpoint)
+        checkpoint = str(hub.resolve(source, download)[0])
 
+    warnings_: list[str] = []
+    if tag_cfg:
+        # as open_clip's create_model: the tag's mean/std/interpolation/resize_mode override the arch's
+        set_model_preprocess_cfg(inner, merge_preprocess_dict(dict(inner.visual.preprocess_cfg), tag_cfg))
+        if bool(tag_cfg.get("quick_gelu", False)) != bool(cfg.get("quick_gelu", False)):
+            # open_clip 3.3.0 only warns here; the weights still load but every activation is off
+            warnings_.append(
+                f"QuickGELU mismatch: {name} has quick_gelu={bool(cfg.get('quick_gelu', False))} but tag "
+                f"{tag!r} was trained with quick_gelu="
+                f"{bool(tag_cfg.get('quick_gelu', False))}; use {name}-quickgelu (as open_clip names it) for "
+                "the weights as trained")
 TRAINING_CKPT_PREFIX = "student.inner."  # how `distill` checkpoints name the student (beside loss modules)
 
 

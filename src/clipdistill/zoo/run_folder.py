@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-from safetensors.torch import save_file
 
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text
-from clipdistill.safeload import load_tensors
-from clipdistill.zoo.openclip_backend import OpenClipModel, apply_state, build_open_clip
+from clipdistill.safeload import load_tensors, save_tensors
+from clipdistill.zoo.openclip_backend import OpenClipModel, apply_state, build_open_clip, validate_config
 
 MODEL_JSON, MODEL_WEIGHTS = "model.json", "model.safetensors"
 
@@ -22,10 +19,7 @@ def save_run_model(model: OpenClipModel, run_dir: str | Path) -> Path:
         raise UserError("only open_clip-architecture students can be saved as a run model")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.inner.state_dict().items()}
-    tmp = run_dir / f".{MODEL_WEIGHTS}.tmp{os.getpid()}"
-    save_file(state, str(tmp))
-    os.replace(tmp, run_dir / MODEL_WEIGHTS)
+    save_tensors(model.inner.state_dict(), run_dir / MODEL_WEIGHTS)
     meta = {"arch": model.arch, "arch_config": model.arch_config, "trained_from": model.spec}
     atomic_write_text(run_dir / MODEL_JSON, json.dumps(meta, indent=2))
     return run_dir
@@ -38,7 +32,13 @@ def load_run(folder: str, spec: str) -> OpenClipModel:
         raise UserError(f"{spec}: {folder} holds no trained student ({MODEL_JSON} + {MODEL_WEIGHTS}); "
                         "is the run finished? A checkpoint loads as "
                         f"open_clip:ARCH@{folder}/checkpoints/step_N/model.safetensors")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{spec}: {meta_path} is not valid JSON ({e}); the run folder is damaged") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), str) or "arch_config" not in meta:
+        raise UserError(f"{spec}: {meta_path} lacks arch / arch_config; the run folder is damaged")
+    validate_config(meta["arch_config"], f"{spec} ({MODEL_JSON} arch_config)")
     inner = build_open_clip(meta["arch"], meta["arch_config"])
     apply_state(inner, load_tensors(weights), spec)
     return OpenClipModel(inner, spec, meta["arch"], meta["arch_config"])

@@ -3,8 +3,13 @@
     open_clip:ARCH                  random init (ARCH: open_clip name, one of ours, or a JSON config path)
     open_clip:ARCH@CHECKPOINT       + weights (open_clip checkpoint, bare state dict, .safetensors,
                                     or a run's checkpoints/step_N/model.safetensors)
-    hf:DIR                          a local Hugging Face CLIPModel folder
+    open_clip:ARCH@TAG              open_clip's pretrained weights by tag (open_clip:ViT-B-32@laion2b_s34b_b79k)
+    open_clip:hf-hub:ORG/NAME       an open_clip repo on the Hugging Face Hub (open_clip_config.json + weights)
+    hf:DIR | hf:ORG/NAME            a transformers CLIPModel: a local folder (an existing folder wins) or a repo
     run:DIR                         a student trained by clipdistill
+
+Named weights (TAG, hf-hub:, ORG/NAME) come from the Hugging Face cache; `clipdistill models download SPEC`
+fills it (see `hub.py`). An `@` after ARCH is a file when such a file exists or it looks like a path.
 """
 
 from __future__ import annotations
@@ -31,12 +36,15 @@ def parse_spec(spec: str) -> ModelSpec:
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in KINDS or not rest:
         raise UserError(
-            f"bad model SPEC {spec!r}: expected one of open_clip:ARCH, open_clip:ARCH@CHECKPOINT, hf:DIR, run:DIR"
+            f"bad model SPEC {spec!r}: expected one of open_clip:ARCH, open_clip:ARCH@CHECKPOINT, "
+            "open_clip:ARCH@TAG, open_clip:hf-hub:ORG/NAME, hf:DIR, hf:ORG/NAME, run:DIR"
         )
     if kind == "open_clip":
         arch, _, ckpt = rest.partition("@")
         if not arch:
             raise UserError(f"bad model SPEC {spec!r}: missing architecture before '@'")
+        if arch.startswith("hf-hub:") and ckpt:
+            raise UserError(f"bad model SPEC {spec!r}: an hf-hub: repo brings its own weights (no '@')")
         return ModelSpec(kind, arch, ckpt or None)
     if "@" in rest:
         raise UserError(f"bad model SPEC {spec!r}: '@CHECKPOINT' only applies to open_clip:ARCH")
