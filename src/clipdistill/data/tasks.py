@@ -1,9 +1,12 @@
-"""Readers for the real task formats (VQA v2, SNLI-VE, VCR) -> `clipdistill.td.examples.TaskExample`.
+"""Readers for the real task formats (VQA v2, SNLI-VE, VCR) -> `clipdistill.data.examples.TaskExample`.
 
 Each reader keeps the dataset's own id as the example key (VQA `question_id`, SNLI-VE `pairID`, VCR
 `annot_id`), skips bad records and counts them per reason (DataError when nothing is left), and also
 returns per-example metadata (question type, movie, image source, style...) that `clipdistill.splits`
 uses for domain-shift splits. The same readers read the embedded world's files and the real datasets.
+The keys are the released files' own (VQA v2 / VQA-CP v2 question and annotation files, SNLI-VE's jsonl in
+the spellings of its 2018 and 2020 generators, VCR's jsonl). A file none of whose records has the keys its
+format needs is a DataError naming the keys it found; otherwise a bad record is a counted skip.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipdistill.data.examples import VE_LABELS, TaskExample, TaskKind
 from clipdistill.data.sources import SkipCounter
 from clipdistill.errors import DataError
 from clipdistill.manifest import sha256_file, sha256_json
-from clipdistill.td.examples import TaskExample, TaskKind
-from clipdistill.td.heads import VE_LABELS
 
 TASKS: tuple[TaskKind, ...] = ("vqa", "snli_ve", "vcr")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -73,6 +75,24 @@ def _scalars(record: dict) -> dict[str, Any]:
     return {k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}
 
 
+def _check_layout(records: list, path: Path, what: str, need: list[str], any_of: tuple[str, ...] = ()) -> None:
+    """A file none of whose records has the keys its format needs (another format, or the other file of a
+    pair) is a clear error naming the keys it does have, rather than every record skipped one by one."""
+
+    def lacks(r: dict) -> list[str]:
+        return [k for k in need if k not in r] + ([" | ".join(any_of)] if any_of and not any(k in r for k in any_of)
+                                                  else [])
+
+    dicts = [r for r in records if isinstance(r, dict)]
+    if not records or any(not lacks(r) for r in dicts):
+        return  # empty file: `_finish` says so; otherwise the bad records are counted skips
+    if not dicts:
+        raise DataError(f"{path}: not a {what} file: its records are JSON {type(records[0]).__name__}s, not objects")
+    keys = ", ".join(sorted(map(str, dicts[0]))) or "(none)"
+    raise DataError(f"{path}: not a {what} file: no record has {', '.join(lacks({}))}; "
+                    f"the first lacks {', '.join(lacks(dicts[0]))} (its keys: {keys})")
+
+
 def _finish(kind: TaskKind, examples: list[TaskExample], meta: dict, files: list[Path], skips: SkipCounter) -> TaskData:
     if not examples:
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(skips.items())) or "the file holds no records"
@@ -88,16 +108,29 @@ def _add(out: list[TaskExample], meta: dict, skips: SkipCounter, ex: TaskExample
     meta[ex.key] = m
 
 
-def _image_ids(image_dir: Path) -> dict[int, Path]:
-    """COCO file names end in the zero-padded image id (`COCO_train2014_000000000009.jpg`); index them once."""
+def _image_ids(image_dir: Path) -> dict[int, list[Path]]:
+    """COCO file names end in the zero-padded image id (`COCO_train2014_000000000009.jpg`); index them once,
+    from the folder itself and its sub-folders (VQA-CP mixes `train2014/` and `val2014/` images)."""
     if not image_dir.is_dir():
         raise DataError(f"image folder not found: {image_dir}")
-    index = {}
-    for entry in os.scandir(image_dir):
-        m = re.search(r"(\d+)\.(?:jpe?g|png)$", entry.name, re.IGNORECASE)
-        if m:
-            index[int(m.group(1))] = Path(entry.path)
+    index: dict[int, list[Path]] = {}
+    for folder in [image_dir, *sorted(e.path for e in os.scandir(image_dir) if e.is_dir())]:
+        for entry in os.scandir(folder):
+            m = re.search(r"(\d+)\.(?:jpe?g|png)$", entry.name, re.IGNORECASE)
+            if m and entry.is_file():
+                index.setdefault(int(m.group(1)), []).append(Path(entry.path))
     return index
+
+
+def _coco_image(index: dict[int, list[Path]], image_id: Any, coco_split: Any) -> Path:
+    found = index.get(int(image_id), [])
+    if len(found) > 1 and isinstance(coco_split, str):  # VQA-CP: `coco_split` says train2014 or val2014
+        found = [p for p in found if coco_split in (p.parent.name, *p.stem.split("_"))]
+    if not found:
+        raise _BadRecord("missing_image")
+    if len(found) > 1:
+        raise _BadRecord("ambiguous_image")
+    return found[0]
 
 
 def _records(doc: Any, key: str, path: Path) -> list:
@@ -106,21 +139,30 @@ def _records(doc: Any, key: str, path: Path) -> list:
         return doc
     if isinstance(doc, dict) and isinstance(doc.get(key), list):
         return doc[key]
-    raise DataError(f"{path}: expected a {{'{key}': [...]}} document (VQA v2) or a list (VQA-CP)")
+    found = f"an object with keys {', '.join(sorted(map(str, doc))) or '(none)'}" if isinstance(doc, dict) \
+        else f"a JSON {type(doc).__name__}"
+    raise DataError(f"{path}: expected a {{'{key}': [...]}} document (VQA v2) or a list (VQA-CP); found {found}")
 
 
 def load_vqa(questions_json: str | Path, annotations_json: str | Path, image_dir: str | Path) -> TaskData:
+    """VQA v2 (`v2_OpenEnded_mscoco_*_questions.json` + `v2_mscoco_*_annotations.json`) or VQA-CP v2
+    (`vqacp_v2_*_questions.json` + `_annotations.json`, bare lists with `coco_split`). Images: one folder of
+    COCO images, or a folder with `train2014/`, `val2014/` sub-folders."""
     qpath, apath, skips = Path(questions_json), Path(annotations_json), SkipCounter()
+    q_records = _records(_load_json(qpath), "questions", qpath)
+    _check_layout(q_records, qpath, "VQA questions", ["question_id", "question", "image_id"])
     questions = {}
-    for q in _records(_load_json(qpath), "questions", qpath):
+    for q in q_records:
         if isinstance(q, dict) and isinstance(q.get("question"), str) and "question_id" in q:
             questions[q["question_id"]] = q
         else:
             skips["bad_question_record"] += 1
+    a_records = _records(_load_json(apath), "annotations", apath)
+    _check_layout(a_records, apath, "VQA annotations", ["question_id", "answers"])
     images = _image_ids(Path(image_dir))
     out: list[TaskExample] = []
     meta: dict[str, dict] = {}
-    for a in _records(_load_json(apath), "annotations", apath):
+    for a in a_records:
         try:
             if not isinstance(a, dict) or "question_id" not in a:
                 raise _BadRecord("bad_annotation_record")
@@ -130,9 +172,8 @@ def load_vqa(questions_json: str | Path, annotations_json: str | Path, image_dir
             answers = [str(x["answer"]) for x in a.get("answers") or [] if isinstance(x, dict) and "answer" in x]
             if not answers:
                 raise _BadRecord("no_answers")
-            image = images.get(int(a.get("image_id", q.get("image_id", -1))))
-            if image is None:
-                raise _BadRecord("missing_image")
+            image = _coco_image(images, a.get("image_id", q.get("image_id", -1)),
+                                a.get("coco_split", q.get("coco_split")))
         except (_BadRecord, TypeError, ValueError) as e:
             skips[str(e) if isinstance(e, _BadRecord) else "bad_annotation_record"] += 1
             continue
@@ -148,20 +189,32 @@ def _image_stems(image_dir: Path) -> dict[str, Path]:
             if e.name.lower().endswith(_IMAGE_SUFFIXES)}
 
 
+# The image-id key as each release spells it: `Flickr30K_ID` ("3416050480", the 2020 generator),
+# `Flikr30kID` ("3416050480.jpg", the 2018 generator, its parser and the files it made), `Flickr30kID`
+# (the README's spelling, used by re-releases such as e-SNLI-VE; "3416050480.jpg").
+SNLI_VE_IMAGE_KEYS = ("Flickr30K_ID", "Flikr30kID", "Flickr30kID")
+
+
 def load_snli_ve(jsonl: str | Path, image_dir: str | Path) -> TaskData:
-    """Image premise (`Flickr30K_ID`) + hypothesis (`sentence2`) -> `gold_label`; `sentence1` (the text
-    premise of SNLI) is kept in the metadata only, since in SNLI-VE the image replaces it."""
+    """Image premise (`Flickr30K_ID` or another spelling, see SNLI_VE_IMAGE_KEYS) + hypothesis (`sentence2`)
+    -> `gold_label`; `sentence1` (the text premise of SNLI) is kept in the metadata only, since in SNLI-VE
+    the image replaces it."""
     path, skips = Path(jsonl), SkipCounter()
+    records = list(_jsonl(path, skips))
+    _check_layout(records, path, "SNLI-VE", ["pairID", "sentence2", "gold_label"], SNLI_VE_IMAGE_KEYS)
     images = _image_stems(Path(image_dir))
     out: list[TaskExample] = []
     meta: dict[str, dict] = {}
-    for r in _jsonl(path, skips):
+    for r in records:
         try:
             if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("pairID", "sentence2")):
                 raise _BadRecord("bad_record")
             if r.get("gold_label") not in VE_LABELS:
                 raise _BadRecord("unknown_label")  # SNLI marks no-consensus pairs with "-"
-            image = images.get(str(r.get("Flickr30K_ID", "")).removesuffix(".jpg"))
+            image_key = next((k for k in SNLI_VE_IMAGE_KEYS if k in r), None)
+            if image_key is None or not isinstance(r[image_key], (str, int)) or isinstance(r[image_key], bool):
+                raise _BadRecord("bad_record")
+            image = images.get(str(r[image_key]).strip().removesuffix(".jpg"))
             if image is None:
                 raise _BadRecord("missing_image")
         except _BadRecord as e:
@@ -199,13 +252,18 @@ def _safe_relative(rel: Any) -> str:
 
 
 def load_vcr(jsonl: str | Path, image_dir: str | Path) -> TaskData:
-    """Q->A and QA->R (`rationale_*` optional, as in VCR's test set without labels it is skipped)."""
+    """Q->A and QA->R from VCR's jsonl (`annot_id`, `img_fn`, `objects`, `question`, `answer_choices`,
+    `answer_label`, `rationale_choices`, `rationale_label`; tokens are words or lists of `objects` indices).
+    Without `rationale_choices` an item is Q->A only; records without `answer_label` (VCR's unlabelled test
+    set) are counted `missing_label`."""
     path, image_dir, skips = Path(jsonl), Path(image_dir), SkipCounter()
     if not image_dir.is_dir():
         raise DataError(f"image folder not found: {image_dir}")
+    records = list(_jsonl(path, skips))
+    _check_layout(records, path, "VCR", ["annot_id", "img_fn", "objects", "question", "answer_choices"])
     out: list[TaskExample] = []
     meta: dict[str, dict] = {}
-    for r in _jsonl(path, skips):
+    for r in records:
         try:
             if not isinstance(r, dict) or not isinstance(r.get("objects"), list) or "annot_id" not in r:
                 raise _BadRecord("bad_record")
@@ -216,7 +274,9 @@ def load_vcr(jsonl: str | Path, image_dir: str | Path) -> TaskData:
             label, r_label = r.get("answer_label"), r.get("rationale_label", -1)
             if not question or len(choices) < 2:
                 raise _BadRecord("bad_record")
-            if not isinstance(label, int) or not 0 <= label < len(choices):
+            if "answer_label" not in r:
+                raise _BadRecord("missing_label")
+            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
                 raise _BadRecord("label_out_of_range")
             if rationales and (not isinstance(r_label, int) or not 0 <= r_label < len(rationales)):
                 raise _BadRecord("label_out_of_range")
@@ -232,18 +292,6 @@ def load_vcr(jsonl: str | Path, image_dir: str | Path) -> TaskData:
         extra = {"source": r["img_fn"].split("_", 1)[0], "qtype": question.split()[0].lower()}
         _add(out, meta, skips, ex, {**_scalars(r), **extra})
     return _finish("vcr", out, meta, [path], skips)
-
-
-def read_vqa(questions_json: str | Path, annotations_json: str | Path, image_dir: str | Path) -> list[TaskExample]:
-    return load_vqa(questions_json, annotations_json, image_dir).examples
-
-
-def read_snli_ve(jsonl: str | Path, image_dir: str | Path) -> list[TaskExample]:
-    return load_snli_ve(jsonl, image_dir).examples
-
-
-def read_vcr(jsonl: str | Path, image_dir: str | Path) -> list[TaskExample]:
-    return load_vcr(jsonl, image_dir).examples
 
 
 # File names tried in a task folder, first the world's / our short ones, then the official ones.

@@ -6,8 +6,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+import clipdistill.losses  # noqa: F401  (registers the losses whose options are checked below)
 from clipdistill.config import StrictModel
 from clipdistill.distill.inherit import LayerRule
+from clipdistill.errors import ConfigError
+from clipdistill.losses.base import loss_class
 from clipdistill.train import TrainConfig
 
 
@@ -21,7 +24,8 @@ class TeacherConfig(StrictModel):
     mode: Literal["none", "online", "cached", "ensemble"] = "none"
     models: list[str] = Field(default_factory=list, description="teacher SPECs (ensemble: several)")
     features: str | None = Field(None, description="feature store DIR (mode: cached)")
-    logit_scale: float | None = Field(None, gt=0, description="fixed teacher scale (TinyCLIP 50); none = its own")
+    logit_scale: float | None = Field(None, gt=0, description="fixed teacher scale for every loss (TinyCLIP 50); "
+                                      "none = each loss's teacher_scale, else the teacher's own")
 
     @model_validator(mode="after")
     def _consistent(self) -> TeacherConfig:
@@ -51,3 +55,26 @@ class DistillConfig(StrictModel):
     data: DataConfig
     loss: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"clip": {}})
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _one_teacher_scale(self) -> DistillConfig:
+        """`teacher.logit_scale`, when set, is the teacher's scale in every loss: it is written into each
+        loss that has a `teacher_scale` option (so the resolved config shows what runs), and a loss that sets
+        a different one is refused instead of silently winning (logit_kd's own default is 50)."""
+        fixed = self.teacher.logit_scale
+        if fixed is None:
+            return self
+        for name, opts in self.loss.items():
+            try:
+                fields = loss_class(name).Options.model_fields
+            except ConfigError:
+                continue  # an unknown loss is reported, with its close matches, where the losses are built
+            if "teacher_scale" not in fields or (opts is not None and not isinstance(opts, dict)):
+                continue
+            own = (opts or {}).get("teacher_scale")
+            if own is not None and own != fixed:
+                raise ValueError(f"teacher.logit_scale={fixed:g} and loss.{name}.teacher_scale={own} disagree: "
+                                 f"set only teacher.logit_scale (the teacher's scale in every loss), or drop it "
+                                 f"to let loss.{name}.teacher_scale decide")
+            self.loss[name] = {**(opts or {}), "teacher_scale": fixed}
+        return self

@@ -1,39 +1,17 @@
-"""Task examples as CLIP-TD consumes them, and VCR's multiple-choice items (Q->A, QA->R).
+"""VCR's multiple-choice items (Q->A, QA->R) over the task examples.
 
-`TaskExample` is the one record the td code needs from the task readers (`clipdistill.data.tasks`: VQA v2,
-SNLI-VE, VCR): an image, a query text and the task's label fields.
+`TaskExample` (re-exported here) is the one record the td code needs from the task readers
+(`clipdistill.data.tasks`: VQA v2, SNLI-VE, VCR); it is defined in `clipdistill.data.examples`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image
+from clipdistill.data.examples import TaskExample, TaskKind
 
-from clipdistill.errors import DataError
-
-TaskKind = Literal["vqa", "snli_ve", "vcr"]
-
-
-@dataclass
-class TaskExample:
-    key: str
-    image: Path
-    text: str  # VQA question, SNLI-VE hypothesis, VCR question
-    label: int = -1  # SNLI-VE class index, VCR answer index
-    answers: list[str] = field(default_factory=list)  # VQA: the human answers (usually 10)
-    choices: list[str] = field(default_factory=list)  # VCR answer candidates
-    rationales: list[str] = field(default_factory=list)  # VCR rationale candidates
-    rationale_label: int = -1
-
-    def load_image(self) -> Image.Image:
-        try:
-            with Image.open(self.image) as im:
-                return im.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise DataError(f"{self.key}: cannot read image {self.image} ({e})") from None
+__all__ = ["ChoiceItem", "TaskExample", "TaskKind", "vcr_items"]
 
 
 @dataclass

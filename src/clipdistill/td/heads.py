@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipdistill.data.examples import VE_LABELS
 from clipdistill.td.metrics import normalize_answer, vqa_soft_score
 
-VE_LABELS = ("entailment", "neutral", "contradiction")
+__all__ = ["VE_LABELS", "ClassifierHead", "MultipleChoiceHead", "VQAHead", "build_answer_vocab", "vqa_targets"]
 
 
 class VQAHead(nn.Module):
