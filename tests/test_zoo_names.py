@@ -16,10 +16,10 @@ import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_zoo import write_hf_clip_folder
 
 from clipdistill.errors import UnsafeCheckpointError, UserError
 from clipdistill.zoo import load_model
+from test_zoo import write_hf_clip_folder
 
 ARCH = "cd-student-xs-32"
 REV = "a" * 40

@@ -134,6 +134,14 @@ def _build(folder: Path, spec: str) -> nn.Module:
     from transformers import CLIPConfig, CLIPModel
 
     try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{spec}: {folder / 'config.json'} is not a CLIP config (not valid JSON: {e})") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != "clip":
+        kind = raw.get("model_type") if isinstance(raw, dict) else None
+        raise UserError(f"{spec}: {folder / 'config.json'} is not a CLIP config (model_type {kind!r}, need 'clip'; "
+                        "hf: loads transformers CLIPModel folders)")
+    try:
         config = CLIPConfig.from_pretrained(str(folder))
     except Exception as e:  # JSON errors, wrong model_type, bad values: transformers raises many types
         raise UserError(f"{spec}: {folder / 'config.json'} is not a CLIP config ({type(e).__name__}: "
