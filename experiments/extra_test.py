@@ -1,4 +1,4 @@
-"""Write larger classification test sets for an existing world (benchmarks/RESULTS.md, "Larger test sets").
+"""Write larger classification test sets for an existing world (the "4k" / "5k" columns of benchmarks/RESULTS.md).
 
     .venv/bin/python experiments/extra_test.py runs/q/world runs/q/extra_test            # 500 per class
     .venv/bin/python experiments/extra_test.py runs/q/world runs/q/extra_test --per-class 1000

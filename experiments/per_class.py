@@ -1,5 +1,5 @@
 """Per-shape zero-shot recall of quality_longer.sh's students on the 4,000-image shape set, mean over seeds
-(benchmarks/RESULTS.md, "Does balancing even out the long tail"), beside how often training captions name
+(benchmarks/RESULTS.md, "The long tail of shapes"), beside how often training captions name
 each shape and how much of that a kept-list keeps.
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/per_class.py runs/q baseline cid_full cid cid_random

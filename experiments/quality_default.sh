@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Quality runs on the `default` embedded world (the figures in benchmarks/RESULTS.md "Quality").
+# Quality runs on the `default` embedded world (benchmarks/RESULTS.md "Quality on the default world").
 # Resumable: a stage whose output exists is skipped. Hours on 2 CPU cores; minutes on a GPU.
 #   bash experiments/quality_default.sh            # everything, ResNet stand-in teacher, under runs/q/rn
 #   TEACHER_ARCH=cd-teacher-64 TEACHER_BATCH=128 K=runs/q bash experiments/quality_default.sh
 #     (the ViT teacher of the first table)
 #   PREP_ONLY=1 bash experiments/quality_default.sh   # world, teacher, embed, balance, the teacher's scores only
 #     (what quality_longer.sh needs)
-#   Q=runs/q_dup DUP_RATE=0.4 bash experiments/quality_default.sh   # a more redundant world (RESULTS "A more redundant world")
+#   Q=runs/q_dup DUP_RATE=0.4 bash experiments/quality_default.sh   # a more redundant world
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CD=${CD:-.venv/bin/clipdistill}
@@ -51,4 +51,4 @@ done_run $K/tinyclip || $CD distill configs/tinyclip.yaml --out $K/tinyclip "${C
 for m in baseline cid cid_full clipkd tinyclip; do score_test $m; done
 $CD eval build $K/eval --out $K/eval_table.csv
 $CD report $K/eval $K/baseline $K/cid $K/balance --out $K/report --teacher $T --baseline run:$K/baseline
-# The CLIP-TD runs (issue 7) with this teacher: bash experiments/quality_td.sh
+# The CLIP-TD cells with this teacher: bash experiments/quality_td.sh

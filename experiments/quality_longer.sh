@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# Longer student training on the `default` world (benchmarks/RESULTS.md, "Longer training" and "10 epochs"):
+# Longer student training on the `default` world (benchmarks/RESULTS.md, "Quality on the default world"):
 # baseline, CLIP-CID on all the data (`cid_full`), CLIP-CID on the balanced subset (`cid`), CLIP-KD (`clipkd`) and
 # TinyCLIP's logit distillation (`tinyclip`) for E epochs (default 6; quality_default.sh uses 3) against the teacher,
 # feature store and balance output of quality_default.sh (run it first; `PREP_ONLY=1` stops it there). The default
 # MODELS are baseline, cid_full and clipkd. Skips finished runs and evaluations.
 # With `extra_test.py` (run here once per world) every model is also scored on 10x larger test sets -> eval_extra/.
-# Balance controls (RESULTS "What any 56% subset costs"): `cid_oracle` / `cid_random` train CID on kept-lists of
+# Balance controls: `cid_oracle` / `cid_random` train CID on kept-lists of
 # the balance output's size from experiments/balance_truth.py --controls (one pair per planted group / uniform
 # random); `cid_steps` trains CID on the balanced subset for as many steps as `cid_full` takes. `cid_full_mm`: CID on
 # all the data with multimodal cluster labels (balance --labels multimodal), compared with `cid_full` on the shape
-# *train* split (the dev set for preset choices; RESULTS "Cluster label space"). `cid_cap` / `cid_mmspace`: CID on
+# *train* split (the dev set for preset choices). `cid_cap` / `cid_mmspace`: CID on
 # two other balance settings; `cid_filter_random`: the random control drawn by `data.filter: random` (see below).
 #   bash experiments/quality_longer.sh            # ~45 min on 2 CPU cores
 #   SEED=1 MODELS="baseline cid_full" bash experiments/quality_longer.sh    # a second seed -> runs/q/rn_e6_seed1
 #   EPOCHS=10 MODELS="baseline cid_full cid" bash experiments/quality_longer.sh  # the presets' own length -> runs/q/rn_e10
 #   EPOCHS=10 MODELS="cid_oracle cid_random cid_steps" bash experiments/quality_longer.sh
-#   EPOCHS=20 MODELS="cid_full cid" bash experiments/quality_longer.sh   # -> runs/q/rn_e20 (RESULTS session 13)
+#   EPOCHS=20 MODELS="cid_full cid" bash experiments/quality_longer.sh   # -> runs/q/rn_e20
 #   EPOCHS=10 MODELS="cid_full cid_full_mm" DEV_ONLY=1 bash experiments/quality_longer.sh
 #   Q=runs/q_dup EPOCHS=10 MODELS="baseline cid_full cid cid_steps" bash experiments/quality_longer.sh
 #     (the redundant world of `Q=runs/q_dup DUP_RATE=0.4 PREP_ONLY=1 bash experiments/quality_default.sh`)
@@ -36,7 +36,7 @@ CACHED=(--set teacher.mode=cached --set teacher.features=$K/features --set teach
 S=(--set train.epochs=$E --set train.warmup_steps=50 --set train.seed=$SEED)
 
 done_run() { [ -f "$1/model.safetensors" ]; }
-# the larger test sets (4,000 shape / 5,000 colour images; RESULTS "Larger test sets"), written once per world
+# the larger test sets (4,000 shape / 5,000 colour images), written once per world
 # (colour is written last, so its classnames.txt marks a complete set)
 [ -f $Q/extra_test/color/classnames.txt ] || .venv/bin/python experiments/extra_test.py $W $Q/extra_test
 source experiments/score.sh  # score MODEL PREFIX SHAPE_DIR COLOR_DIR
@@ -54,7 +54,7 @@ for c in oracle random; do
   ! want cid_$c || done_run $O/cid_$c || $CD distill configs/cid.yaml --out $O/cid_$c "${COMMON[@]}" "${S[@]}" \
     "${CACHED[@]}" --set data.keep=$K/balance_$c
 done
-# balance variants, same CID recipe (RESULTS session 14): `cid_cap` de-duplicates only near-copies (cosine > 0.999)
+# balance variants, same CID recipe: `cid_cap` de-duplicates only near-copies (cosine > 0.999)
 # and solves the cap instead of the threshold; `cid_mmspace` clusters and de-duplicates in the multimodal space
 ! want cid_cap || [ -f $K/balance_cap/kept_keys.txt ] || $CD balance --features $K/features --out $K/balance_cap \
   --clusters 256 --target-keep 0.563 --threshold 0.999

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CLIP-TD quality runs on the `default` world with the ResNet stand-in teacher (benchmarks/RESULTS.md, "CLIP-TD
-# run 2" and "run 3"). Needs the world and the teacher of quality_default.sh. Resumable: `protocol` skips the
+# (our reconstruction) on the world's tasks"). Needs the world and the teacher of quality_default.sh. Resumable: `protocol` skips the
 # cells it finished (and refuses a cell whose recorded config differs). Hours on 2 CPU cores.
 #   bash experiments/quality_td.sh
 set -euo pipefail
@@ -20,7 +20,7 @@ VCR="name: vcr, kind: vcr, folder: tasks/vcr, teacher_features: $Q/feats_vcr_rn"
 [ -f $Q/feats_snli_rn/manifest.json ] || $CD embed --teacher $T --data images:$Q/world/tasks/snli_ve/images \
   --tokens --out $Q/feats_snli_rn
 
-# run 2: the answer-prior floor; full data (3 epochs); 25% with two ablations of CLIP-TD's parts; SNLI-VE 25%
+# the answer-prior floor; full data (3 epochs); 25% with two ablations of CLIP-TD's parts; SNLI-VE 25%
 $CD protocol "${P[@]}" --set full=false --set methods=[prior] --set out=$Q/td_prior \
   --set "tasks=[{name: vqa, kind: vqa, folder: tasks/vqa, shift_splits: [shift_style, heldout]}]"
 $CD protocol "${P[@]}" --set fractions=[] --set methods=[prior,baseline,clip_td] --set train.epochs=3 \
@@ -34,7 +34,7 @@ $CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set seeds=[0] -
 $CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set methods=[prior,baseline,naive,clip_td] \
   --set "tasks=[{$SNLI}]" --set out=$Q/td_snli_25
 
-# run 3: choose CLIP-TD's weighting on a dev set carved from VQA train (15%, never on val), seed 0, then
+# choose CLIP-TD's weighting on a dev set carved from VQA train (15%, never on val), seed 0, then
 # 3 seeds of the chosen variant, the baseline and naive distillation; the choice applied unchanged to SNLI-VE
 D=(--set fractions=[0.25] --set full=false --set "tasks=[{$VQA, dev_fraction: 0.15}]")
 $CD protocol "${P[@]}" "${D[@]}" --set seeds=[0] --set methods=[prior,baseline,naive,clip_td] --set out=$Q/td_dev
@@ -51,7 +51,7 @@ $CD protocol "${P[@]}" "${D[@]}" --set seeds=[0,1,2] --set methods=[clip_td] --s
 $CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set methods=[clip_td] --set td.weights.mode=uniform \
   --set "tasks=[{$SNLI}]" --set out=$Q/td_snli_25_uniform
 
-# 10% of the VQA training pool, same dev carve: the low-shot curve between run 2's 5% and 25%
+# 10% of the VQA training pool, same dev carve: the low-shot curve between 5% and 25%
 D10=(--set fractions=[0.1] --set full=false --set "tasks=[{$VQA, dev_fraction: 0.15}]")
 $CD protocol "${P[@]}" "${D10[@]}" --set methods=[prior,baseline,naive] --set out=$Q/td_dev10
 $CD protocol "${P[@]}" "${D10[@]}" --set methods=[clip_td] --set td.weights.mode=uniform --set out=$Q/td_dev10_uniform
@@ -63,7 +63,7 @@ $CD protocol "${P[@]}" --set fractions=[0.25] --set full=false --set train.epoch
   --set methods=[prior,baseline,naive,clip_td] --set td.weights.mode=uniform \
   --set "tasks=[{$VCR}]" --set out=$Q/td_vcr_25
 
-# full data (3 epochs, 3 seeds) with the dev-chosen variant, against run 2's baseline cells
+# full data (3 epochs, 3 seeds) with the dev-chosen variant, against the full-data baseline cells above
 $CD protocol "${P[@]}" --set fractions=[] --set methods=[clip_td] --set train.epochs=3 --set td.weights.mode=uniform \
   --set "tasks=[{$VQA}]" --set out=$Q/td_full3_uniform
 # and naive all-token distillation with full data, for the same comparison
@@ -71,12 +71,12 @@ $CD protocol "${P[@]}" --set fractions=[] --set methods=[naive] --set train.epoc
   --set "tasks=[{$VQA}]" --set out=$Q/td_full3_naive
 
 # 5% and 1% trained as many steps as a 25% cell (710 instead of 150 / 30), seed 0, read on the dev carve only:
-# does training length lift the low-shot cells off the answer prior? (RESULTS: it does not carry to +5 pt)
+# does training length lift the low-shot cells off the answer prior? (it does not reach +5 pt)
 $CD protocol "${P[@]}" --set fractions=[0.05,0.01] --set full=false --set "tasks=[{$VQA, dev_fraction: 0.15}]" \
   --set seeds=[0] --set methods=[prior,baseline,naive,clip_td] --set td.weights.mode=uniform --set train.steps=710 \
   --set out=$Q/td_dev_long
 
-# run 4: the protocol's own low-shot cells (1% and 5%, 10 epochs, 3 seeds) on all three tasks with this teacher,
+# the protocol's own low-shot cells (1% and 5%, 10 epochs, 3 seeds) on all three tasks with this teacher,
 # the dev-chosen variant, and the shipped default (confidence weights) beside it; val and shift splits only
 L=(--set fractions=[0.01,0.05] --set full=false --set "tasks=[{$VQA}, {$SNLI}, {$VCR}]")
 $CD protocol "${P[@]}" "${L[@]}" --set methods=[prior,baseline,naive,clip_td] --set td.weights.mode=uniform \
