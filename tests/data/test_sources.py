@@ -238,3 +238,242 @@ def test_stream_loader_and_inspect_cli(tmp_path):
     out = CliRunner().invoke(app, ["data", "inspect", pattern])
     assert out.exit_code == 0, out.output
     assert "unsafe_path" in out.output and "truncated_tar" in out.output
+
+
+# -- decoding: bit depth, orientation, size limit --------------------------------------------------------
+
+def png16(value: int, size=(6, 4)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full(size[::-1], value, np.uint16)).save(buf, format="PNG")  # mode I;16: a 16-bit PNG
+    return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (its pixel data is never read when the size is refused)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+def test_16bit_png_is_scaled_not_clipped():
+    from clipdistill.data.sources import decode_image
+
+    assert Image.open(io.BytesIO(png16(32768))).mode == "I;16"
+    for value, expected in ((0, 0), (32768, 128), (65535, 255), (257 * 77, 77)):
+        im, reason = decode_image(png16(value))
+        assert reason is None and im.mode == "RGB"
+        assert np.array(im).min() == np.array(im).max() == expected
+
+
+def test_exif_orientation_is_applied():
+    from clipdistill.data.sources import decode_image
+
+    im = Image.new("RGB", (40, 20), (255, 0, 0))
+    im.paste((0, 0, 255), (20, 0, 40, 20))  # left red, right blue as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    out, reason = decode_image(buf.getvalue())
+    assert reason is None and out.size == (20, 40)
+    top, bottom = np.array(out)[2, 10], np.array(out)[-3, 10]
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60  # red on top after the turn
+
+
+def test_pixel_limit_refuses_before_decoding():
+    import warnings
+
+    from clipdistill.data.sources import decode_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape either
+        assert decode_image(png_header(10_000, 10_000)) == (None, "too_many_pixels")  # 100 Mpx: Pillow warns
+        assert decode_image(png_header(20_000, 20_000)) == (None, "too_many_pixels")  # 400 Mpx: Pillow raises
+        assert decode_image(png(size=(16, 16)), max_pixels=255) == (None, "too_many_pixels")
+        assert decode_image(png(size=(16, 16)), max_pixels=256)[1] is None
+
+
+def test_more_image_formats_in_shards(tmp_path):
+    formats = {"0.gif": "GIF", "1.webp": "WEBP", "2.bmp": "BMP", "3.tiff": "TIFF", "4.JPG": "JPEG", "5.tif": "TIFF",
+               "6.JPEG": "JPEG"}
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name, fmt in formats.items():
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (0, 200, 0)).save(buf, format=fmt)
+            add(tar, name, buf.getvalue())
+            add(tar, name.split(".")[0] + ".txt", b"green")
+    src = open_source(str(tmp_path / "s.tar"))
+    assert [s.key for s in src] == [f"s/{i}" for i in range(7)] and not src.skips
+
+
+# -- shard layout: keys, links, compression, duplicates ------------------------------------------------------
+
+def test_keys_split_at_the_first_dot_of_the_file_name(tmp_path):
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        add(tar, "v1.2/0001.jpg", png())
+        add(tar, "v1.2/0001.txt", b"in a dotted folder")
+        add(tar, "v1.2/0002.seg.png", png())  # webdataset: key v1.2/0002, extension seg.png (not an image)
+        add(tar, "v1.2/0002.txt", b"only a mask")
+    src = open_source(str(tmp_path / "s.tar"))
+    assert [(s.key, s.text) for s in src] == [("s/v1.2/0001", "in a dotted folder")]
+    assert dict(src.skips) == {"missing_image": 1}
+
+
+def link(tar: tarfile.TarFile, name: str, target: str, kind: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    tar.addfile(info)
+
+
+def test_hard_links_are_resolved_and_broken_links_counted(tmp_path):
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        add(tar, "k0.png", png((9, 9, 9)))
+        add(tar, "k0.txt", b"original")
+        link(tar, "k1.png", "k0.png", tarfile.LNKTYPE)  # what `tar --hard-dereference`-less packers write
+        link(tar, "k1.txt", "k0.txt", tarfile.SYMTYPE)
+        link(tar, "k2.png", "nowhere.png", tarfile.LNKTYPE)
+        add(tar, "k2.txt", b"linked")
+        link(tar, "k3.png", "../../etc/x", tarfile.SYMTYPE)  # resolved inside the archive only
+        add(tar, "k3.txt", b"linked")
+    src = open_source(str(tmp_path / "s.tar"))
+    got = {s.key: (s.text, np.array(s.image)[0, 0].tolist()) for s in src}
+    assert got == {"s/k0": ("original", [9, 9, 9]), "s/k1": ("original", [9, 9, 9])}
+    assert dict(src.skips) == {"broken_link": 2}
+
+
+@pytest.mark.parametrize("suffix,mode", [(".tar.gz", "w:gz"), (".tgz", "w:gz"), (".tar.xz", "w:xz")])
+def test_compressed_shards_are_read(tmp_path, suffix, mode):
+    for s in range(2):
+        with tarfile.open(tmp_path / f"s-{s}{suffix}", mode) as tar:
+            for i in range(3):
+                add(tar, f"k{i}.png", png((i, s, 0)))
+                add(tar, f"k{i}.txt", f"caption {s} {i}".encode())
+    src = open_source(str(tmp_path / f"s-{{0..1}}{suffix}"))
+    assert [s.key for s in src] == [f"s-{s}/k{i}" for s in range(2) for i in range(3)] and not src.skips
+    cut = tmp_path / f"s-1{suffix}"
+    cut.write_bytes(cut.read_bytes()[:-40])
+    src = open_source(str(tmp_path / f"s-{{0..1}}{suffix}"))
+    assert [s.key for s in src][:3] == ["s-0/k0", "s-0/k1", "s-0/k2"] and src.skips["truncated_tar"] == 1
+
+
+def test_duplicate_keys_keep_the_first(tmp_path):
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for i, text in ((0, b"first"), (1, b"one"), (0, b"again, later")):  # a key that comes back
+            add(tar, f"k{i}.png", png())
+            add(tar, f"k{i}.txt", text)
+        add(tar, "k2.png", png())
+        add(tar, "k2.txt", b"two")
+        add(tar, "k2.png", png())  # the same member name twice in a row: a second sample under one key
+        add(tar, "k2.txt", b"two again")
+    src = open_source(str(tmp_path / "s.tar"))
+    assert [(s.key, s.text) for s in src] == [("s/k0", "first"), ("s/k1", "one"), ("s/k2", "two")]
+    assert dict(src.skips) == {"duplicate_key": 2}
+    (tmp_path / "a.png").write_bytes(png())
+    (tmp_path / "p.csv").write_text("key,image,caption\nx,a.png,first\ny,a.png,other\nx,a.png,second\n")
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"key": k, "image": "a.png", "caption": c}) + "\n"
+                                              for k, c in (("x", "first"), ("y", "other"), ("x", "second"))))
+    for name in ("p.csv", "p.jsonl"):
+        table = open_source(str(tmp_path / name))
+        assert [(s.key, s.text) for s in table] == [("x", "first"), ("y", "other")]
+        assert dict(table.skips) == {"duplicate_key": 1} and len(table) == 3
+        batches = list(make_loader(open_source(str(tmp_path / name)), views(), 4))
+        assert [k for b in batches for k in b["key"]] == ["x", "y"]
+
+
+def test_shard_names_never_collide(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        with tarfile.open(tmp_path / folder / "00000.tar", "w") as tar:
+            add(tar, "k.png", png())
+            add(tar, "k.txt", folder.encode())
+    src = open_source(str(tmp_path / "{a,b}/00000.tar"))
+    assert [(s.key, s.text) for s in src] == [("a/00000/k", "a"), ("b/00000/k", "b")]
+    with pytest.raises(DataError, match="more than once"):
+        open_source(str(tmp_path / "a/{00000,00000}.tar"))
+
+
+def test_binary_caption_members_are_not_captions(tmp_path):
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for i, text in enumerate((png(), b"caf\xe9 latin-1", b"nul\0inside", "caf\u00e9 ok".encode())):
+            add(tar, f"k{i}.jpg", png())
+            add(tar, f"k{i}.txt", text)
+    src = open_source(str(tmp_path / "s.tar"))
+    assert [(s.key, s.text) for s in src] == [("s/k3", "caf\u00e9 ok")]
+    assert dict(src.skips) == {"non_text_caption": 3}
+
+
+# -- captions and tables ---------------------------------------------------------------------------------
+
+def test_long_captions_are_cut_before_tokenising(tmp_path):
+    import time
+
+    from open_clip.tokenizer import SimpleTokenizer  # clipdistill is imported first, at the top
+
+    word = "".join(random.Random(0).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1_000_000))
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        add(tar, "k.png", png())
+        add(tar, "k.txt", word.encode())
+    (tmp_path / "a.png").write_bytes(png())
+    (tmp_path / "p.csv").write_text(f"image,caption\na.png,{word}\na.png,short\n")  # a field far over 128 KB
+    for spec in ("s.tar", "p.csv"):
+        src = open_source(str(tmp_path / spec))
+        first = next(iter(src))
+        assert first.text == word[:2000] and src.skips["caption_truncated"] == 1 and src.skips.total == 0
+        t0 = time.perf_counter()
+        SimpleTokenizer()([first.text])
+        assert time.perf_counter() - t0 < 30  # the whole million letters would take hours
+    src = open_source(str(tmp_path / "p.csv"), max_caption_chars=10)
+    batches = list(make_loader(src, views(), 2, num_workers=1))  # the count crosses from the worker
+    assert batches[0]["caption"] == [word[:10], "short"] and dict(src.skips) == {"caption_truncated": 1}
+
+
+def test_bad_table_rows_are_counted(tmp_path):
+    (tmp_path / "a.png").write_bytes(png())
+    (tmp_path / "p.csv").write_bytes(b"image,caption\na.png,good\na.png,caf\xe9 latin-1\na.png,also good\n")
+    src = open_source(str(tmp_path / "p.csv"))
+    assert [(s.key, s.text) for s in src] == [("row-0", "good"), ("row-2", "also good")]
+    assert dict(src.skips) == {"not_utf8": 1}
+    lines = [b'{"image": "a.png", "caption": "good"}', b'[1, 2]', b'"a string"', b'{"image": "a.png", "cap',
+             b'{"image": "a.png", "caption": "caf\xe9"}', b'{"image": "a.png", "caption": "last"}']
+    (tmp_path / "p.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    src = open_source(str(tmp_path / "p.jsonl"))
+    assert [(s.key, s.text) for s in src] == [("row-0", "good"), ("row-5", "last")]
+    assert dict(src.skips) == {"not_an_object": 2, "not_json": 1, "not_utf8": 1}
+    (tmp_path / "all.jsonl").write_bytes(b"[1]\n\xff\n")
+    with pytest.raises(DataError, match="none of the 2 rows is readable"):
+        open_source(str(tmp_path / "all.jsonl"))
+
+
+def test_open_clip_style_csv_is_read_by_default(tmp_path):
+    """open_clip_train's defaults: --csv-img-key filepath --csv-caption-key title --csv-separator '\\t'."""
+    (tmp_path / "a.png").write_bytes(png())
+    (tmp_path / "train.csv").write_text("filepath\ttitle\na.png\ta red, square thing\na.png\tanother\n")
+    src = open_source(str(tmp_path / "train.csv"))
+    assert [s.text for s in src] == ["a red, square thing", "another"]
+    (tmp_path / "comma.csv").write_text("filepath,title\na.png,a red square\n")
+    assert [s.text for s in open_source(str(tmp_path / "comma.csv"))] == ["a red square"]
+    (tmp_path / "pipe.csv").write_text("img|cap\na.png|piped\n")
+    piped = open_source(str(tmp_path / "pipe.csv"), image_col="img", caption_col="cap", separator="|")
+    assert [s.text for s in piped] == ["piped"]
+
+
+def test_unbalanced_brace_pattern_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="unbalanced braces"):
+        open_source(str(tmp_path / "shards/{00000..00003.tar"))
+
+
+def test_a_stream_with_every_sample_dropped_says_so(tmp_path):
+    from clipdistill.train.loop import count_batches
+
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for i in range(3):
+            add(tar, f"k{i}.png", b"not an image")
+            add(tar, f"k{i}.txt", b"caption")
+    src = open_source(str(tmp_path / "s.tar"))
+    with pytest.raises(DataError, match=r"every sample was dropped \({'undecodable_image': 3}\)"):
+        count_batches(lambda epoch: make_loader(src, views(), 2))

@@ -50,9 +50,9 @@ class SourceOptions(StrictModel):
     caption_col: str = Field("caption", description="CSV/JSONL column of captions; a file without it but with "
                              "open_clip's `title` column uses that")
     key_col: str = Field("key", description="CSV/JSONL column of sample keys, if present (else row-N)")
-    separator: str = Field("auto", pattern="^(auto|[^\n\r\"])$", description="CSV field separator: auto "
-                           "(tab for .tsv/.tab and for a .csv whose header has tabs but no commas, as open_clip's "
-                           "default `--csv-separator` tab writes them), or one character")
+    separator: str = Field("auto", pattern="^(auto|tab|[^\n\r\"])$", description="CSV field separator: "
+                           "auto (tab for .tsv/.tab and for a .csv whose header has tabs but no commas, as "
+                           "open_clip's default `--csv-separator` tab writes them), tab, or one character")
     max_pixels: int = Field(MAX_PIXELS, ge=1, le=2 * MAX_PIXELS, description="images with more pixels are "
                             "skipped (`too_many_pixels`) without being decoded; Pillow refuses more than "
                             f"{2 * MAX_PIXELS}")
@@ -216,7 +216,7 @@ class MapSource:
 
 def _separator(path: Path, separator: str) -> str:
     if separator != "auto":
-        return separator
+        return "\t" if separator == "tab" else separator
     if path.suffix in (".tsv", ".tab"):
         return "\t"
     with open(path, "rb") as f:
@@ -484,8 +484,10 @@ class ShardSource:
                     except KeyError:  # a link to a member the archive does not hold (before this one)
                         data = None
                     parts[ext] = data.read() if data is not None else None
-                # a compressed stream cut short fails its own end-of-stream check while being read
-                if not compressed and not _has_end_marker(tar):
+                if compressed:  # read to the stream's end: a cut or corrupt stream fails its own checks there
+                    while tar.fileobj.read(1 << 16):
+                        pass
+                elif not _has_end_marker(tar):
                     raise EOFError("no end-of-archive marker")
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError):
             counter["truncated_tar"] += 1
