@@ -8,7 +8,7 @@ See docs/losses.md for formulas, sources and which terms are reconstructions.
 """
 
 # importing the term modules registers them
-from clipdistill.losses import cluster, contrastive, fd, gd, logit_kd, mfd, relational  # noqa: F401
+from clipdistill.losses import cluster, contrastive, fd, gd, logit_kd, mfd, relational, siglip  # noqa: F401
 from clipdistill.losses.base import LOSSES, DistillLoss, LossDims, LossOptions, register_loss
 from clipdistill.losses.dist import DistContext
 from clipdistill.losses.inputs import LossInputs

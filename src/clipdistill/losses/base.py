@@ -30,6 +30,10 @@ class LossDims:
     teacher: int | None = None
     num_clusters: int | None = None
     centroids: torch.Tensor | None = None
+    # the student has its own logit bias (a SigLIP architecture); else sigmoid terms use loss-owned scale + bias
+    student_bias: bool = False
+    # the teacher is sigmoid-type (has a logit bias): logit_kd then matches pairwise probabilities
+    teacher_sigmoid: bool = False
 
 
 class DistillLoss(nn.Module):
@@ -50,6 +54,10 @@ class DistillLoss(nn.Module):
 
     def forward(self, f: FeatureView) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def uses_student_sigmoid(self) -> bool:
+        """Whether the term needs the student's sigmoid logits (scale * cos + bias, see `FeatureView.sigmoid`)."""
+        return False
 
     def scale_tensor(self, attr: str, value: float, learnable: bool) -> None:
         """A scalar scale: a Parameter when learnable (optimised and saved), else a saved buffer."""

@@ -24,8 +24,10 @@ class FeatureView:
         ctx: DistContext,
         project_image: Callable[[torch.Tensor], torch.Tensor],
         project_text: Callable[[torch.Tensor], torch.Tensor],
+        sigmoid: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         self.inputs = inputs
+        self._sigmoid = sigmoid
         self._ctx = ctx
         self._project_image = project_image
         self._project_text = project_text
@@ -81,6 +83,16 @@ class FeatureView:
                 f"loss {loss!r} uses the teacher's own logit scale but no t_logit_scale was given"
             )
         return self.inputs.t_logit_scale
+
+    def sigmoid(self, loss: str) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """The student's (scale, bias) for sigmoid logits: the loss-owned pair when the loss holds one (a CLIP
+        student), else the student's own (a SigLIP-architecture student)."""
+        if self._sigmoid is not None:
+            return self._sigmoid
+        if self.inputs.logit_bias is None:
+            raise UserError(f"loss {loss!r} needs sigmoid logits, but the student has no logit bias and the loss "
+                            "was built for a student with one")
+        return self.inputs.logit_scale, self.inputs.logit_bias
 
     def labels(self, local: bool | None = None) -> torch.Tensor:
         local = self.ctx.local_loss if local is None else local

@@ -27,6 +27,11 @@ class LossInputs:
     masked_image_features: torch.Tensor | None = None
     # MobileCLIP-style teacher ensemble: one (image, text) pair of normalised features per member.
     t_ensemble: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    # sigmoid-loss (SigLIP) models: the student's learnt bias (None for a CLIP student), and the teacher's own
+    # (scale, bias), which together give its pairwise probabilities sigmoid(scale * cos + bias). A fixed teacher
+    # scale (`t_logit_scale`, TinyCLIP's 50) is a softmax convention and never replaces the scale paired with the bias.
+    logit_bias: torch.Tensor | float | None = None
+    t_sigmoid: tuple[torch.Tensor | float, torch.Tensor | float] | None = None
 
     @property
     def has_teacher(self) -> bool:

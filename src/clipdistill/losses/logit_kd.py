@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from clipdistill.errors import UserError
+from clipdistill.errors import ConfigError, UserError
 from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView, distill_kl, soft_ce
 
@@ -24,10 +25,41 @@ class LogitKD(DistillLoss):
     teacher's softmaxed logits, both directions.
 
     With `LossInputs.t_ensemble` the target is the average over the teacher members; otherwise the single
-    teacher. Temperature T divides both logits and the result is scaled by T^2 (T=1 in both papers)."""
+    teacher. Temperature T divides both logits and the result is scaled by T^2 (T=1 in both papers).
+    A sigmoid (SigLIP) teacher (`build_loss(..., teacher_sigmoid=True)`) is matched pair by pair instead: see
+    `_sigmoid_kd` and the pairing table in docs/losses.md."""
 
     Options = LogitKDOptions
     needs = frozenset({"teacher"})
+
+    def __init__(self, opts: LogitKDOptions, dims: LossDims):
+        super().__init__(opts, dims)
+        if dims.teacher_sigmoid:
+            # a sigmoid teacher's probabilities need its own scale next to its own bias, and have no temperature
+            if "teacher_scale" in opts.model_fields_set:
+                raise ConfigError("loss 'logit_kd': a sigmoid (SigLIP) teacher's targets use its own scale with "
+                                  "its own bias; remove teacher_scale")
+            if opts.temperature != 1.0:
+                raise ConfigError("loss 'logit_kd': temperature applies to softmax teachers only; a sigmoid "
+                                  "(SigLIP) teacher needs temperature 1")
+
+    def uses_student_sigmoid(self) -> bool:
+        return self.dims.teacher_sigmoid
+
+    def _sigmoid_kd(self, f: FeatureView) -> torch.Tensor:
+        """Sigmoid teacher: binary cross-entropy of every pair's student logit to the teacher's probability
+        sigmoid(t_scale * cos + t_bias), summed over columns and averaged over rows as SigLIP normalises (with
+        one-hot targets it is the `siglip` loss). One direction suffices: image->text and text->image are the
+        same pairs. Student logits use its own scale and bias, or the loss-owned pair for a CLIP student."""
+        if f.inputs.t_sigmoid is None:
+            raise UserError("loss 'logit_kd' was built for a sigmoid teacher but got no teacher logit bias")
+        if f.inputs.t_ensemble:
+            raise UserError("loss 'logit_kd' does not average sigmoid teachers (an ensemble with a logit bias)")
+        t_scale, t_bias = f.inputs.t_sigmoid
+        s_scale, s_bias = f.sigmoid(self.name)
+        target = torch.sigmoid(f.logits("t_img", "t_txt", t_scale) + t_bias)
+        student = f.logits("s_img", "s_txt", s_scale) + s_bias
+        return F.binary_cross_entropy_with_logits(student, target, reduction="sum") / student.shape[0]
 
     def _targets(self, f: FeatureView, scale) -> tuple[torch.Tensor, torch.Tensor]:
         members = f.inputs.t_ensemble or [(f.inputs.t_image_features, f.inputs.t_text_features)]
@@ -49,6 +81,11 @@ class LogitKD(DistillLoss):
     def forward(self, f: FeatureView) -> torch.Tensor:
         if f.inputs.t_ensemble is None and not f.inputs.has_teacher:
             raise UserError("loss 'logit_kd' needs teacher features or a teacher ensemble")
+        if self.dims.teacher_sigmoid:
+            return self._sigmoid_kd(f)
+        if f.inputs.t_sigmoid is not None:
+            raise UserError("loss 'logit_kd' was built for a softmax teacher but the teacher has a logit bias "
+                            "(build_loss(..., teacher_sigmoid=True))")
         scale = f.teacher_scale(self.opts.teacher_scale, self.name)
         p_i2t, p_t2i = self._targets(f, scale)
         T, s = self.opts.temperature, f.inputs.logit_scale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -36,6 +37,12 @@ class WeightedLoss(nn.Module):
         project = any(t.projects for t in terms.values()) and dims.teacher not in (None, dims.student)
         self.image_proj: nn.Module = nn.Linear(dims.student, dims.teacher) if project else nn.Identity()
         self.text_proj: nn.Module = nn.Linear(dims.student, dims.teacher) if project else nn.Identity()
+        # A CLIP student has no logit bias: sigmoid terms (siglip, logit_kd from a sigmoid teacher) share this
+        # learnable pair, initialised as open_clip's --siglip does (scale log(10), bias -10; open_clip 3.3.0 main.py).
+        self.owns_sigmoid = any(t.uses_student_sigmoid() for t in terms.values()) and not dims.student_bias
+        if self.owns_sigmoid:
+            self.sigmoid_log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+            self.sigmoid_bias = nn.Parameter(torch.tensor(-10.0))
 
     def _check(self, inputs: LossInputs) -> None:
         for name, term in self.terms.items():
@@ -48,7 +55,9 @@ class WeightedLoss(nn.Module):
 
     def forward(self, inputs: LossInputs) -> dict[str, torch.Tensor]:
         self._check(inputs)
-        view = FeatureView(inputs, DistContext.current(self.local_loss), self.image_proj, self.text_proj)
+        # exp'd and clamped at 100 as open_clip clamps the log scale at log(100) and ClipModel.logit_scale does
+        sigmoid = (self.sigmoid_log_scale.exp().clamp(max=100), self.sigmoid_bias) if self.owns_sigmoid else None
+        view = FeatureView(inputs, DistContext.current(self.local_loss), self.image_proj, self.text_proj, sigmoid)
         out: dict[str, torch.Tensor] = {}
         total = inputs.image_features.new_zeros(())
         for name, term in self.terms.items():
@@ -67,10 +76,13 @@ def build_loss(
     centroids: torch.Tensor | None = None,
     *,
     local_loss: bool = False,
+    student_bias: bool = False,
+    teacher_sigmoid: bool = False,
 ) -> WeightedLoss:
     """spec = {"clip": {"weight": 1.0}, "fd": {"weight": 2000}, "cluster": {"margin": 0.5}, ...}.
 
     A term's missing `weight` takes that term's default (e.g. fd 2000, gd 1e8, others 1).
+    `student_bias`: the student has its own logit bias (SigLIP architecture); `teacher_sigmoid`: the teacher has one.
     Example:
         build_loss({"clip": {}, "crd": {}, "fd": {}, "icl": {}}, student_dim=256, teacher_dim=512)
     """
@@ -78,7 +90,7 @@ def build_loss(
         raise ConfigError(
             "the loss spec must be a non-empty mapping of loss name -> options, e.g. {'clip': {}}"
         )
-    dims = LossDims(student_dim, teacher_dim, num_clusters, centroids)
+    dims = LossDims(student_dim, teacher_dim, num_clusters, centroids, student_bias, teacher_sigmoid)
     terms: dict[str, DistillLoss] = {}
     weights: dict[str, float] = {}
     for name, raw in spec.items():
