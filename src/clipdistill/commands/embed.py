@@ -23,6 +23,15 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="seed of the augmentation parameters"),
         phash: bool = typer.Option(False, help="also store each image's perceptual hash (balance --perceptual)"),
         device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        image_col: str = typer.Option("image", help="CSV/JSONL column of image paths (open_clip's `filepath` is "
+                                      "taken when `image` is absent)"),
+        caption_col: str = typer.Option("caption", help="CSV/JSONL column of captions (open_clip's `title` is "
+                                        "taken when `caption` is absent)"),
+        separator: str = typer.Option("auto", help="CSV separator: auto (tab for .tsv and for a tab-separated "
+                                      ".csv header, as open_clip writes them), tab, or one character"),
+        max_pixels: int = typer.Option(89_478_485, help="skip larger images undecoded (`too_many_pixels`)"),
+        max_caption_chars: int = typer.Option(2000, help="cut longer captions before tokenising "
+                                              "(`caption_truncated`)"),
     ) -> None:
         """Normalised fp16 teacher image/text embeddings for every sample, in resumable shards + manifest.
 
@@ -38,7 +47,9 @@ def register(app: typer.Typer) -> None:
         opts = build_config(EmbedOptions, dict(teacher=teacher, data=data, tokens=tokens, augs=augs,
                                                shard_size=shard_size, batch_size=batch_size,
                                                num_workers=num_workers, seed=seed, device=device,
-                                               phash=phash), "options")
+                                               phash=phash, image_col=image_col, caption_col=caption_col,
+                                               separator=separator, max_pixels=max_pixels,
+                                               max_caption_chars=max_caption_chars), "options")
         embed_features(opts, out)
         if int(os.environ.get("RANK", "0")) == 0:  # one summary per torchrun job
             store = FeatureStore(out)

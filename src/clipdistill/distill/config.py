@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 import clipdistill.losses  # noqa: F401  (registers the losses whose options are checked below)
 from clipdistill.config import StrictModel
+from clipdistill.data.sources import SourceOptions
 from clipdistill.distill.inherit import LayerRule
 from clipdistill.errors import ConfigError
 from clipdistill.losses.base import loss_class
@@ -37,7 +38,10 @@ class TeacherConfig(StrictModel):
         return self
 
 
-class DataConfig(StrictModel):
+class DataConfig(SourceOptions):
+    """The source and how it is read (`SourceOptions`: image_col, caption_col, key_col, separator, max_pixels,
+    max_caption_chars), the kept-list, batching."""
+
     source: str = Field(..., description="data SOURCE, e.g. world:world_tiny or shards/{00000..00003}.tar")
     keep: str | None = Field(None, description="balance output DIR: train on its kept-list (+ cluster labels)")
     filter: bool | Literal["random"] = Field(True, description="false: take data.keep's cluster labels/centres "

@@ -59,11 +59,12 @@ def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None
 
 def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Path:
     from clipdistill.data import make_loader, open_source
+    from clipdistill.data.sources import source_kwargs
     from clipdistill.distill.joins import DataJoins
 
     info = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     try:
-        source = open_source(cfg.data.source)
+        source = open_source(cfg.data.source, **source_kwargs(cfg.data))
         joins = DataJoins(cfg, source)
         task, init = build_task(cfg, info.device, joins)
         # stored augmented views are already the training augmentation: only resize/normalise them

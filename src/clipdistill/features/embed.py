@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from clipdistill.config import StrictModel
-from clipdistill.data import MapSource, ShardSource, open_source
+from clipdistill.data import MapSource, ShardSource, SkipCounter, open_source
+from clipdistill.data.sources import SourceOptions, source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.features.augment import AugmentOptions, views
 from clipdistill.features.dedup import perceptual_hash
@@ -34,7 +34,9 @@ from clipdistill.zoo import ClipModel, load_model
 PLAN = "plan.json"
 
 
-class EmbedOptions(StrictModel):
+class EmbedOptions(SourceOptions):
+    """The teacher pass; how the source is read comes from `SourceOptions` (columns, separator, limits)."""
+
     teacher: str = Field(..., description="teacher SPEC")
     data: str = Field(..., description="data SOURCE")
     tokens: bool = Field(False, description="also store per-token features (CLIP-TD)")
@@ -213,7 +215,7 @@ def embed_features(opts: EmbedOptions, out: str | Path) -> Path:
     info = init_distributed(opts.device, opts.timeout_s)
     try:
         teacher = load_model(opts.teacher, device=str(info.device))
-        source = open_source(opts.data)
+        source = open_source(opts.data, **source_kwargs(opts))
         units = plan_units(source, opts.shard_size)
         if not units:
             raise UserError(f"{opts.data}: the source has no samples")
@@ -266,5 +268,5 @@ def _finish(out: Path, plan: dict) -> None:
         meta = json.loads((out / name / "meta.json").read_text())
         count += meta["count"]
         skips.update(meta["skips"])
-    write_manifest(out, STAGE, **plan, counts={"samples": count, "skipped": sum(skips.values()),
+    write_manifest(out, STAGE, **plan, counts={"samples": count, "skipped": SkipCounter(skips).total,
                                                "shards": len(plan["shards"])}, skips=dict(sorted(skips.items())))
