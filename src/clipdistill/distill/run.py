@@ -51,7 +51,14 @@ def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None
         centres = joins.centres(t_hash)
         clusters = {"num_clusters": centres.shape[0], "centroids": centres}
         teacher_dim = teacher_dim or centres.shape[1]  # no teacher: project the student into the centres' space
-    loss = build_loss(cfg.loss, student.embed_dim, teacher_dim, **clusters)
+    # sigmoid (SigLIP) models: the student's own bias, or one the loss owns; a sigmoid teacher's pairwise targets
+    t_sigmoid = teachers.sigmoid if teachers else cached and joins.cached.logit_bias is not None
+    if (teachers and not t_sigmoid and "logit_kd" in cfg.loss
+            and any(m.logit_bias is not None for m in teachers.models)):
+        raise UserError("loss 'logit_kd' does not average sigmoid (SigLIP) teachers: use one sigmoid teacher, "
+                        "or an ensemble of CLIP teachers")
+    loss = build_loss(cfg.loss, student.embed_dim, teacher_dim, **clusters,
+                      student_bias=student.logit_bias is not None, teacher_sigmoid=bool(t_sigmoid))
     if "teacher" in loss.needs and teachers is None and not cached:
         raise UserError(f"the losses {sorted(cfg.loss)} need a teacher, but teacher.mode={cfg.teacher.mode}")
     return DistillTask(student, loss, teachers, cfg.data.mask_ratio), init

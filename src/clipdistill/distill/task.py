@@ -30,7 +30,9 @@ class DistillTask:
     def teacher_outputs(self, batch: dict) -> TeacherOutputs | None:
         if "cached_t_image" in batch:  # cached teacher: features come with the data, no teacher forward
             scale = batch.get("cached_t_logit_scale", torch.tensor(100.0))
-            return TeacherOutputs([(batch["cached_t_image"], batch["cached_t_text"])], scale)
+            sigmoid = ((batch["cached_t_sigmoid_scale"], batch["cached_t_logit_bias"])
+                       if "cached_t_logit_bias" in batch else None)
+            return TeacherOutputs([(batch["cached_t_image"], batch["cached_t_text"])], scale, sigmoid)
         if self.teachers is None:
             return None
         if self.teachers.models[0].logit_scale.device != batch["teacher_image"].device:
@@ -43,12 +45,14 @@ class DistillTask:
         # forward + plain step, benchmarks/bench_distill.py).
         t = self.teacher_outputs(batch) if "teacher" in self.loss.needs else None
         out = self.student(batch["image"], batch["text"])
-        inputs = LossInputs(out["image_features"], out["text_features"], out["logit_scale"])
+        inputs = LossInputs(out["image_features"], out["text_features"], out["logit_scale"],
+                            logit_bias=out.get("logit_bias"))
         if t is not None:
             single = t.single
             if single is not None:
                 inputs.t_image_features, inputs.t_text_features = single
             inputs.t_logit_scale = t.logit_scale
+            inputs.t_sigmoid = t.sigmoid
             if len(t.members) > 1:
                 inputs.t_ensemble = t.members
         if "masked_image" in self.loss.needs:

@@ -18,8 +18,10 @@ def view_prefix(i: int) -> str:
 
 
 class TeacherOutputs:
-    def __init__(self, members: list[tuple[torch.Tensor, torch.Tensor]], logit_scale: torch.Tensor):
-        self.members, self.logit_scale = members, logit_scale
+    def __init__(self, members: list[tuple[torch.Tensor, torch.Tensor]], logit_scale: torch.Tensor,
+                 sigmoid: tuple[torch.Tensor, torch.Tensor] | None = None):
+        # sigmoid: a single SigLIP teacher's own (scale, bias), whatever fixed scale replaced `logit_scale`
+        self.members, self.logit_scale, self.sigmoid = members, logit_scale, sigmoid
 
     @property
     def single(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -46,6 +48,11 @@ class FrozenTeachers:
     def dim(self) -> int:
         return self.models[0].embed_dim
 
+    @property
+    def sigmoid(self) -> bool:
+        """A single teacher with a logit bias (SigLIP): logit_kd matches its pairwise sigmoid probabilities."""
+        return len(self.models) == 1 and self.models[0].logit_bias is not None
+
     def to(self, device: torch.device) -> FrozenTeachers:
         self.models = [m.to(device).eval() for m in self.models]
         return self
@@ -60,4 +67,8 @@ class FrozenTeachers:
                             m.encode_text(batch[f"{p}text"], normalize=True)))
         scale = (torch.tensor(self.fixed_logit_scale) if self.fixed_logit_scale is not None
                  else self.models[0].logit_scale.detach())
-        return TeacherOutputs(members, scale)
+        sigmoid = None
+        if self.sigmoid:
+            m = self.models[0]
+            sigmoid = (m.logit_scale.detach(), m.logit_bias.detach().reshape(()))
+        return TeacherOutputs(members, scale, sigmoid)

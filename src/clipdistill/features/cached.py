@@ -1,9 +1,10 @@
 """`CachedTeacher`: teacher outputs for a training batch read from a feature store instead of a forward.
 
-The distill task reads `cached_t_image`, `cached_t_text` (and `cached_t_logit_scale`) from the batch; this
-fills them by sample key. With a store made with `--augs K`, `pick_view` chooses one stored view per sample
-and epoch, the loader shows the student `replay(image, params)` of that view, and `attach(batch, views)`
-returns the teacher embedding of exactly that view (MobileCLIP's reinforced-dataset replay).
+The distill task reads `cached_t_image`, `cached_t_text` (and `cached_t_logit_scale`; for a sigmoid teacher also
+`cached_t_logit_bias` with its own `cached_t_sigmoid_scale`) from the batch; this fills them by sample key.
+With a store made with `--augs K`, `pick_view` chooses one stored view per sample and epoch, the loader shows
+the student `replay(image, params)` of that view, and `attach(batch, views)` returns the teacher embedding of
+exactly that view (MobileCLIP's reinforced-dataset replay).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class CachedTeacher:
     def __init__(self, root: str | Path, *, teacher: str | None = None, fingerprint: str | None = None):
         self.store = FeatureStore(root, teacher=teacher, fingerprint=fingerprint)
         self.logit_scale = torch.tensor(float(self.store.manifest["teacher"].get("logit_scale", 100.0)))
+        bias = self.store.manifest["teacher"].get("logit_bias")  # stores of sigmoid (SigLIP) teachers only
+        self.logit_bias = None if bias is None else torch.tensor(float(bias))
         self.num_views = int(self.store.manifest.get("options", {}).get("augs") or 0)
 
     def _rows(self, keys: list[str]) -> np.ndarray:
@@ -53,4 +56,7 @@ class CachedTeacher:
         batch["cached_t_image"] = torch.from_numpy(image.astype(np.float32))
         batch["cached_t_text"] = torch.from_numpy(self.store.rows("text", rows).astype(np.float32))
         batch["cached_t_logit_scale"] = self.logit_scale
+        if self.logit_bias is not None:  # kept apart from cached_t_logit_scale, which a fixed teacher scale replaces
+            batch["cached_t_sigmoid_scale"] = self.logit_scale
+            batch["cached_t_logit_bias"] = self.logit_bias
         return batch

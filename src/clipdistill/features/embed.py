@@ -177,9 +177,11 @@ def fields_for(opts: EmbedOptions) -> list[str]:
 
 def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
     d = teacher.describe()
+    bias = teacher.logit_bias  # a sigmoid (SigLIP) teacher: cached logit_kd needs it beside the scale
     return {
         "teacher": {"spec": opts.teacher, "weights_sha256": teacher.weights_hash(), "embed_dim": d["embed_dim"],
-                    "logit_scale": float(teacher.logit_scale.detach())},
+                    "logit_scale": float(teacher.logit_scale.detach()),
+                    **({"logit_bias": float(bias.detach())} if bias is not None else {})},
         "preprocessing": {"transform": "eval_transform", "image_size": d["image_size"], "image_mean": d["image_mean"],
                           "image_std": d["image_std"], "context_length": d["context_length"]},
         "source": {"spec": opts.data, "fingerprint": source.fingerprint(), "kind": source.kind},

@@ -72,12 +72,20 @@ class ClipModel(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.raw_logit_scale.exp().clamp(max=100)
 
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """The learnt bias of a sigmoid-loss (SigLIP) model, added to scale * cosine; None for a CLIP."""
+        return None
+
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
+        out = {
             "image_features": self.encode_image(images),
             "text_features": self.encode_text(ids),
             "logit_scale": self.logit_scale,
         }
+        if self.logit_bias is not None:  # SigLIP-style: pairwise probability sigmoid(scale * cos + bias)
+            out["logit_bias"] = self.logit_bias
+        return out
 
     def similarity(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         img = F.normalize(self.encode_image(images), dim=-1)

@@ -229,6 +229,11 @@ class OpenClipModel(ClipModel):
     def raw_logit_scale(self):
         return self.inner.logit_scale
 
+    @property
+    def logit_bias(self):
+        # open_clip builds it from the config's `init_logit_bias` (its SigLIP archs); scalar, or [1] in some
+        return getattr(self.inner, "logit_bias", None)
+
     def visual_parameters(self):
         return list(self.inner.visual.parameters())
 
