@@ -11,10 +11,12 @@ $(BIN)/python:
 
 # torch first (the CPU wheel the machine provides), then the one torchvision that pins exactly that
 # torch, then the package: this order keeps pip from swapping in a CUDA torch.
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet torchvision==0.28.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	# an editable install skips setup.py's build_py, which ships this startup hook in wheels (see setup.py)
+	$(BIN)/python -c "import shutil, sysconfig; shutil.copy('src/clipdistill-torchvision-shim.pth', sysconfig.get_paths()['purelib'])"
 	touch $(STAMP)
 
 venv: $(STAMP)

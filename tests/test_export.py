@@ -55,3 +55,71 @@ def test_export_refuses_hf_like_models():
 
     with pytest.raises(UserError, match="open_clip-architecture"):
         export_model(torch.nn.Linear(1, 1), "onnx", "unused")
+
+
+def readme_snippet() -> str:
+    """The README's open_clip loading snippet, exactly as written there."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "local-dir:" in b]
+    assert len(blocks) == 1, "README should hold one open_clip loading snippet"
+    return blocks[0]
+
+
+def test_readme_open_clip_snippet_runs_as_written(student, tmp_path):
+    """The snippet runs verbatim in a fresh interpreter of this venv (it imports open_clip before clipdistill)
+    from a folder holding `exports/cid`, and the model it builds gives the student's embeddings."""
+    import subprocess
+    import sys
+
+    export_model(student, "open_clip", tmp_path / "exports" / "cid")
+    images, ids = inputs(student)
+    torch.save({"images": images, "ids": ids}, tmp_path / "in.pt")
+    check = ("\nimport torch\nx = torch.load('in.pt')\nwith torch.no_grad():\n"
+             "    torch.save({'i': model.eval().encode_image(x['images']), 't': model.encode_text(x['ids']),\n"
+             "                'tok': tokenizer(['a red circle', 'x', 'two dogs'])}, 'out.pt')\n")
+    proc = subprocess.run([sys.executable, "-c", readme_snippet() + check], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = torch.load(tmp_path / "out.pt")
+    with torch.no_grad():  # another process, another thread count: float sums may differ in the last bits
+        assert torch.allclose(got["i"], student.encode_image(images), atol=1e-5, rtol=0)
+        assert torch.allclose(got["t"], student.encode_text(ids), atol=1e-5, rtol=0)
+    assert torch.equal(got["tok"], ids)
+
+
+def test_onnx_metadata_props(student, tmp_path):
+    import json
+
+    import onnx
+
+    image_path, text_path = export_model(student, "onnx", tmp_path)
+    image = {p.key: p.value for p in onnx.load(str(image_path)).metadata_props}
+    text = {p.key: p.value for p in onnx.load(str(text_path)).metadata_props}
+    for meta in (image, text):
+        assert meta["clipdistill.source_spec"] == student.spec and int(meta["embed_dim"]) == student.embed_dim
+        assert float(meta["logit_scale"]) == pytest.approx(float(student.logit_scale))
+    assert int(image["image_size"]) == student.image_size
+    assert json.loads(image["image_mean"]) == pytest.approx(list(student.image_mean))
+    assert json.loads(image["image_std"]) == pytest.approx(list(student.image_std))
+    assert image["interpolation"] == "bicubic"
+    assert int(text["context_length"]) == student.context_length == 32
+    assert text["tokenizer"] == "open_clip.SimpleTokenizer" and int(text["eos_token_id"]) == 49407
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_weight_files_honour_the_umask(student, tmp_path, umask):
+    """safetensors creates files 0600; written weights get 0o666 & ~umask like any other file."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        export_model(student, "open_clip", tmp_path / "e")
+        save_run_model(student, tmp_path / "run")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "e" / "open_clip_model.safetensors", tmp_path / "run" / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

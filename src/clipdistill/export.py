@@ -1,11 +1,12 @@
 """Export a trained student for other runtimes.
 
-`open_clip`: a folder that open_clip 3.x loads as-is, three ways:
-    open_clip.create_model_and_transforms("local-dir:OUT")               (open_clip_config.json + weights)
-    open_clip.add_model_config("OUT/ARCH.json")
-    open_clip.create_model_and_transforms("ARCH", pretrained="OUT/open_clip_model.safetensors")
+`open_clip`: a folder open_clip 3.x loads as-is (`import clipdistill` first in a venv without the startup hook):
+    open_clip.create_model_and_transforms("local-dir:OUT")          (open_clip_config.json + weights)
+    open_clip.get_tokenizer("local-dir:OUT")
+`OUT/ARCH.json` is the bare architecture config, for `open_clip.add_model_config` + `pretrained=FILE`.
 `onnx`: `image_encoder.onnx` (images [B, 3, H, W] -> features [B, D]) and `text_encoder.onnx`
-(token ids [B, L] int64 -> features [B, D]), unnormalised, batch dimension dynamic.
+(token ids [B, L] int64 -> features [B, D]), unnormalised, batch dimension dynamic; each carries what a
+runtime needs to feed it (`metadata_props`: preprocessing, tokenizer, logit scale, embed dim, source SPEC).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text
+from clipdistill.safeload import save_tensors
 from clipdistill.zoo import OpenClipModel
 
 Format = Literal["open_clip", "onnx"]
@@ -29,8 +30,7 @@ WEIGHTS = "open_clip_model.safetensors"
 
 def export_open_clip(model: OpenClipModel, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.inner.state_dict().items()}
-    save_file(state, str(out / WEIGHTS))
+    save_tensors(model.inner.state_dict(), out / WEIGHTS)
     preprocess = dict(model.inner.visual.preprocess_cfg)
     atomic_write_text(out / "open_clip_config.json",
                       json.dumps({"model_cfg": model.arch_config, "preprocess_cfg": preprocess}, indent=2))
@@ -62,8 +62,49 @@ def export_onnx(model: OpenClipModel, out: Path, opset: int = 18) -> list[Path]:
                               output_names=["features"],
                               dynamic_axes={name: {0: "batch"}, "features": {0: "batch"}},
                               opset_version=opset, dynamo=False)
+        _add_metadata(path, onnx_metadata(model, which))
         paths.append(path)
     return paths
+
+
+def onnx_metadata(model: OpenClipModel, which: str) -> dict[str, str]:
+    """String key/values for an encoder's `metadata_props` (ONNX allows strings only; lists are JSON)."""
+    pp = dict(model.inner.visual.preprocess_cfg)
+    tok = model.tokenizer
+    meta = {
+        "clipdistill.tower": which,
+        "clipdistill.source_spec": model.spec,
+        "clipdistill.arch": model.arch,
+        "embed_dim": str(model.embed_dim),
+        "logit_scale": repr(float(model.logit_scale.detach())),  # exp'd, as multiplied into cosine similarity
+        "normalized_output": "false",
+    }
+    if which == "image":
+        meta.update({"image_size": str(model.image_size), "image_mean": json.dumps(list(model.image_mean)),
+                     "image_std": json.dumps(list(model.image_std)),
+                     "interpolation": str(pp.get("interpolation", "bicubic")),
+                     "resize_mode": str(pp.get("resize_mode", "shortest"))})
+    else:
+        text_cfg = model.arch_config.get("text_cfg", {})
+        # open_clip's SimpleTokenizer is CLIP's BPE; an HF tokenizer is named by its hub id
+        name = text_cfg.get("hf_tokenizer_name") or f"open_clip.{type(tok).__name__}"
+        pool = getattr(model._text, "text_pool_type", getattr(model._text, "pool_type", "argmax"))
+        meta.update({"tokenizer": name, "context_length": str(model.context_length),
+                     "eos_token_id": str(model.eos_id), "text_pool_type": str(pool)})
+    return meta
+
+
+def _add_metadata(path: Path, meta: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
 
 
 def export_model(model, fmt: Format, out: str | Path) -> list[Path]:

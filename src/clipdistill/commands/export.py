@@ -16,10 +16,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export a student others can load.
 
-        Example: clipdistill export --model run:runs/cid --format onnx --out exports/cid-onnx
+        Example: clipdistill export --model run:runs/tiny --format onnx --out exports/tiny-onnx
 
-        open_clip: load with open_clip.create_model_and_transforms("local-dir:OUT").
-        onnx: image_encoder.onnx + text_encoder.onnx (unnormalised features).
+        open_clip: model, _, preprocess = open_clip.create_model_and_transforms("local-dir:OUT") and
+        open_clip.get_tokenizer("local-dir:OUT").
+        onnx: image_encoder.onnx + text_encoder.onnx (unnormalised features; preprocessing, tokenizer and
+        logit scale in each file's metadata_props).
         """
         from clipdistill.errors import UserError
         from clipdistill.export import export_model
