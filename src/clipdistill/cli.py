@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 
 import typer
 
-from clipdistill.errors import UserError
+from clipdistill.errors import Interrupted, UserError
 from clipdistill.progress import interval_seconds
 
 # Order = order in --help; each module's `register(app)` adds its command(s).
@@ -38,6 +39,13 @@ def main() -> None:
     try:
         interval_seconds()  # a bad CLIPDISTILL_PROGRESS_SECONDS is refused before any stage starts writing
         app()
+    except Interrupted as e:
+        # a stop signal: the work stopped at a resumable point; say how to continue, exit as the signal would
+        from clipdistill.runfolder import interrupted_message
+
+        if os.environ.get("RANK", "0") == "0":
+            typer.secho(interrupted_message(e), fg=typer.colors.YELLOW, err=True)
+        sys.exit(128 + e.signum)
     except UserError as e:
         # bad input the user can fix: the message, not a traceback
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)

@@ -1,12 +1,15 @@
 """Typed configs: pydantic models loaded from YAML with `yaml.safe_load` and `--set a.b=c` overrides.
 
 Unknown keys are errors naming the key's path and the closest valid key; wrong types name the field.
-YAML tags that would construct Python objects are refused by `safe_load` itself.
+YAML tags that would construct Python objects are refused (the loader is a `SafeLoader`). Anchors and
+aliases are bounded: a document whose aliases expand past MAX_NODES nodes ("billion laughs") is refused
+before anything walks it, and values echoed in error messages are cut short.
 """
 
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,16 +27,80 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+MAX_NODES = 200_000  # nodes of a document with every alias expanded; real configs have a few hundred
+MAX_BYTES = 8 << 20  # a config file larger than this is not a config
+_REPR = reprlib.Repr()  # attributes, not keywords: Python 3.11's Repr takes none
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 8, 8, 8, 8
+_REPR.maxstring = _REPR.maxother = 80
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses documents whose aliases expand past MAX_NODES nodes, or that refer to
+    themselves. PyYAML shares an aliased node instead of copying it, so loading a "billion laughs" is cheap,
+    but whatever walks the result afterwards (validation, error messages, json dumps) pays the expanded size."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_:
+        raise ConfigError(f"YAML alias refers to a node that contains it (line {node.start_mark.line + 1}): "
+                          "recursive structures are not allowed in configs")
+    open_.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo, open_) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo, open_) + _expanded_size(v, memo, open_) for k, v in node.value)
+    else:
+        size = 1
+    open_.discard(key)
+    if size > MAX_NODES:
+        raise ConfigError(f"YAML anchors/aliases expand to more than {MAX_NODES:,} nodes (line "
+                          f"{node.start_mark.line + 1}): refused (an alias bomb?)")
+    memo[key] = size
+    return size
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Parse YAML text with the bounded safe loader; every failure is a one-line ConfigError."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 (BoundedLoader is a SafeLoader)
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(f"{where}: YAML tags that construct objects are not allowed ({e.problem})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {_short(str(e), 400)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def short_repr(value: Any) -> str:
+    """A bounded repr for error messages (a huge or deeply shared value must not be printed whole)."""
+    return _short(_REPR.repr(value), 200)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ConfigError(f"{path}: {size:,} bytes is too large for a config (limit {MAX_BYTES:,})")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.constructor.ConstructorError as e:
-        raise ConfigError(f"{path}: YAML tags that construct objects are not allowed ({e.problem})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config ({e})") from None
+    data = safe_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -50,7 +117,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"--set expects key=value, got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=BoundedLoader) if raw.strip() else ""  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -96,7 +163,7 @@ def format_validation_error(cls: type[BaseModel], err: ValidationError, source: 
             hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
             lines.append(f"  unknown key {dotted!r}{hint} (valid here: {', '.join(valid)})")
         else:
-            lines.append(f"  {dotted}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"  {dotted}: {_short(e['msg'], 300)} (got {short_repr(e.get('input'))})")
     return "\n".join(lines)
 
 

@@ -69,21 +69,21 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
     ]
     if teacher is None:
         stages.append(("teacher", "train the stand-in teacher (contrastive, no teacher of its own)",
-                       [["distill", preset("baseline"), "--out", str(out / "teacher"), *common,
+                       [["distill", preset("baseline"), "--out", str(out / "teacher"), "--overwrite", *common,
                          "--set", f"student.model={TEACHER_ARCH}", "--set", f"train.epochs={s.teacher_epochs}",
                          "--set", "train.warmup_steps=20"]]))
     stages += [
         ("embed", "teacher features for every pair, stored once",
          [["embed", "--teacher", teacher_spec, "--data", source, "--out", str(out / "features")]]),
         ("balance", "semantic balance (our reconstruction of CLIP-CID's step): keep ~56%",
-         [["balance", "--features", str(out / "features"), "--out", str(out / "balance"),
+         [["balance", "--features", str(out / "features"), "--out", str(out / "balance"), "--overwrite",
            "--clusters", str(s.clusters), "--target-keep", "0.563"]]),
         ("baseline", "baseline student: contrastive loss only, all data",
-         [["distill", preset("baseline"), "--out", str(out / "students" / "baseline"), *common,
+         [["distill", preset("baseline"), "--out", str(out / "students" / "baseline"), "--overwrite", *common,
            "--set", f"student.model={STUDENT_ARCH}", "--set", f"train.epochs={s.student_epochs}",
            "--set", "train.warmup_steps=20"]]),
         ("cid", "CLIP-CID student: balanced data + clip + cluster + instance, teacher read from the store",
-         [["distill", preset("cid"), "--out", str(out / "students" / "cid"), *common,
+         [["distill", preset("cid"), "--out", str(out / "students" / "cid"), "--overwrite", *common,
            "--set", f"student.model={STUDENT_ARCH}", "--set", f"teacher.models=[{teacher_spec}]",
            "--set", "teacher.mode=cached", "--set", f"teacher.features={out / 'features'}",
            "--set", f"data.keep={out / 'balance'}", "--set", f"train.epochs={s.student_epochs}",

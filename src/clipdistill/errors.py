@@ -19,3 +19,12 @@ class UnsafeCheckpointError(UserError):
 
 class DataError(UserError):
     pass
+
+
+class Interrupted(Exception):
+    """A stop signal (SIGTERM, SIGINT, SIGUSR1) ended the run at a point it resumes from; the CLI prints the
+    message and how to continue, and exits with the conventional 128 + signal number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,17 +47,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary name in the same folder, fsync, then rename: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a failed write or rename (the target is a folder) leaves no temp file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_manifest(folder: str | Path, stage: str, **fields: Any) -> dict[str, Any]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"stage": stage, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(), **fields}
+    from clipdistill.runfolder import run_id_of
+
+    run_id = run_id_of(folder)  # the run that wrote the folder (its marker), so a manifest names its run
+    data = {"stage": stage, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
+            **({"run_id": run_id} if run_id else {}), **fields}
     atomic_write_text(folder / MANIFEST, json.dumps(data, indent=2, sort_keys=False, default=str))
     return data
 

@@ -5,7 +5,9 @@ instead of racing a timer:
 - `kill-mid-step:N`   inside optimizer step N, after its backward pass, before the weights change;
 - `kill-mid-epoch:N`  right after optimizer step N finished, between checkpoints, inside an epoch;
 - `kill-in-ckpt:N`    while checkpoint number N is being written (weights done, `state.pt` half written);
-- `kill-cell:N`       when `protocol` starts its N-th cell that still has to run.
+- `kill-cell:N`       when `protocol` starts its N-th cell that still has to run;
+- `sigterm-mid-step:N` (also `sigint-`, `sigusr1-`) sends that signal to itself inside optimizer step N: the
+  process is expected to finish the step, checkpoint and exit 128 + signal number on its own.
 """
 
 from __future__ import annotations
@@ -69,6 +71,18 @@ def install(fault: str) -> None:
         on_call(_Trainer, "optimizer_step", n, before=False)
     elif name == "kill-in-ckpt":
         half_written_state(n)
+    elif name.endswith("-mid-step") and name.startswith("sig"):
+        from clipdistill.train.loop import _Trainer
+        signum = getattr(signal, name.split("-")[0].upper())
+        original, calls = _Trainer.optimizer_step, [0]
+
+        def step(self):
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signum)  # delivered now; the handler only records it
+            return original(self)
+
+        _Trainer.optimizer_step = step
     elif name == "kill-cell":
         from clipdistill.td import protocol
         on_call(protocol, "run_finetune", n, before=True)

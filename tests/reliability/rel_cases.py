@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 GROUPS = {
     "kill": "Killed runs",
+    "stop": "Preemption and stop signals",
+    "folder": "Run folders (reuse, concurrent writers, unwritable output)",
     "disk": "Failing disk writes",
     "data": "Bad data",
     "config": "Bad configs and inputs from elsewhere",

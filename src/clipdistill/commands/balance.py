@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cpu | cuda (faiss GPU)"),
         teacher: str | None = typer.Option(None, help="refuse a store made by another teacher SPEC"),
         data: str | None = typer.Option(None, help="refuse a store made from another data SOURCE"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the balance output in --out: removes "
+                                       "only what clipdistill wrote there"),
     ) -> None:
         """Cluster teacher image embeddings, drop near-duplicates per cluster, cap large clusters.
 
@@ -42,6 +44,7 @@ def register(app: typer.Typer) -> None:
         """
         from clipdistill.config import build_config
         from clipdistill.features.balance import BalanceOptions, run_balance
+        from clipdistill.runfolder import claim
 
         opts = build_config(BalanceOptions, dict(clusters=clusters, target_keep=target_keep, threshold=threshold,
                                                  cap=cap, perceptual=perceptual, space=space, order=order,
@@ -52,7 +55,8 @@ def register(app: typer.Typer) -> None:
             from clipdistill.data import open_source
 
             fingerprint = open_source(data).fingerprint()
-        r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
+        with claim(out, "balance", overwrite=overwrite):  # before any computing: a bad --out fails at once
+            r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
         dups = "" if r["perceptual_duplicates"] is None else f"{r['perceptual_duplicates']} perceptual duplicates, "
         typer.echo(f"kept {r['kept']} of {r['samples']} ({r['kept_fraction']:.1%}; {dups}threshold "
                    f"{r['threshold']:.4f}, cap {r['cap']}) -> {out}/kept_keys.txt, labels.npy, centroids.npy, "

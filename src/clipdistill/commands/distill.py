@@ -13,21 +13,28 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="YAML config, e.g. configs/cid.yaml"),
         set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set train.lr=1e-3 (repeatable)"),
         out: Path = typer.Option(..., "--out", help="run folder"),
-        resume: str | None = typer.Option(None, "--resume", help="'latest' or a checkpoint folder"),
+        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in --out) "
+                                          "or a checkpoint folder"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out: removes only what "
+                                       "clipdistill wrote there"),
     ) -> None:
         """Distil a teacher CLIP into a student.
 
         Example: clipdistill distill configs/tinyclip.yaml --set data.source=world:world_tiny --out runs/tiny
 
         Several processes: torchrun --nproc_per_node 2 -m clipdistill distill CONFIG.yaml --out RUN.
-        Continue a killed run with --resume latest.
+        Continue a killed or preempted run with --resume latest. An --out that holds another run or other files
+        is refused unless --resume or --overwrite says what to do. SIGTERM / SIGINT / SIGUSR1 finish the current
+        optimizer step, write a checkpoint and exit 128+signal with the resume command.
         """
         from clipdistill.config import load_config
         from clipdistill.distill.config import DistillConfig
         from clipdistill.distill.run import run_distill
+        from clipdistill.runfolder import claim
         from clipdistill.train.distributed import launched_as_main
 
         cfg = load_config(DistillConfig, config, set_)
-        written = run_distill(cfg, out, resume)
+        with claim(out, "distill", resume=resume is not None, overwrite=overwrite, main=launched_as_main()):
+            written = run_distill(cfg, out, resume)
         if launched_as_main():
             typer.echo(f"wrote {written}")

@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         max_pixels: int = typer.Option(89_478_485, help="skip larger images undecoded (`too_many_pixels`)"),
         max_caption_chars: int = typer.Option(2000, help="cut longer captions before tokenising "
                                               "(`caption_truncated`)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="start the store in --out again: removes only "
+                                       "what clipdistill wrote there"),
     ) -> None:
         """Normalised fp16 teacher image/text embeddings for every sample, in resumable shards + manifest.
 
@@ -39,10 +41,13 @@ def register(app: typer.Typer) -> None:
 
         Several processes (shards split across ranks, same output as one process):
         torchrun --nproc_per_node 2 -m clipdistill embed --teacher SPEC --data SOURCE --out DIR
+
+        SIGTERM / SIGINT / SIGUSR1 stop after the shard being written (exit 128+signal); rerun to finish.
         """
         from clipdistill.config import build_config
         from clipdistill.features.embed import EmbedOptions, embed_features
         from clipdistill.features.store import FeatureStore
+        from clipdistill.runfolder import claim
 
         opts = build_config(EmbedOptions, dict(teacher=teacher, data=data, tokens=tokens, augs=augs,
                                                shard_size=shard_size, batch_size=batch_size,
@@ -50,7 +55,8 @@ def register(app: typer.Typer) -> None:
                                                phash=phash, image_col=image_col, caption_col=caption_col,
                                                separator=separator, max_pixels=max_pixels,
                                                max_caption_chars=max_caption_chars), "options")
-        embed_features(opts, out)
+        with claim(out, "embed", overwrite=overwrite, continues=True, main=int(os.environ.get("RANK", "0")) == 0):
+            embed_features(opts, out)
         if int(os.environ.get("RANK", "0")) == 0:  # one summary per torchrun job
             store = FeatureStore(out)
             typer.echo(f"wrote {out}: {len(store)} samples, fields {store.fields}, "

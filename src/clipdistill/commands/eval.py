@@ -32,6 +32,9 @@ def _run(spec: str, dataset: str, task: str, output: str, skip_existing: bool, d
     if skip_existing and out.exists():
         typer.echo(f"skip: {out} exists")
         return
+    from clipdistill.runfolder import check_writable_file
+
+    check_writable_file(out)  # a folder or an unwritable place fails now, not after the evaluation
     dev = _device(device)
     record = evaluate(load_model(spec, device=dev), dev)
     write_result(record, out)
@@ -63,7 +66,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Zero-shot classification: top-1, top-5, mean per-class recall (template ensembling).
 
-        Example: clipdistill eval zeroshot --model open_clip:cd-teacher-64 --data world/cls_test --output zs.json
+        Example: clipdistill eval zeroshot --model run:runs/tiny --data world_tiny/classify/shape/test \\
+            --output results/zs.json
         """
         from clipdistill.evaluation import open_imagefolder, zeroshot_eval
 
@@ -86,8 +90,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Image->text and text->image recall@k, several captions per image, in chunks.
 
-        Example: clipdistill eval retrieval --model run:runs/student --data world/retrieval.jsonl \\
-            --recall-k 1 --recall-k 5
+        Example: clipdistill eval retrieval --model run:runs/tiny --data world_tiny/retrieval/test.jsonl \\
+            --recall-k 1 --recall-k 5 --output results/retrieval.json
         """
         from clipdistill.evaluation import open_retrieval, retrieval_eval
 
@@ -115,8 +119,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Linear probe on frozen image features; weight decay chosen on val, refit on train+val.
 
-        Example: clipdistill eval linear-probe --model open_clip:cd-teacher-64 --train world/cls_train \\
-            --data world/cls_test
+        Example: clipdistill eval linear-probe --model run:runs/tiny --train world_tiny/classify/shape/train \\
+            --data world_tiny/classify/shape/test --output results/linear_probe.json
         """
         from clipdistill.evaluation import linear_probe_eval, open_imagefolder
 

@@ -13,6 +13,10 @@ def register(app: typer.Typer) -> None:
     def finetune_cmd(
         config: Path = typer.Argument(..., help="YAML config (see configs/td/*.yaml)"),
         overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set td.lam=0.5"),
+        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in `out`) "
+                                          "or a checkpoint folder"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in `out`: removes only what "
+                                       "clipdistill wrote there"),
     ) -> None:
         """Fine-tune a VL task student (VQA / SNLI-VE / VCR); `td.method` picks baseline, naive or clip_td.
 
@@ -20,12 +24,44 @@ def register(app: typer.Typer) -> None:
 
         Example: clipdistill finetune configs/td/finetune_tiny.yaml --set world=world_tiny --set td.method=baseline \\
             --set out=runs/ft
+
+        An `out` holding another run or other files is refused unless --resume or --overwrite says what to do.
+        SIGTERM / SIGINT / SIGUSR1 finish the optimizer step, checkpoint, and exit 128+signal.
         """
+        from functools import partial
+
         from clipdistill.config import load_config
+        from clipdistill.runfolder import claim
         from clipdistill.td.runner import FinetuneConfig, run_finetune
+        from clipdistill.train import fit
         from clipdistill.train.distributed import launched_as_main
 
         cfg = load_config(FinetuneConfig, config, overrides)
-        results = run_finetune(cfg, Path(cfg.out))
+        out = Path(cfg.out)
+        with claim(out, "finetune", resume=resume is not None, overwrite=overwrite, main=launched_as_main()):
+            if resume is not None:
+                _same_model(out, cfg)
+            results = run_finetune(cfg, out, trainer=partial(fit, resume=resume))
         if launched_as_main():
             typer.echo(json.dumps(results, indent=2))
+
+
+RESUME_FIXED = ("task", "student", "teacher", "td")  # what a checkpoint's weights and data depend on
+
+
+def _same_model(out: Path, cfg) -> None:
+    """A resume must build what the run built: refuse a config whose task / student / teacher / td differ from
+    the run's config.yaml, before run_finetune rewrites it."""
+    import yaml
+
+    from clipdistill.errors import UserError
+
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    new = cfg.model_dump(mode="json")
+    changed = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
+    if changed:
+        raise UserError(f"--resume: the config's {', '.join(changed)} differ from the run's {path}; resume with "
+                        "that config (train.* may change), or start a new run in another `out`")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from clipdistill.runfolder import StopSignals
 
 
 def register(app: typer.Typer) -> None:
@@ -12,20 +17,66 @@ def register(app: typer.Typer) -> None:
     def protocol_cmd(
         config: Path = typer.Argument(..., help="YAML config (see configs/td/protocol_tiny.yaml)"),
         overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set seeds=[0]"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="start the sweep in `out` again: removes only "
+                                       "what clipdistill wrote there"),
     ) -> None:
         """Train and evaluate baseline / naive distillation / CLIP-TD for every task x regime x seed.
 
         Task data is read from each task's folder (relative ones under `world`). Finished cells are skipped on
-        rerun. Writes OUT/rows.json, OUT/results.json, OUT/results.md and OUT/summary.json.
+        rerun; a cell stopped by SIGTERM / SIGINT / SIGUSR1 (checkpoint at its optimizer step, exit 128+signal)
+        continues from that checkpoint. Writes OUT/rows.json, OUT/results.json, OUT/results.md and OUT/summary.json.
 
         Example: clipdistill protocol configs/td/protocol_tiny.yaml --set world=world_tiny --set out=runs/td_tiny
         """
+        from functools import partial
+
         from clipdistill.config import load_config
+        from clipdistill.runfolder import StopSignals, claim
         from clipdistill.td.protocol import ProtocolConfig, run_protocol
+        from clipdistill.train import fit
 
         cfg = load_config(ProtocolConfig, config, overrides)
-        result = run_protocol(cfg, progress=typer.echo)
+        with claim(cfg.out, "protocol", overwrite=overwrite, continues=True), StopSignals() as stop:
+            result = run_protocol(cfg, trainer=partial(fit, resume="latest"), progress=_cell_hook(cfg, stop))
         typer.echo((Path(cfg.out) / "results.md").read_text())
         gains = result["summary"]["gain_points"]
         if gains:
             typer.echo("CLIP-TD - baseline (points): " + ", ".join(f"{k}: {v:+.2f}" for k, v in gains.items()))
+
+
+def _cell_hook(cfg, stop: StopSignals):
+    """`run_protocol`'s progress callback, which it calls as each cell starts (`run REL` / `skip (done) REL`):
+    there a stop signal received since the last cell ends the sweep (finished cells are on disk), and a cell
+    about to run resumes its own checkpoints only when they were made by the same cell config."""
+    from clipdistill.td.protocol import LOCATION_FIELDS, cell_configs
+
+    cells = dict(cell_configs(cfg))
+    out = Path(cfg.out)
+
+    def progress(msg: str) -> None:
+        verb, _, rel = msg.rpartition(" ")
+        if rel in cells and stop.signum:
+            raise stop.stop(f"before cell {rel}; finished cells are kept")
+        if verb == "run" and rel in cells:
+            _drop_stale_checkpoints(out / rel, cells[rel].model_dump(mode="json", exclude=LOCATION_FIELDS))
+        typer.echo(msg)
+
+    return progress
+
+
+def _drop_stale_checkpoints(cell: Path, current: dict) -> None:
+    """An unfinished cell's checkpoints made under another config (edited since) must not be resumed: removed,
+    the cell trains from scratch. They are the toolkit's own partial output, never a finished result."""
+    import yaml
+
+    from clipdistill.td.protocol import LOCATION_FIELDS
+
+    path = cell / "config.yaml"
+    if not (cell / "checkpoints").is_dir() or not path.is_file():
+        return
+    old = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in LOCATION_FIELDS}
+    if old != current:
+        shutil.rmtree(cell / "checkpoints")
+        for name in ("metrics.jsonl", "tb"):
+            p = cell / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from clipdistill.losses import build_loss
 from clipdistill.losses.base import loss_class
 from clipdistill.manifest import read_manifest, write_manifest
 from clipdistill.train import fit, init_distributed, shutdown
+from clipdistill.train.checkpoint import check_fits, resolve_resume
 from clipdistill.train.distributed import summed_counts
 from clipdistill.zoo import load_model, save_run_model
 
@@ -88,6 +89,9 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
                                   drop_last=True)
             return joins.wrap(batches, epoch)
 
+        ckpt = resolve_resume(out, resume)
+        if ckpt is not None:  # a config edited to another architecture is refused before the folder changes
+            check_fits(ckpt, task.trainable())
         manifest: dict = {}
         if info.is_main:  # rank 0 alone hashes the teachers and writes the folder
             out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from clipdistill.features.dedup import perceptual_hash
 from clipdistill.features.store import STAGE, clean_temp, shard_name, write_shard
 from clipdistill.manifest import atomic_write_text, check_manifest, write_manifest
 from clipdistill.progress import StageProgress
+from clipdistill.runfolder import StopSignals
 from clipdistill.train.distributed import init_distributed, shutdown
 from clipdistill.zoo import ClipModel, load_model
 
@@ -231,12 +232,14 @@ def embed_features(opts: EmbedOptions, out: str | Path) -> Path:
             _same_teacher_everywhere(plan["teacher"]["weights_sha256"])
         make = _Item(teacher, opts)
         mine = [i for i in range(len(units)) if i % info.world_size == info.rank and not (out / shard_name(i)).is_dir()]
-        with StageProgress("embed", len(mine), unit="shards", enabled=info.is_main) as bar:
+        with StageProgress("embed", len(mine), unit="shards", enabled=info.is_main) as bar, StopSignals() as stop:
             for i in mine:
                 keys, arrays, params, skips = embed_shard(teacher, _loader(source, units[i], make, opts), opts,
                                                           info.device)
                 write_shard(out, i, keys, arrays if keys else _empty(opts, teacher.embed_dim), params, skips)
                 bar.advance(samples=len(keys))
+                if stop.signum and i != mine[-1]:  # a shard is the resume unit: stop after the one being written
+                    raise stop.stop(f"after writing shard {shard_name(i)}; finished shards are kept")
         if info.enabled:
             dist.barrier()
         if info.is_main:

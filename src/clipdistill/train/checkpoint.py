@@ -3,11 +3,15 @@
 containers only so `safeload.load_object` reads it without unpickling code.
 
 A checkpoint is written into a hidden temp folder and renamed into place, so a run killed mid-write leaves
-either the previous checkpoint or the new one, never half of one; `latest_checkpoint` ignores temp folders.
+either the previous checkpoint or the new one, never half of one; `list_checkpoints` ignores temp folders.
+
+Each checkpoint also holds `run.json` (the run_id of the run folder's marker, see `clipdistill.runfolder`):
+listing, pruning and `--resume latest` only see the checkpoints of the run the folder's marker names.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,14 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from clipdistill.errors import UserError
+from clipdistill.runfolder import run_id_of
 from clipdistill.safeload import load_object, load_tensors
 
-CKPT_DIR, WEIGHTS, STATE = "checkpoints", "model.safetensors", "state.pt"
+CKPT_DIR, WEIGHTS, STATE, RUN_INFO = "checkpoints", "model.safetensors", "state.pt", "run.json"
 PREFIX = "step_"
+FOLDER_RUN = "folder"  # run_id argument default: the run named by the run folder's marker (None: no marker)
 
 
 @dataclass
@@ -69,8 +76,9 @@ def step_dir(run_dir: Path, step: int) -> Path:
 
 def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, pos: Position, keep_last: int,
-                    counts: dict[str, int] | None = None) -> Path:
+                    counts: dict[str, int] | None = None, run_id: str | None = FOLDER_RUN) -> Path:
     """`counts`: the run's counts so far over all ranks (e.g. dropped reads per reason), restored on resume."""
+    run_id = run_id_of(run_dir) if run_id == FOLDER_RUN else run_id
     final = step_dir(run_dir, pos.step)
     tmp = final.with_name(f".tmp_{final.name}_{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -81,32 +89,50 @@ def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: tor
         tmp.mkdir(parents=True)
         save_file(module_state(modules), str(tmp / WEIGHTS))
         torch.save(state, tmp / STATE)
+        (tmp / RUN_INFO).write_text(json.dumps({"run_id": run_id, "step": pos.step}))
         for f in (tmp / WEIGHTS, tmp / STATE):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
-        kept = list_checkpoints(run_dir)
+        kept = list_checkpoints(run_dir, run_id)
         raise UserError(f"could not write checkpoint {final.name} ({e}); nothing of it was kept. Last good "
                         f"checkpoint: {kept[-1] if kept else 'none'}. Free space, then --resume latest") from None
     if final.exists():  # same step saved twice (e.g. resumed right at the end): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    prune(run_dir, keep_last)
+    prune(run_dir, keep_last, run_id)
     return final
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
+def checkpoint_run_id(ckpt: Path) -> str | None:
+    try:
+        return json.loads((Path(ckpt) / RUN_INFO).read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def stamp(ckpt: Path, run_id: str) -> None:
+    """Mark a checkpoint written before checkpoints named their run as this run's (adopting an old folder)."""
+    (Path(ckpt) / RUN_INFO).write_text(json.dumps({"run_id": run_id, "step": int(Path(ckpt).name[len(PREFIX):])}))
+
+
+def list_checkpoints(run_dir: Path, run_id: str | None = FOLDER_RUN) -> list[Path]:
+    """Complete checkpoints, oldest first. `run_id`: only that run's (default: the run the folder's marker
+    names; None: every complete one, for folders without a marker)."""
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-            and (p / WEIGHTS).is_file() and (p / STATE).is_file()]
+    run_id = run_id_of(run_dir) if run_id == FOLDER_RUN else run_id
+    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
+            and (p / WEIGHTS).is_file() and (p / STATE).is_file()
+            and (run_id is None or checkpoint_run_id(p) == run_id)]
     return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
 
 
-def prune(run_dir: Path, keep_last: int) -> None:
-    for old in list_checkpoints(run_dir)[:-keep_last]:
+def prune(run_dir: Path, keep_last: int, run_id: str | None = FOLDER_RUN) -> None:
+    """Drop this run's older checkpoints; another run's never (they are not listed)."""
+    for old in list_checkpoints(run_dir, run_id)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -115,7 +141,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     if not resume:
         return None
     if resume == "latest":
-        found = list_checkpoints(run_dir)
+        found = list_checkpoints(run_dir)  # this run's only (the folder's marker names it)
         return found[-1] if found else None
     path = Path(resume)
     if not ((path / WEIGHTS).is_file() and (path / STATE).is_file()):
@@ -123,11 +149,32 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
+def check_fits(path: Path, modules: dict[str, nn.Module]) -> None:
+    """Refuse a checkpoint whose tensors (names, shapes) do not fit `modules`, reading only the safetensors
+    header: a resume with a config edited to another architecture stops here, before anything is written."""
+    try:
+        with safe_open(str(Path(path) / WEIGHTS), framework="pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as e:  # safetensors raises its own error types for a bad header
+        raise UserError(f"{path}: unreadable checkpoint weights ({e})") from None
+    want = {f"{name}.{k}": tuple(v.shape) for name, m in modules.items() for k, v in m.state_dict().items()}
+    missing = [k for k in want if k not in saved]
+    unexpected = [k for k in saved if k not in want and k.split(".", 1)[0] in modules]
+    shapes = [f"{k} {saved[k]} vs {want[k]}" for k in want if k in saved and saved[k] != want[k]]
+    if missing or unexpected or shapes:
+        parts = [f"{len(shapes)} shape(s) differ ({'; '.join(shapes[:3])})" if shapes else "",
+                 f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else ""]
+        raise UserError(f"--resume {path}: the checkpoint does not fit the model this config builds: "
+                        f"{', '.join(p for p in parts if p)} (checkpoint shape vs config's). Was the architecture "
+                        "changed? Resume with the run's own config.yaml, or start a new run in another --out")
+
+
 def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None) -> tuple[Position, dict[str, Any], dict[str, int]]:
     """Restore weights, optimizer and scaler in place; returns the position, the RNG state to apply once the
     data iterator has been rebuilt (so building it does not shift the random streams) and the saved counts
     (empty for checkpoints written before they were saved)."""
+    check_fits(path, modules)
     tensors = load_tensors(path / WEIGHTS)
     for name, m in modules.items():
         part = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}.")}

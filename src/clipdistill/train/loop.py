@@ -24,8 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from clipdistill.errors import UserError
 from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest
+from clipdistill.runfolder import StopSignals
 from clipdistill.train.checkpoint import (
     Position,
+    check_fits,
     load_checkpoint,
     resolve_resume,
     save_checkpoint,
@@ -160,6 +162,8 @@ class _Trainer:
         fp16 = info.device.type == "cuda" and cfg.precision == "fp16"
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.last_checkpoint: Path | None = None
+        self.saved_step = -1
+        self.stop = StopSignals()
 
     def micro_step(self, batch: dict, sync: bool, pos: Position) -> dict[str, torch.Tensor]:
         no_sync = self.model.no_sync() if self.info.enabled and not sync else nullcontext()
@@ -194,6 +198,16 @@ class _Trainer:
         if self.info.is_main:
             self.last_checkpoint = save_checkpoint(self.run_dir, self.modules, self.optimizer, self.scaler, pos,
                                                    self.cfg.keep_last, counts)
+        self.saved_step = pos.step
+
+    def stop_requested(self) -> bool:
+        """Whether any rank got a stop signal; every rank calls it after each step, so all stop at the same one."""
+        signum = self.stop.signum or 0
+        if self.info.enabled:
+            signum = -min_across(-signum, self.info)  # the max: a rank the signal missed learns it here
+            if signum and self.stop.signum is None:
+                self.stop.signum = signum
+        return signum > 0
 
     def run(self, resume: str | None) -> None:
         cfg, info = self.cfg, self.info
@@ -202,10 +216,12 @@ class _Trainer:
             raise UserError(f"the data gives fewer than accum_steps={cfg.accum_steps} batches: nothing to train on")
         total = cfg.steps or cfg.epochs * per_epoch
         self.warmup = cfg.warmup_for(total)
+        ckpt = resolve_resume(self.run_dir, resume)
+        if ckpt is not None:  # before the manifest is touched: a checkpoint of another architecture changes nothing
+            check_fits(ckpt, self.modules)
         if info.is_main:
             note_schedule(self.run_dir, total, self.warmup, cfg.warmup_warning(total))
         pos, rng = Position(), None
-        ckpt = resolve_resume(self.run_dir, resume)
         if ckpt is not None:
             pos, rng, counts = load_checkpoint(ckpt, self.modules, self.optimizer, self.scaler)
             self.last_checkpoint = ckpt
@@ -214,10 +230,11 @@ class _Trainer:
             if not info.is_main:  # checkpoints hold rank 0's RNG; other ranks restart theirs from the position
                 seed_everything(cfg.seed + 1000003 * info.rank + pos.step)
                 rng = None
-        log = MetricsLog(self.run_dir, info.is_main, cfg.tensorboard)
+        log = MetricsLog(self.run_dir, info.is_main, cfg.tensorboard, pos.step if resume else None)
         bar = ProgressBar(total, pos.step, cfg.progress and info.is_main)
         try:
-            self._epochs(pos, total, rng, log, bar)
+            with self.stop:
+                self._epochs(pos, total, rng, log, bar)
         finally:
             bar.close()
             log.close()
@@ -249,6 +266,11 @@ class _Trainer:
                     self._evaluate(pos.step, log)
                 if pos.step % cfg.save_every == 0 or pos.step == total:
                     self.save(pos)
+                if self.stop_requested() and pos.step < total:  # at the last step: finish instead
+                    if self.saved_step != pos.step:
+                        self.save(pos)
+                    where = self.last_checkpoint if self.info.is_main else f"step {pos.step}"
+                    raise self.stop.stop(f"after optimizer step {pos.step} of {total}; checkpoint: {where}")
             if pos.step < total:  # the epoch ran out of batches
                 if pos.step == start and pos.batch_in_epoch == 0:
                     raise UserError(f"epoch {pos.epoch} gave no batches: the loader is empty for this epoch")
