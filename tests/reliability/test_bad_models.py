@@ -191,3 +191,22 @@ def test_named_model_offline_not_cached(tmp_path, monkeypatch):
             assert str(tmp_path / "hf" / "hub" / folder) in out and f"clipdistill models download {spec}" in out
     code, out = run_main("models", "download", "open_clip:cd-student-xs-32")
     assert code == 2 and "nothing to download" in out, out
+
+
+@case("config", "the TinyCLIP preset's weight inheritance (`student.init=inherit`) from an `hf:` teacher",
+      "`error: weight inheritance (student.init=inherit) needs an open_clip-architecture teacher ... this one is a "
+      "Hugging Face CLIPModel` (exit 2; was: \"the teacher has 0 layers\")")
+def test_inherit_from_hf_teacher_names_the_reason(tmp_path, pairs, hf_folder):
+    import yaml
+    from rel_helpers import tiny_distill_config
+
+    path = tmp_path / "c.yaml"
+    cfg = yaml.safe_load(open(tiny_distill_config(path, str(pairs), steps=2)))
+    cfg["student"]["init"] = "inherit"
+    cfg["teacher"] = {"mode": "online", "models": [f"hf:{hf_folder}"]}
+    cfg["loss"] = {"logit_kd": {}}
+    path.write_text(yaml.safe_dump(cfg))
+    code, out = run_main("distill", str(path), "--out", str(tmp_path / "run"))
+    assert code == 2 and "Traceback" not in out, out
+    assert "needs an open_clip-architecture teacher" in out and "Hugging Face CLIPModel" in out, out
+    assert "0 layers" not in out

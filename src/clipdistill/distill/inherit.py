@@ -65,16 +65,32 @@ def _attention(t: torch.Tensor, shape: torch.Size, heads_t: int, heads_s: int) -
     return x[(slice(None), *(slice(0, s) for s in shape[1:]))] if rest else x
 
 
+def _check_open_clip(model: nn.Module, state: dict, role: str) -> None:
+    """Inheritance maps open_clip's parameter names (`visual.transformer.resblocks.N...`); a transformers
+    CLIPModel (`hf:`) names its layers `vision_model.encoder.layers.N...` and has nothing under those names."""
+    if any(k.startswith(("vision_model.", "text_model.")) for k in state):
+        raise UserError(f"weight inheritance (student.init=inherit) needs an open_clip-architecture {role} "
+                        "(open_clip:ARCH@WEIGHTS, open_clip:hf-hub:ORG/NAME or run:DIR); this one is a Hugging Face "
+                        f"CLIPModel ({type(model).__name__}, hf:), whose layer naming inheritance does not map. Use "
+                        "the same weights in open_clip form, or student.init=random")
+
+
 def inherit_weights(student: nn.Module, teacher: nn.Module, rule: LayerRule = "interval_front") -> dict[str, int]:
     """Copy teacher weights into `student` (both open_clip CLIP modules, e.g. `ClipModel.inner`) in place.
     Returns {"tensors": copied, "layers_<tower>": student depth} for the run manifest."""
     t_state, s_state = teacher.state_dict(), student.state_dict()
+    _check_open_clip(teacher, t_state, "teacher")
+    _check_open_clip(student, s_state, "student")
     for name, geometry in _SPATIAL.items():
         if name in s_state and name in t_state and geometry(s_state[name].shape) != geometry(t_state[name].shape):
             raise UserError(f"weight inheritance needs the teacher's image geometry: {name} is "
                             f"{tuple(s_state[name].shape)} vs {tuple(t_state[name].shape)}")
     s_depth, t_depth = _depths(list(s_state)), _depths(list(t_state))
-    maps = {tower: layer_map(n, t_depth.get(tower, 0), rule) for tower, n in s_depth.items()}
+    for tower in s_depth:
+        if tower not in t_depth:
+            raise UserError(f"weight inheritance: the student has transformer blocks {tower}.* but the teacher has "
+                            "none there (its tower is of another kind, e.g. a ResNet or timm/HF tower)")
+    maps = {tower: layer_map(n, t_depth[tower], rule) for tower, n in s_depth.items()}
     s_heads, t_heads = _heads(student), _heads(teacher)
     new: dict[str, torch.Tensor] = {}
     for name, target in s_state.items():
