@@ -106,6 +106,12 @@ def test_digits_are_ascii_only_as_in_the_python2_evaluator():
     assert process_punctuation("1,0") == "10"
 
 
+def test_lowercasing_is_python2_simple_case_mapping():
+    # the final-sigma rule and U+0130's two-character lowercase are Python 3 only
+    assert normalize_answer("\u039f\u0394\u039f\u03a3") == "\u03bf\u03b4\u03bf\u03c3"
+    assert normalize_answer("\u0130STANBUL") == "istanbul"
+
+
 @pytest.mark.parametrize("pred, gt", [("two", "2"), ("a dog", "dog"), ("yes.", "yes"), ("dont", "don't"),
                                       ("The Red one!", "red 1"), ("3.5", "3.5")])
 def test_official_normalisation_matches_tricky_answers(pred, gt):

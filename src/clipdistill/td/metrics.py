@@ -2,7 +2,7 @@
 
 `vqa_accuracy` ports the current official `vqaEval.py` (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation,
 master at a013f00 "Fixed processing answers bug", 2021-03-11), quirks included, so numbers compare with the
-evaluation server's:
+ones that script computes:
 - prediction and human answers are whitespace-cleaned (newline/tab -> space, strip);
 - only when the human answers disagree (more than one distinct cleaned answer) are BOTH the human answers
   and the prediction normalised (punctuation, then number words -> digits, articles dropped, contractions
@@ -11,6 +11,8 @@ evaluation server's:
   The official code leaves out each answer dict by equality; the released answers carry distinct
   `answer_id`s, so that is leaving out by position, as here.
 The official script prints round(100 * mean, 2); `accuracy_result` reports the unrounded mean.
+Python 2 text semantics are kept where they differ in practice: \\d is ASCII only, lowercasing is
+per character; other Unicode-database differences between Python 2.7 and 3 are not emulated.
 Before 2021 the official code always normalised the prediction and only punctuation-normalised disagreeing
 human answers; that version is not offered.
 `normalize_answer` (both steps) is what we use to build the answer vocabulary and soft targets.
@@ -78,8 +80,16 @@ def process_punctuation(text: str) -> str:
     return _PERIOD_STRIP.sub("", out, _OFFICIAL_PERIOD_COUNT)
 
 
+def _py2_lower(text: str) -> str:
+    """Python 2's unicode.lower(), which the official code ran: per-character simple case mapping, so no
+    final-sigma rule ("ΟΔΟΣ" -> "οδοσ") and U+0130 -> "i" (Python 3 gives "i" + a combining dot)."""
+    if text.isascii():
+        return text.lower()
+    return "".join("i" if c == "\u0130" else c.lower() for c in text)
+
+
 def process_digit_article(text: str) -> str:
-    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    words = [NUMBER_WORDS.get(w, w) for w in _py2_lower(text).split()]
     words = [w for w in words if w not in ARTICLES]
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
