@@ -172,3 +172,32 @@ def test_hf_repo_from_cache_and_local_folder_wins(cache, tmp_path, monkeypatch):
     with torch.no_grad():
         assert not torch.equal(mine.encode_image(pixels), cached.encode_image(pixels))
 
+
+
+def test_quickgelu_warning_reaches_the_embed_manifest(tiny, cache, tag, tmp_path):
+    """A teacher whose tag disagrees with its architecture on QuickGELU: `embed` still runs (as open_clip
+    does) and its manifest.json says so."""
+    from open_clip import pretrained
+    from PIL import Image
+
+    from clipdistill.cli import main
+
+    pretrained._PRETRAINED[ARCH]["tiny_tag"]["quick_gelu"] = True
+    src = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.inner.state_dict().items()}, str(src))
+    hub_file(cache, tag, "open_clip_model.safetensors", src)
+    rows = ["key,image,caption"]
+    for i, color in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        Image.new("RGB", (40, 40), color).save(tmp_path / f"{i}.png")
+        rows.append(f"k{i},{tmp_path / f'{i}.png'},a square")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    argv = ["clipdistill", "embed", "--teacher", f"open_clip:{ARCH}@tiny_tag", "--data", str(tmp_path / "pairs.csv"),
+            "--out", str(tmp_path / "feats")]
+    with pytest.warns(UserWarning, match="QuickGELU mismatch"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.argv", argv)
+        try:
+            main()
+        except SystemExit as e:
+            assert e.code in (0, None)
+    manifest = json.loads((tmp_path / "feats" / "manifest.json").read_text())
+    assert "QuickGELU mismatch" in manifest["teacher_load_warnings"][0]

@@ -97,7 +97,9 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
             out.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, out / "config.yaml")
             online = task.teachers.models if task.teachers else []
-            teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash()} for t in online] + joins.teachers()
+            teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash(),
+                         **({"load_warnings": t.load_warnings} if t.load_warnings else {})}
+                        for t in online] + joins.teachers()
             manifest = dict(student=cfg.student.model, init=init, teachers=teachers,
                             data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
                             world_size=info.world_size)
