@@ -117,5 +117,5 @@ class ClipModel(nn.Module):
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
             "params": self.num_params(),
-        }
             **({"load_warnings": list(self.load_warnings)} if self.load_warnings else {}),
+        }

@@ -286,7 +286,23 @@ def load_open_clip(spec: str, arch: str, checkpoint: str | None, download: bool 
     if arch.startswith("hf-hub:"):
         return _load_hf_hub(spec, arch[len("hf-hub:"):], download)
     name, cfg = read_arch_config(arch)
+    tag_cfg: dict = {}
+    tag = checkpoint
+    if checkpoint and not Path(checkpoint).exists() and not _looks_like_path(checkpoint):
+        source, tag_cfg = hub.open_clip_tag_source(spec, name, checkpoint)
+        checkpoint = str(hub.resolve(source, download)[0])
     inner = build_open_clip(name, cfg)
+    warnings_: list[str] = []
+    if tag_cfg:
+        # as open_clip's create_model: the tag's mean/std/interpolation/resize_mode override the arch's
+        set_model_preprocess_cfg(inner, merge_preprocess_dict(dict(inner.visual.preprocess_cfg), tag_cfg))
+        if bool(tag_cfg.get("quick_gelu", False)) != bool(cfg.get("quick_gelu", False)):
+            # open_clip 3.3.0 only warns here; the weights still load but every activation is off
+            warnings_.append(
+                f"QuickGELU mismatch: {name} has quick_gelu={bool(cfg.get('quick_gelu', False))} but tag "
+                f"{tag!r} was trained with quick_gelu="
+                f"{bool(tag_cfg.get('quick_gelu', False))}; use {name}-quickgelu (as open_clip names it) for "
+                "the weights as trained")
     if checkpoint:
         apply_state(inner, _converted(inner, student_weights(load_tensors(checkpoint))), f"{spec}")
     model = OpenClipModel(inner, spec, name, cfg)
@@ -334,23 +350,7 @@ def _load_hf_hub(spec: str, repo_id: str, download: bool) -> OpenClipModel:
     apply_state(inner, _converted(inner, load_tensors(weights)), spec)
     return OpenClipModel(inner, spec, name, cfg)
 
-    tag_cfg: dict = {}
-    tag = checkpoint
-    if checkpoint and not Path(checkpoint).exists() and not _looks_like_path(checkpoint):
-        source, tag_cfg = hub.open_clip_tag_source(spec, name, checkpoint)
-        checkpoint = str(hub.resolve(source, download)[0])
 
-    warnings_: list[str] = []
-    if tag_cfg:
-        # as open_clip's create_model: the tag's mean/std/interpolation/resize_mode override the arch's
-        set_model_preprocess_cfg(inner, merge_preprocess_dict(dict(inner.visual.preprocess_cfg), tag_cfg))
-        if bool(tag_cfg.get("quick_gelu", False)) != bool(cfg.get("quick_gelu", False)):
-            # open_clip 3.3.0 only warns here; the weights still load but every activation is off
-            warnings_.append(
-                f"QuickGELU mismatch: {name} has quick_gelu={bool(cfg.get('quick_gelu', False))} but tag "
-                f"{tag!r} was trained with quick_gelu="
-                f"{bool(tag_cfg.get('quick_gelu', False))}; use {name}-quickgelu (as open_clip names it) for "
-                "the weights as trained")
 TRAINING_CKPT_PREFIX = "student.inner."  # how `distill` checkpoints name the student (beside loss modules)
 
 
