@@ -475,5 +475,19 @@ def test_a_stream_with_every_sample_dropped_says_so(tmp_path):
             add(tar, f"k{i}.png", b"not an image")
             add(tar, f"k{i}.txt", b"caption")
     src = open_source(str(tmp_path / "s.tar"))
-    with pytest.raises(DataError, match=r"every sample was dropped \({'undecodable_image': 3}\)"):
-        count_batches(lambda epoch: make_loader(src, views(), 2))
+    for drop_last in (False, True):  # the skip records sit in a short last batch, which drop_last drops
+        with pytest.raises(DataError, match=r"every sample was dropped \({'undecodable_image': 3}\)"):
+            count_batches(lambda epoch: make_loader(src, views(), 2, drop_last=drop_last))  # noqa: B023
+        with pytest.raises(DataError, match="every sample was dropped"):
+            list(make_loader(src, views(), 2, drop_last=drop_last))
+
+
+def test_stream_drop_last_drops_samples_but_counts_skips(tmp_path):
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for i in range(5):
+            add(tar, f"k{i}.png", png() if i != 2 else b"")
+            add(tar, f"k{i}.txt", b"caption")
+    src = open_source(str(tmp_path / "s.tar"))
+    batches = make_loader(src, views(), 2, drop_last=True)
+    assert batches.count() == 2
+    assert [b["key"] for b in batches] == [["s/k0", "s/k1"], ["s/k3", "s/k4"]] and dict(src.skips) == {"zero_byte": 1}

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
 from clipdistill.data.sources import MapSource, Sample, ShardSource, SkipCounter
 from clipdistill.errors import DataError
@@ -31,19 +31,34 @@ Views = dict[str, tuple[Callable, Callable]]
 WARN_FRACTION = 0.01
 
 
+def _seed_streams(seed: int) -> None:
+    # The CPU generator alone: torch.manual_seed also walks every accelerator backend (~200x slower per call)
+    # and gives the CPU stream the same state, so transforms draw the same numbers.
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
-    """Every RNG a transform may draw from (torch, python, numpy) seeded for one sample, restored after."""
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
+    """Every RNG a transform may draw from (torch CPU, python, numpy) seeded for one sample.
+
+    In the caller's process the streams are restored after. A loader worker's streams serve the transforms
+    alone and every sample reseeds them, so there they are not saved and restored (numpy's state round trip
+    costs more than the seeding): the draws are the same either way.
+    """
+    if get_worker_info() is not None:
+        _seed_streams(seed)
+        yield
+        return
+    py, npy, pt = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
+    _seed_streams(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.default_generator.set_state(pt)
 
 
 def encode(sample: Sample, views: Views, index: int, seed: int) -> dict:
@@ -65,11 +80,14 @@ def collate(items: list[dict]) -> dict:
             good.append(it)
             if "_note" in it:  # a kept sample with a counted fix-up (caption_truncated)
                 skips[it["_note"]] += 1
-    batch: dict = {"_skips": skips, "key": [it["key"] for it in good], "caption": [it["caption"] for it in good],
+    batch: dict = {"_skips": skips, "_items": len(items), "key": [it["key"] for it in good],
+                   "caption": [it["caption"] for it in good],
                    "index": torch.tensor([it["index"] for it in good], dtype=torch.long)}
     for name in (good[0] if good else {}):
         if name.endswith("image") or name.endswith("text"):
-            batch[name] = torch.stack([it[name] for it in good])
+            # default_collate stacks straight into shared memory inside a worker: the batch then reaches the
+            # main process without the extra copy that pickling a plain tensor makes
+            batch[name] = default_collate([it[name] for it in good])
     return batch
 
 
@@ -127,8 +145,10 @@ class _StreamDataset(IterableDataset):
 class Batches:
     """An iterable over batches that folds skip counts back into the source and polices the drop rate."""
 
-    def __init__(self, loader: DataLoader, source, num_batches: int | None):
-        self.loader, self.source, self.num_batches = loader, source, num_batches
+    def __init__(self, loader: DataLoader, source, num_batches: int | None, drop_partial: int = 0):
+        # drop_partial: a stream's drop_last, applied here rather than by the DataLoader so that the skip
+        # records in a dropped last batch are still counted (a source whose every sample is bad must say so)
+        self.loader, self.source, self.num_batches, self.drop_partial = loader, source, num_batches, drop_partial
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -142,6 +162,8 @@ class Batches:
             skips = batch.pop("_skips")
             self.source.skips.update(skips)
             skipped += skips.total
+            if batch.pop("_items") < self.drop_partial:
+                continue
             kept += len(batch["key"])
             if not warned and skipped > WARN_FRACTION * (kept + skipped) and kept + skipped >= 100:
                 warnings.warn(f"{self.source_name}: {skipped} of {kept + skipped} samples dropped so far "
@@ -157,7 +179,7 @@ class Batches:
         n, skips = 0, SkipCounter()
         for batch in self.loader:
             skips.update(batch["_skips"])
-            n += bool(batch["key"])
+            n += bool(batch["key"]) and batch["_items"] >= self.drop_partial
         if n == 0 and skips.total:
             raise DataError(f"{self.source_name}: every sample was dropped ({dict(skips)})")
         return n
@@ -195,6 +217,6 @@ def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False,
         return Batches(loader, source, len(batches))
     if isinstance(source, ShardSource):
         ds = _StreamDataset(source, views, rank, world_size, keys, start_step * batch_size, seed)
-        loader = DataLoader(ds, batch_size=batch_size, drop_last=drop_last, **common)
-        return Batches(loader, source, None)
+        loader = DataLoader(ds, batch_size=batch_size, **common)
+        return Batches(loader, source, None, drop_partial=batch_size if drop_last else 0)
     raise DataError(f"not a clipdistill data source: {type(source).__name__}")
