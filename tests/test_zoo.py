@@ -40,7 +40,10 @@ def embeddings(m, batch):
 def test_spec_grammar():
     assert parse_spec("open_clip:ViT-B-32@/x/y.pt").checkpoint == "/x/y.pt"
     assert parse_spec("hf:./dir").target == "./dir"
-    for bad in ["ViT-B-32", "hf:", "run:a@b", "torch:foo"]:
+    assert parse_spec("open_clip:ViT-B-32@laion2b_s34b_b79k").checkpoint == "laion2b_s34b_b79k"
+    assert parse_spec("open_clip:hf-hub:timm/ViT-B-16-SigLIP").target == "hf-hub:timm/ViT-B-16-SigLIP"
+    assert parse_spec("hf:openai/clip-vit-base-patch32").target == "openai/clip-vit-base-patch32"
+    for bad in ["ViT-B-32", "hf:", "run:a@b", "torch:foo", "open_clip:hf-hub:a/b@c", "hf:org/name@main"]:
         with pytest.raises(UserError):
             parse_spec(bad)
 
