@@ -70,5 +70,6 @@ class FrozenTeachers:
         sigmoid = None
         if self.sigmoid:
             m = self.models[0]
-            sigmoid = (m.logit_scale.detach(), m.logit_bias.detach().reshape(()))
+            # unclamped: released SigLIP scales pass 100 (SO400M: exp(4.7215) = 112.3); the clamp is a training rule
+            sigmoid = (m.raw_logit_scale.detach().exp().reshape(()), m.logit_bias.detach().reshape(()))
         return TeacherOutputs(members, scale, sigmoid)

@@ -24,8 +24,10 @@ class CachedTeacher:
     def __init__(self, root: str | Path, *, teacher: str | None = None, fingerprint: str | None = None):
         self.store = FeatureStore(root, teacher=teacher, fingerprint=fingerprint)
         self.logit_scale = torch.tensor(float(self.store.manifest["teacher"].get("logit_scale", 100.0)))
-        bias = self.store.manifest["teacher"].get("logit_bias")  # stores of sigmoid (SigLIP) teachers only
+        teacher = self.store.manifest["teacher"]
+        bias = teacher.get("logit_bias")  # stores of sigmoid (SigLIP) teachers only, with their unclamped scale
         self.logit_bias = None if bias is None else torch.tensor(float(bias))
+        self.sigmoid_scale = torch.tensor(float(teacher.get("sigmoid_scale", self.logit_scale)))
         self.num_views = int(self.store.manifest.get("options", {}).get("augs") or 0)
 
     def _rows(self, keys: list[str]) -> np.ndarray:
@@ -57,6 +59,6 @@ class CachedTeacher:
         batch["cached_t_text"] = torch.from_numpy(self.store.rows("text", rows).astype(np.float32))
         batch["cached_t_logit_scale"] = self.logit_scale
         if self.logit_bias is not None:  # kept apart from cached_t_logit_scale, which a fixed teacher scale replaces
-            batch["cached_t_sigmoid_scale"] = self.logit_scale
+            batch["cached_t_sigmoid_scale"] = self.sigmoid_scale
             batch["cached_t_logit_bias"] = self.logit_bias
         return batch

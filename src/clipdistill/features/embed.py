@@ -182,7 +182,9 @@ def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
     return {
         "teacher": {"spec": opts.teacher, "weights_sha256": teacher.weights_hash(), "embed_dim": d["embed_dim"],
                     "logit_scale": float(teacher.logit_scale.detach()),
-                    **({"logit_bias": float(bias.detach())} if bias is not None else {})},
+                    # the bias pairs with the unclamped scale (released SigLIPs pass 100; ClipModel clamps)
+                    **({"logit_bias": float(bias.detach()), "sigmoid_scale": float(teacher.raw_logit_scale.exp())}
+                       if bias is not None else {})},
         "preprocessing": {"transform": "eval_transform", "image_size": d["image_size"], "image_mean": d["image_mean"],
                           "image_std": d["image_std"], "context_length": d["context_length"]},
         **({"teacher_load_warnings": teacher.load_warnings} if teacher.load_warnings else {}),  # e.g. QuickGELU

@@ -38,7 +38,7 @@ class LogitKD(DistillLoss):
             # a sigmoid teacher's probabilities need its own scale next to its own bias, and have no temperature
             if "teacher_scale" in opts.model_fields_set:
                 raise ConfigError("loss 'logit_kd': a sigmoid (SigLIP) teacher's targets use its own scale with "
-                                  "its own bias; remove teacher_scale")
+                                  "its own bias; remove teacher_scale (and teacher.logit_scale, which sets it)")
             if opts.temperature != 1.0:
                 raise ConfigError("loss 'logit_kd': temperature applies to softmax teachers only; a sigmoid "
                                   "(SigLIP) teacher needs temperature 1")

@@ -100,7 +100,20 @@ def load_hf(target: str, spec: str, download: bool = True) -> HFClipModel:
         path = hf_snapshot(spec, target, download)
     if not (path / "config.json").is_file():
         raise UserError(f"{spec}: {target} is not a Hugging Face model folder (no config.json)")
+    if _model_type(path) == "siglip":
+        from clipdistill.zoo.hf_siglip import HFSiglipModel
+
+        return HFSiglipModel(path, spec)
     return HFClipModel(path, spec)
+
+
+def _model_type(folder: Path) -> str | None:
+    """config.json's model_type, or None when unreadable (`_build` then names the problem)."""
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return raw.get("model_type") if isinstance(raw, dict) else None
 
 
 # Buffers transformers recomputes at init and older versions saved; any other key must match exactly.
@@ -127,32 +140,37 @@ def _weight_files(folder: Path, spec: str) -> list[Path]:
     raise UserError(f"{spec}: {folder} has no weights (model.safetensors, pytorch_model.bin or their .index.json)")
 
 
-def _build(folder: Path, spec: str) -> nn.Module:
-    """A transformers CLIPModel from config.json + weights read by `safeload` (safetensors, or `.bin` with
+# model_type -> (name in messages, transformers config class, model class); SiglipModel: `hf_siglip`
+_KINDS = {"clip": ("CLIP", "CLIPConfig", "CLIPModel"), "siglip": ("SigLIP", "SiglipConfig", "SiglipModel")}
+
+
+def _build(folder: Path, spec: str, kind: str = "clip") -> nn.Module:
+    """A transformers CLIPModel (SiglipModel) from config.json + weights read by `safeload` (safetensors, or `.bin` with
     weights_only=True: never a pickle's code), refusing missing or unexpected keys by name; transformers'
     own `from_pretrained` would random-init whatever is missing and return normally."""
-    from transformers import CLIPConfig, CLIPModel
+    import transformers
 
+    name, config_cls, model_cls = _KINDS[kind][0], *(getattr(transformers, c) for c in _KINDS[kind][1:])
     try:
         raw = json.loads((folder / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{spec}: {folder / 'config.json'} is not a CLIP config (not valid JSON: {e})") from None
-    if not isinstance(raw, dict) or raw.get("model_type") != "clip":
-        kind = raw.get("model_type") if isinstance(raw, dict) else None
-        raise UserError(f"{spec}: {folder / 'config.json'} is not a CLIP config (model_type {kind!r}, need 'clip'; "
-                        "hf: loads transformers CLIPModel folders)")
+        raise UserError(f"{spec}: {folder / 'config.json'} is not a {name} config (not valid JSON: {e})") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != kind:
+        got = raw.get("model_type") if isinstance(raw, dict) else None
+        raise UserError(f"{spec}: {folder / 'config.json'} is not a {name} config (model_type {got!r}, need "
+                        f"{kind!r}; hf: loads transformers CLIPModel and SiglipModel folders)")
     try:
-        config = CLIPConfig.from_pretrained(str(folder))
+        config = config_cls.from_pretrained(str(folder))
     except Exception as e:  # JSON errors, wrong model_type, bad values: transformers raises many types
-        raise UserError(f"{spec}: {folder / 'config.json'} is not a CLIP config ({type(e).__name__}: "
+        raise UserError(f"{spec}: {folder / 'config.json'} is not a {name} config ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     state: dict[str, torch.Tensor] = {}
     for f in _weight_files(folder, spec):
         state.update(load_tensors(f))
     try:
-        model = CLIPModel(config)
+        model = model_cls(config)
     except Exception as e:
-        raise UserError(f"{spec}: config.json does not describe a buildable CLIP ({type(e).__name__}: {e})") from None
+        raise UserError(f"{spec}: config.json does not describe a buildable {name} ({type(e).__name__}: {e})") from None
     own = model.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:
