@@ -79,6 +79,9 @@ def onnx_metadata(model: OpenClipModel, which: str) -> dict[str, str]:
         "logit_scale": repr(float(model.logit_scale.detach())),  # exp'd, as multiplied into cosine similarity
         "normalized_output": "false",
     }
+    bias = getattr(model, "logit_bias", None)
+    if bias is not None:  # a sigmoid-loss (SigLIP) model: probability = sigmoid(scale * cosine + bias)
+        meta["logit_bias"] = repr(float(bias.detach().reshape(-1)[0]))
     if which == "image":
         meta.update({"image_size": str(model.image_size), "image_mean": json.dumps(list(model.image_mean)),
                      "image_std": json.dumps(list(model.image_std)),

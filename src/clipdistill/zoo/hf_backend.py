@@ -95,7 +95,7 @@ def load_hf(target: str, spec: str, download: bool = True) -> HFClipModel:
     if not path.is_dir():
         from clipdistill.zoo.hub import hf_snapshot
 
-        if target.startswith((".", "/", "~")) or path.suffix:
+        if target.startswith((".", "/", "~")) or path.suffix or target.count("/") != 1:
             raise UserError(f"{spec}: folder not found: {target}")
         path = hf_snapshot(spec, target, download)
     if not (path / "config.json").is_file():

@@ -152,9 +152,15 @@ def hf_snapshot(spec: str, repo_id: str, download: bool = True) -> Path:
     _check_repo_id(spec, repo_id)
     src = HubSource(spec, repo_id)
     local_only = offline() or not download
+    patterns = list(HF_FILES)
     try:
+        if not local_only:  # most repos hold both formats: fetch the safetensors weights alone when present
+            from huggingface_hub import list_repo_files
+
+            if any(f.startswith("model") and f.endswith(".safetensors") for f in list_repo_files(repo_id)):
+                patterns = [p for p in patterns if "pytorch_model" not in p]
         folder = snapshot_download(repo_id, cache_dir=str(hub_cache_dir()), local_files_only=local_only,
-                                   allow_patterns=list(HF_FILES))
+                                   allow_patterns=patterns)
     except LocalEntryNotFoundError:
         raise src.not_cached("the snapshot") from None
     except Exception as e:
