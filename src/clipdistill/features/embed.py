@@ -80,7 +80,9 @@ class _Rows(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample, reason = self.source.load(self.rows[i])
-        return {"_skip": reason} if sample is None else self.make(sample)
+        if sample is None:
+            return {"_skip": reason}
+        return self.make(sample) | ({"_note": reason} if reason else {})  # a kept sample's caption_truncated
 
 
 class _Tar(IterableDataset):
@@ -98,7 +100,8 @@ class _Tar(IterableDataset):
 
 def _collate(items: list[dict]) -> dict:
     good = [it for it in items if "_skip" not in it]
-    batch = {"skips": Counter(it["_skip"] for it in items if "_skip" in it), "key": [it["key"] for it in good]}
+    skips = Counter(it["_skip"] for it in items if "_skip" in it) + Counter(it["_note"] for it in good if "_note" in it)
+    batch = {"skips": skips, "key": [it["key"] for it in good]}
     if good:
         for name in ("image", "text", "aug_image"):
             if name in good[0]:
