@@ -198,6 +198,15 @@ def test_huge_caption_does_not_hang_the_tokenizer(tmp_path):
     assert time.perf_counter() - t0 < 60
     assert batch["caption"][0] == word[:2000] and batch["text"].shape[0] == 2
     assert dict(src.skips) == {"caption_truncated": 1} and src.skips.total == 0
+    from clipdistill.features.embed import EmbedOptions, embed_features
+    from clipdistill.features.store import FeatureStore
+
+    table = write_pairs(tmp_path / "csv", rows=[("long", png_bytes(0), word), ("short", png_bytes(1), caption(1))])
+    for i, data in enumerate((tmp_path / "s.tar", table)):  # the store's manifest counts it, as a kept sample
+        store = FeatureStore(embed_features(EmbedOptions(teacher=ARCH, data=str(data), device="cpu"),
+                                            tmp_path / f"feats{i}"))
+        assert len(store) == 2 and store.manifest["skips"] == {"caption_truncated": 1}
+        assert store.manifest["counts"]["skipped"] == 0
 
 
 BAD_ROWS = param_cases("data", "test_bad_sources.py::test_bad_table_row_is_a_counted_skip", [
