@@ -182,12 +182,13 @@ def fields_for(opts: EmbedOptions) -> list[str]:
 def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
     d = teacher.describe()
     bias = teacher.logit_bias  # a sigmoid (SigLIP) teacher: cached logit_kd needs it beside the scale
+    sigmoid = {} if bias is None else {"logit_bias": float(bias.detach()),
+                                       "sigmoid_scale": float(teacher.raw_logit_scale.detach().exp())}
     return {
         "teacher": {"spec": opts.teacher, "weights_sha256": teacher.weights_hash(), "embed_dim": d["embed_dim"],
                     "logit_scale": float(teacher.logit_scale.detach()),
                     # the bias pairs with the unclamped scale (released SigLIPs pass 100; ClipModel clamps)
-                    **({"logit_bias": float(bias.detach()), "sigmoid_scale": float(teacher.raw_logit_scale.exp())}
-                       if bias is not None else {})},
+                    **sigmoid},
         "preprocessing": {"transform": "eval_transform", "image_size": d["image_size"], "image_mean": d["image_mean"],
                           "image_std": d["image_std"], "context_length": d["context_length"]},
         **({"teacher_load_warnings": teacher.load_warnings} if teacher.load_warnings else {}),  # e.g. QuickGELU
