@@ -1,0 +1,101 @@
+"""Where a distillation step spends its CPU time: torch.profiler over optimizer steps of `DistillTask`.
+
+Two steps, cached teacher (features come with the batch) and online teacher (a no-grad teacher forward in
+the step), each with CLIP-KD's loss recipe and the optimizer the training loop builds
+(`train.optim.build_optimizer`). `--optimizer loop` swaps in torch's per-tensor AdamW (the loop's optimizer
+before it moved to the fused kernel), for a before/after. Prints the top ops by self CPU time and writes them
+as JSON.
+
+    .venv/bin/python benchmarks/bench_profile.py [--optimizer built|loop] [--quick] [--out benchmarks/out/profile.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+import clipdistill  # noqa: F401
+from clipdistill.distill.task import DistillTask
+from clipdistill.distill.teacher import FrozenTeachers
+from clipdistill.losses import build_loss
+from clipdistill.train.config import TrainConfig
+from clipdistill.train.optim import build_optimizer
+from clipdistill.zoo import load_model
+
+KD = {"clip": {}, "crd": {}, "fd": {"weight": 2000}, "icl": {}}
+
+
+def tops(prof, n: int) -> list[dict]:
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "self_cpu_share": round(e.self_cpu_time_total / total, 4), "calls": e.count}
+            for e in events[:n]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", default="open_clip:cd-student-s-32")
+    ap.add_argument("--teacher", default="open_clip:cd-teacher-64")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--optimizer", choices=["built", "loop"], default="built")
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--quick", action="store_true", help="batch 32, 2 steps")
+    ap.add_argument("--out", default="benchmarks/out/profile.json")
+    args = ap.parse_args()
+    if args.quick:
+        args.batch, args.steps = 32, 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    teachers = FrozenTeachers([args.teacher])
+    t = teachers.models[0]
+    b = args.batch
+    result: dict = {"optimizer": args.optimizer, "batch": b, "threads": args.threads, "student": args.student}
+    for mode in ("cached", "online"):
+        student = load_model(args.student).train()
+        loss = build_loss(KD, student.embed_dim, t.embed_dim)
+        task = DistillTask(student, loss, teachers if mode == "online" else None)
+        modules = task.trainable()
+        opt = (build_optimizer(modules, TrainConfig()) if args.optimizer == "built" else
+               torch.optim.AdamW([p for m in modules.values() for p in m.parameters()], foreach=False))
+        batch = {"image": torch.randn(b, 3, student.image_size, student.image_size),
+                 "text": student.tokenizer(["a photo of a red square"] * b)}
+        if mode == "online":
+            batch["teacher_image"] = torch.randn(b, 3, t.image_size, t.image_size)
+            batch["teacher_text"] = t.tokenizer(["a photo of a red square"] * b)
+        else:
+            batch["cached_t_image"] = F.normalize(torch.randn(b, t.embed_dim), dim=-1)
+            batch["cached_t_text"] = F.normalize(torch.randn(b, t.embed_dim), dim=-1)
+
+        def step(task=task, batch=batch, opt=opt):
+            out = task.training_step(batch)
+            out["loss"].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()  # warm-up (allocations, lazy optimizer state)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        seconds = (time.perf_counter() - t0) / args.steps
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.steps):
+                step()
+        result[mode] = {"step_s": round(seconds, 4), "top": tops(prof, args.top)}
+        print(f"{mode} teacher, optimizer={args.optimizer}: {seconds * 1000:.1f} ms/step (batch {b})")
+        for row in result[mode]["top"]:
+            print(f"  {row['self_cpu_share'] * 100:5.1f}%  {row['op']}  x{row['calls']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
