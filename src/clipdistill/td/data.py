@@ -10,22 +10,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from clipdistill.config import StrictModel
-from clipdistill.data.tasks import TaskData, open_task
+from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
 from clipdistill.manifest import sha256_json
-from clipdistill.splits import load_split, low_shot, select, stratified_order, stratum, subset_size
-from clipdistill.td.examples import TaskExample, TaskKind
+from clipdistill.splits import load_split, low_shot, select, stratified_order, subset_size
+from clipdistill.td.examples import TaskExample
+from clipdistill.td.tasks import TASK_KINDS, task_kind
 
-DEFAULT_VAL_SPLIT = {"vqa": "val", "snli_ve": "dev", "vcr": "val"}  # the datasets' own names
 DEV_SEED = 7919  # one fixed dev draw for every cell: a cell's seed varies its low-shot subset, never the dev set
 
 
 class TaskConfig(StrictModel):
     name: str
-    kind: TaskKind
+    kind: str  # a registered task kind (td/tasks/): vqa | snli_ve | vcr
     folder: str  # the task folder (world: tasks/<kind>); a relative one is resolved under `world` when set
     train_split: str = "train"
     val_split: str | None = None  # default per kind: vqa / vcr "val", snli_ve "dev"
@@ -41,6 +41,13 @@ class TaskConfig(StrictModel):
     # a dataset's own dev split such as SNLI-VE's); options are chosen there while val stays the reported split
     dev_fraction: float = Field(0.0, ge=0, lt=1)
 
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        if kind not in TASK_KINDS:
+            raise ValueError(f"unknown task kind {kind!r}; choose one of {', '.join(TASK_KINDS)}")
+        return kind
+
     @model_validator(mode="after")
     def _dev_needs_on_the_fly_subsets(self) -> TaskConfig:
         if self.dev_fraction and self.splits:
@@ -52,8 +59,9 @@ class TaskConfig(StrictModel):
     @classmethod
     def _default_val_split(cls, data: Any) -> Any:
         # filled before validation (not in an after-validator) so the recorded config names the split used
-        if isinstance(data, dict) and data.get("val_split") is None and data.get("kind") in DEFAULT_VAL_SPLIT:
-            data = {**data, "val_split": DEFAULT_VAL_SPLIT[data["kind"]]}
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if isinstance(kind, str) and data.get("val_split") is None and kind in TASK_KINDS:
+            data = {**data, "val_split": TASK_KINDS[kind].default_val_split}
         return data
 
     def eval_splits(self) -> dict[str, str]:
@@ -78,7 +86,7 @@ class TaskReader:
         folder = task_folder(task, world)
         key = (task.kind, str(folder.resolve()), split, task.images)
         if key not in self._cache:
-            data = open_task(task.kind, folder, split, task.images)
+            data = task_kind(task.kind).read(folder, split, task.images)
             if data.skips.total:
                 reasons = ", ".join(f"{r}: {n}" for r, n in sorted(data.skips.items()))
                 self.log(f"{task.name} {split}: {len(data.examples)} examples, skipped {data.skips.total} "
@@ -98,7 +106,7 @@ def split_dev(task: TaskConfig, data: TaskData) -> tuple[TaskData, TaskData | No
     if not task.dev_fraction:
         return data, None
     keys = [ex.key for ex in data.examples]
-    strata = [stratum(task.kind, ex, data.meta[ex.key]) for ex in data.examples]
+    strata = [task_kind(task.kind).stratum(ex, data.meta[ex.key]) for ex in data.examples]
     n_dev = subset_size(len(keys), task.dev_fraction)
     if n_dev >= len(keys):
         raise UserError(f"dev_fraction {task.dev_fraction:g} of {len(keys)} {task.name} training examples leaves "
@@ -127,5 +135,5 @@ def low_shot_examples(task: TaskConfig, data: TaskData, fraction: float, seed: i
     if fraction >= 1.0:
         return data.examples
     keys = [ex.key for ex in data.examples]
-    strata = [stratum(task.kind, ex, data.meta[ex.key]) for ex in data.examples]
+    strata = [task_kind(task.kind).stratum(ex, data.meta[ex.key]) for ex in data.examples]
     return select(data.examples, low_shot(keys, strata, [fraction], [seed])[f"seed{seed}"][f"{fraction:g}"])

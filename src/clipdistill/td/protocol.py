@@ -37,10 +37,10 @@ from clipdistill.td.data import TaskConfig, TaskReader
 from clipdistill.td.runner import FinetuneConfig, Trainer, run_finetune
 from clipdistill.td.student import StudentConfig
 from clipdistill.td.task import TDConfig
+from clipdistill.td.tasks import task_kind
 from clipdistill.train.checkpoint import CKPT_DIR
 
 Method = Literal["baseline", "naive", "clip_td", "prior"]
-MAIN_METRIC = {"vqa": "accuracy", "snli_ve": "accuracy", "vcr": "q_ar"}
 LOCATION_FIELDS = {"out", "world"}  # where things are, not what runs: moving the world keeps finished cells
 
 
@@ -196,7 +196,7 @@ def gain_points(table: list[dict[str, Any]], kinds: dict[str, str]) -> dict[str,
     """{"<task> <regime> f<fraction>": CLIP-TD mean - baseline mean} on each task's main metric (in points:
     the metrics are percentages); empty unless both methods ran."""
     return {f"{e['task']} {e['regime']} f{e['fraction']:g}": round(e["gain_abs"], 4) for e in table
-            if e["method"] == "clip_td" and "gain_abs" in e and e["metric"] == MAIN_METRIC[kinds[e["task"]]]}
+            if e["method"] == "clip_td" and "gain_abs" in e and e["metric"] == task_kind(kinds[e["task"]]).main_metric}
 
 
 def to_markdown(table: list[dict[str, Any]]) -> str:

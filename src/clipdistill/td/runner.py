@@ -14,15 +14,13 @@ from pydantic import Field
 from safetensors.torch import save_file
 
 from clipdistill.config import StrictModel, build_config, dump_config
-from clipdistill.data.tasks import task_image_dir
 from clipdistill.manifest import atomic_write_text
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
-from clipdistill.td.examples import TaskExample, TaskKind, vcr_items
-from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.prior import prior_metrics
 from clipdistill.td.student import StudentConfig, build_student
 from clipdistill.td.task import Collator, TDConfig, TDTask, evaluate
+from clipdistill.td.tasks import task_kind
 
 Trainer = Callable[..., Any]  # fit(task, loader_factory, train_cfg, run_dir) from clipdistill.train
 
@@ -39,10 +37,6 @@ class FinetuneConfig(StrictModel):
     seed: int = 0
     train: dict[str, Any] = {}  # passed to clipdistill.train.TrainConfig (epochs, lr, ...)
     out: str = "runs/finetune"
-
-
-def _items(examples: list[TaskExample], kind: TaskKind) -> list:
-    return [it for ex in examples for it in vcr_items(ex)] if kind == "vcr" else examples
 
 
 def _batches(items: list, collate: Collator, size: int, order: list[int] | None = None):
@@ -84,17 +78,18 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
         return prior_metrics(spec.kind, train_ex, train_data.meta, evals)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    vocab = build_answer_vocab([ex.answers for ex in train_ex], spec.max_answers) if spec.kind == "vqa" else None
+    kind = task_kind(spec.kind)
+    vocab = kind.answer_vocab(train_ex, spec.max_answers)
     student, init_info = build_student(cfg.student)
     teacher = load_model(cfg.teacher) if cfg.teacher and cfg.td.distils else None
     task = TDTask(spec.kind, student, cfg.td, teacher, vocab)
     cached = None
     if task.teacher is not None and spec.teacher_features:
-        image_dir = task_image_dir(spec.kind, task_folder(spec, cfg.world), spec.images)
+        image_dir = kind.image_dir(task_folder(spec, cfg.world), spec.images)
         cached = CachedImageTeacher(spec.teacher_features, task.teacher, image_dir)
         cached.check_covers([ex.image for ex in train_ex])
     collate = Collator(spec.kind, student, task.teacher, vocab, cfg.td.vqa_distractors, cached=cached)
-    items = _items(train_ex, spec.kind)
+    items = kind.items(train_ex)
 
     def loader_factory(epoch: int):
         order = list(range(len(items)))
@@ -104,7 +99,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     fit = trainer or default_trainer()
     fit(task, loader_factory, train_config if train_config is not None else _train_config(cfg), run_dir)
     eval_collate = Collator(spec.kind, student, None, vocab)
-    results = {name: evaluate(task, _batches(_items(data.examples, spec.kind), eval_collate, cfg.eval_batch_size))
+    results = {name: evaluate(task, _batches(kind.items(data.examples), eval_collate, cfg.eval_batch_size))
                for name, data in evals.items()}
     export_task_model(task, run_dir, {
         "kind": spec.kind, "student": student.cfg.model_dump(), "vocab": vocab, "init": init_info,

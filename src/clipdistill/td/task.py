@@ -20,20 +20,12 @@ from torchvision import transforms as T
 
 from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
-from clipdistill.td.examples import ChoiceItem, TaskExample, TaskKind
-from clipdistill.td.heads import ClassifierHead, MultipleChoiceHead, VQAHead, vqa_targets
-from clipdistill.td.metrics import accuracy_result, normalize_answer, vcr_result, vqa_accuracy
+from clipdistill.td.examples import ChoiceItem, TaskExample
 from clipdistill.td.objective import Distance, DistillHeads, distillation_terms
 from clipdistill.td.selection import SelectionRule, select_tokens
 from clipdistill.td.student import VLStudent
-from clipdistill.td.weighting import (
-    WeightConfig,
-    choice_probs,
-    entailment_probs,
-    instance_weights,
-    modality_weights,
-    text_to_image_confidence,
-)
+from clipdistill.td.tasks import TaskKindBase, task_kind
+from clipdistill.td.weighting import WeightConfig, instance_weights, modality_weights, text_to_image_confidence
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -90,60 +82,39 @@ def align_text(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[t
 
 
 class Collator:
-    """Turns TaskExamples (VQA / SNLI-VE) or ChoiceItems (VCR) into student + teacher tensors."""
+    """Turns a task kind's items (TaskExamples; VCR: ChoiceItems) into student + teacher tensors; what differs per
+    kind is the kind object's `collate` (td/tasks/)."""
 
-    def __init__(self, kind: TaskKind, student: VLStudent, teacher=None, vocab: list[str] | None = None,
+    def __init__(self, kind: str | TaskKindBase, student: VLStudent, teacher=None, vocab: list[str] | None = None,
                  vqa_distractors: int = 7, cached=None):
-        self.kind, self.teacher = kind, teacher
+        self.kind, self.teacher = task_kind(kind), teacher
+        self.student = student
         self.cached = cached  # a td.cached.CachedImageTeacher: image signals read, not computed
-        self.context_length = student.cfg.context_length
         self.transform = student_transform(student.cfg.image_size)
         self.vocab = vocab or []
         self.index = {a: i for i, a in enumerate(self.vocab)}
         self.vqa_distractors = vqa_distractors
 
     def _ids(self, texts: list[str]) -> torch.Tensor:
-        return open_clip.tokenize(texts, context_length=self.context_length)
+        return open_clip.tokenize(texts, context_length=self.student.cfg.context_length)
 
     def __call__(self, items: list) -> dict:
         exs: list[TaskExample] = [it.example if isinstance(it, ChoiceItem) else it for it in items]
         pil = [ex.load_image() for ex in exs]
         batch: dict = {"key": [ex.key for ex in exs], "image": torch.stack([self.transform(im) for im in pil])}
-        if self.kind == "vcr":
-            n = len(items[0].candidates)
-            if any(len(it.candidates) != n for it in items):
-                raise UserError("VCR items in one batch must have the same number of candidates")
-            seqs = [f"{it.query} {c}" for it in items for c in it.candidates]
-            batch.update(ids=self._ids(seqs), labels=torch.tensor([it.label for it in items]), n_choices=n,
-                         sub=[it.sub for it in items])
-            gt_texts = [seqs[i * n + it.label] for i, it in enumerate(items)]
-            cand_texts, cand_labels = seqs, batch["labels"]
-        elif self.kind == "vqa":
-            batch.update(ids=self._ids([ex.text for ex in exs]), answers=[ex.answers for ex in exs],
-                         targets=torch.stack([vqa_targets(ex.answers, self.index) for ex in exs]))
-            gt_texts = [ex.text for ex in exs]
-            cand_texts = [f"{ex.text} {a}" for ex in exs for a in self._vqa_candidates(ex)]
-            cand_labels = torch.zeros(len(exs), dtype=torch.long)
-        else:
-            batch.update(ids=self._ids([ex.text for ex in exs]), labels=torch.tensor([ex.label for ex in exs]))
-            gt_texts, cand_texts, cand_labels = [ex.text for ex in exs], None, batch["labels"]
+        part = self.kind.collate(items, self._ids, self.index, self.vqa_distractors, self.vocab)
+        batch.update(part.fields)
         if self.teacher is not None:
             tok = self.teacher.tokenizer
             if self.cached is not None:
                 batch["teacher_image_pooled"], batch["teacher_patch"] = self.cached.signals([ex.image for ex in exs])
             else:
                 batch["teacher_image"] = torch.stack([self.teacher.eval_transform(im) for im in pil])
-            batch["teacher_ids"] = tok(gt_texts)
-            batch["teacher_labels"] = cand_labels
-            if cand_texts is not None:
-                batch["teacher_cand_ids"] = tok(cand_texts)
+            batch["teacher_ids"] = tok(part.teacher_texts)
+            batch["teacher_labels"] = part.cand_labels
+            if part.cand_texts is not None:
+                batch["teacher_cand_ids"] = tok(part.cand_texts)
         return batch
-
-    def _vqa_candidates(self, ex: TaskExample) -> list[str]:
-        """GT (most frequent human answer) first, then the most frequent other vocabulary answers."""
-        norm = [normalize_answer(a) for a in ex.answers]
-        gt = max(set(norm), key=lambda a: (norm.count(a), -norm.index(a)))
-        return [gt] + [a for a in self.vocab if a != gt][: self.vqa_distractors]
 
 
 class CandidateMemo:
@@ -175,17 +146,13 @@ class CandidateMemo:
 class TDTask:
     """Task protocol: `trainable()` and `training_step(batch)`; plus `predict` and `export_modules`."""
 
-    def __init__(self, kind: TaskKind, student: VLStudent, td: TDConfig, teacher=None, vocab: list[str] | None = None):
-        self.kind, self.student, self.td = kind, student, td.effective()
+    def __init__(self, kind: str | TaskKindBase, student: VLStudent, td: TDConfig, teacher=None,
+                 vocab: list[str] | None = None):
+        self.task_kind = task_kind(kind)
+        self.kind = self.task_kind.name
+        self.student, self.td = student, td.effective()
         self.vocab = vocab or []
-        if kind == "vqa":
-            if not self.vocab:
-                raise UserError("VQA needs a non-empty answer vocabulary (built from the training answers)")
-            self.head: nn.Module = VQAHead(student.width, len(self.vocab))
-        elif kind == "snli_ve":
-            self.head = ClassifierHead(student.width, 3)
-        else:
-            self.head = MultipleChoiceHead(student.width)
+        self.head: nn.Module = self.task_kind.make_head(student.width, self.vocab)
         self.teacher = teacher if self.td.distils else None
         if self.td.distils and teacher is None:
             raise UserError(f"method {td.method!r} needs a teacher (set teacher: SPEC)")
@@ -206,28 +173,32 @@ class TDTask:
         return {"student": self.student, "head": self.head}
 
     def _task_logits(self, out: dict, batch: dict) -> torch.Tensor:
-        if self.kind == "vcr":
-            return self.head(out["cls"], batch["n_choices"])
-        return self.head(out["cls"])
+        return self.task_kind.logits(self.head, out, batch)
 
     def _forward(self, batch: dict, need_attention: bool = False) -> dict:
-        images = batch["image"]
-        if self.kind == "vcr":
-            images = images.repeat_interleave(batch["n_choices"], dim=0)
-        return self.student(images, batch["ids"], need_attention=need_attention)
+        return self.student(self.task_kind.student_images(batch), batch["ids"], need_attention=need_attention)
+
+    def candidate_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """The frozen teacher's (memoised) text embeddings of candidate texts."""
+        return self._candidates(ids)
+
+    def null_embedding(self) -> torch.Tensor:
+        """The teacher's embedding of `td.null_prompt` (SNLI-VE's confidence proxy baseline)."""
+        if self._null is None:
+            device = self.teacher.logit_scale.device
+            self._null = self.teacher.encode_text(self.teacher.tokenizer([self.td.null_prompt]).to(device))[0]
+        return self._null
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         td = self.td
         out = self._forward(batch, need_attention=self.teacher is not None and td.selection == "student_attention")
         logits = self._task_logits(out, batch)
-        task = self.head.loss(logits, batch["targets"] if self.kind == "vqa" else batch["labels"])
+        task = self.head.loss(logits, self.task_kind.targets(batch))
         terms = {"task": task}
         if self.teacher is None:
             terms["loss"] = task
             return terms
-        if self.kind == "vcr":  # distil on the ground-truth candidate's sequence of each item
-            rows = torch.arange(len(batch["labels"])) * batch["n_choices"] + batch["labels"]
-            out = {k: v[rows] for k, v in out.items()}
+        out = self.task_kind.distilled(out, batch)  # VCR: the ground-truth candidate's sequence of each item
         teacher, probs, conf_t2i = self._teacher_signals(batch)
         w = instance_weights(probs, batch["teacher_labels"], td.weights)
         modality = None
@@ -262,40 +233,24 @@ class TDTask:
         tokens, tmask = align_text(tokens, tmask, batch["ids"].shape[1])
         teacher = {"patch": align_patches(patch, self.student.grid), "tokens": tokens, "mask": tmask,
                    "image_pooled": img_pooled, "text_pooled": txt_pooled}
-        scale = t.logit_scale
-        if self.kind == "snli_ve":
-            if self._null is None:
-                self._null = t.encode_text(t.tokenizer([self.td.null_prompt]).to(device))[0]
-            probs = entailment_probs(img_pooled, txt_pooled, self._null, scale)
-        else:
-            cand = self._candidates(batch["teacher_cand_ids"]).view(len(img_pooled), -1, img_pooled.shape[-1])
-            probs = choice_probs(img_pooled, cand, scale)
-        conf_t2i = text_to_image_confidence(img_pooled, txt_pooled, scale)
+        probs = self.task_kind.teacher_probs(self, img_pooled, txt_pooled, batch)
+        conf_t2i = text_to_image_confidence(img_pooled, txt_pooled, t.logit_scale)
         return teacher, probs, conf_t2i
 
     @torch.no_grad()
     def predict(self, batch: dict) -> list:
         """Predicted answer strings (VQA) or class / candidate indices (SNLI-VE, VCR)."""
-        logits = self._task_logits(self._forward(batch), batch)
-        idx = logits.argmax(-1).tolist()
-        return [self.vocab[i] for i in idx] if self.kind == "vqa" else idx
+        return self.task_kind.predictions(self._task_logits(self._forward(batch), batch), self.vocab)
 
 
 def evaluate(task: TDTask, batches) -> dict[str, float]:
-    """Metrics over collated batches: VQA official accuracy, SNLI-VE accuracy, VCR Q->A / QA->R / Q->AR."""
+    """The task kind's metrics over collated batches: VQA official accuracy, SNLI-VE accuracy, VCR Q->A / QA->R /
+    Q->AR."""
     for m in task.export_modules().values():
         m.eval()
-    scores: list[float] = []
-    vcr: dict[str, dict[str, tuple[int, int]]] = {"q_a": {}, "qa_r": {}}
+    scorer = task.task_kind.scorer()
     device = next(task.student.parameters()).device  # where the loop left the student (cuda after GPU training)
     for batch in batches:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        preds = task.predict(batch)
-        if task.kind == "vqa":
-            scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch["answers"], strict=True)]
-        elif task.kind == "snli_ve":
-            scores += [float(p == y) for p, y in zip(preds, batch["labels"].tolist(), strict=True)]
-        else:
-            for key, sub, p, y in zip(batch["key"], batch["sub"], preds, batch["labels"].tolist(), strict=True):
-                vcr[sub][key] = (p, y)
-    return vcr_result(vcr) if task.kind == "vcr" else accuracy_result(scores)
+        scorer.add(task.predict(batch), batch)
+    return scorer.result()

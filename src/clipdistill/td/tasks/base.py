@@ -1,0 +1,108 @@
+"""What one CLIP-TD task kind supplies. Everything that differs between VQA, SNLI-VE and VCR lives in a subclass
+(one module per kind, registered in `td/tasks/__init__.py`); the collator, the task, the runner, the prior and the
+protocol ask the kind object and never branch on its name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from clipdistill.data.tasks import TaskData, open_task, task_image_dir
+from clipdistill.splits import stratum
+from clipdistill.td.examples import TaskExample
+from clipdistill.td.weighting import choice_probs
+
+
+@dataclass
+class Collated:
+    """One collated batch's task part: tensors for the student and the loss (`fields`), and the texts the
+    teacher reads: `teacher_texts` (one per instance: the text distilled), `cand_texts` (candidate texts of the
+    confidence weights, `n_cand` per instance, or None) and `cand_labels` (index of the right candidate / class)."""
+
+    fields: dict[str, Any]
+    teacher_texts: list[str]
+    cand_texts: list[str] | None
+    cand_labels: torch.Tensor
+
+
+class TaskKindBase:
+    """Reader, items, head, collation, teacher answer probabilities, metric and prior of one task kind."""
+
+    name: ClassVar[str]
+    default_val_split: ClassVar[str]  # the dataset's own name for its validation split
+    main_metric: ClassVar[str]  # the metric the protocol's summary reports
+    uses_vocab: ClassVar[bool] = False  # answers are a vocabulary built from the training answers (VQA)
+
+    def read(self, folder: str | Path, split: str, images: str | Path | None = None) -> TaskData:
+        return open_task(self.name, folder, split, images)
+
+    def image_dir(self, folder: str | Path, images: str | Path | None = None) -> Path:
+        """Where the task's images are (the folder a teacher feature store of them is keyed by)."""
+        return task_image_dir(self.name, folder, images)
+
+    def stratum(self, ex: TaskExample, meta: dict[str, Any]) -> str:
+        """What low-shot subsets and the dev carve are stratified by."""
+        return stratum(self.name, ex, meta)
+
+    def items(self, examples: Sequence[TaskExample]) -> list:
+        """What one training / eval step consumes per instance (VCR: two multiple-choice items per example)."""
+        return list(examples)
+
+    def answer_vocab(self, examples: Sequence[TaskExample], max_answers: int) -> list[str] | None:
+        return None
+
+    def make_head(self, width: int, vocab: list[str] | None) -> nn.Module:
+        raise NotImplementedError
+
+    def collate(self, items: list, tokenize, vocab_index: dict[str, int], distractors: int,
+                vocab: list[str]) -> Collated:
+        """`tokenize(texts) -> ids` is the student's tokenizer."""
+        raise NotImplementedError
+
+    def student_images(self, batch: dict) -> torch.Tensor:
+        """The images the student sees, one per text sequence."""
+        return batch["image"]
+
+    def logits(self, head: nn.Module, out: dict, batch: dict) -> torch.Tensor:
+        return head(out["cls"])
+
+    def targets(self, batch: dict) -> torch.Tensor:
+        return batch["labels"]
+
+    def distilled(self, out: dict, batch: dict) -> dict:
+        """The student outputs distilled: one row per instance (VCR keeps the ground-truth candidate's row)."""
+        return out
+
+    def distilled_ids(self, batch: dict) -> torch.Tensor:
+        return batch["ids"]
+
+    def teacher_probs(self, task, img_pooled: torch.Tensor, txt_pooled: torch.Tensor, batch: dict) -> torch.Tensor:
+        """[B, C] teacher probabilities over the candidates (`batch["teacher_labels"]` indexes the right one).
+        `task` (a TDTask) gives the memoised candidate text embeddings: `task.candidate_embeddings(ids)`."""
+        cand = task.candidate_embeddings(batch["teacher_cand_ids"]).view(len(img_pooled), -1, img_pooled.shape[-1])
+        return choice_probs(img_pooled, cand, task.teacher.logit_scale)
+
+    def predictions(self, logits: torch.Tensor, vocab: list[str] | None) -> list:
+        return logits.argmax(-1).tolist()
+
+    def scorer(self) -> Scorer:
+        raise NotImplementedError
+
+    def prior(self, train: list[TaskExample], train_meta: dict, evals: dict[str, TaskData]) -> dict[str, dict]:
+        """{split name: metrics} of the answer prior fitted on `train` (td/prior.py)."""
+        raise NotImplementedError
+
+
+class Scorer:
+    """Accumulates predictions batch by batch; `result()` gives the kind's metrics dict (with "n")."""
+
+    def add(self, preds: list, batch: dict) -> None:
+        raise NotImplementedError
+
+    def result(self) -> dict[str, float]:
+        raise NotImplementedError

@@ -1,0 +1,52 @@
+"""SNLI-VE: 3-way classification (entailment, neutral, contradiction) of an image and a hypothesis."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from clipdistill.data.tasks import TaskData
+from clipdistill.td.heads import VE_LABELS, ClassifierHead
+from clipdistill.td.metrics import accuracy_result
+from clipdistill.td.tasks.base import Collated, Scorer, TaskKindBase
+from clipdistill.td.weighting import entailment_probs
+
+
+class _HitScorer(Scorer):
+    def __init__(self):
+        self.scores: list[float] = []
+
+    def add(self, preds: list, batch: dict) -> None:
+        self.scores += [float(p == y) for p, y in zip(preds, batch["labels"].tolist(), strict=True)]
+
+    def result(self) -> dict[str, float]:
+        return accuracy_result(self.scores)
+
+
+class SNLIVE(TaskKindBase):
+    name = "snli_ve"
+    default_val_split = "dev"
+    main_metric = "accuracy"
+    labels = VE_LABELS
+
+    def make_head(self, width: int, vocab):
+        return ClassifierHead(width, len(VE_LABELS))
+
+    def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
+        texts = [ex.text for ex in items]
+        labels = torch.tensor([ex.label for ex in items])
+        return Collated({"ids": tokenize(texts), "labels": labels}, texts, None, labels)
+
+    def teacher_probs(self, task, img_pooled, txt_pooled, batch):
+        """Proxy over the three classes from the hypothesis' image similarity against a neutral prompt's."""
+        return entailment_probs(img_pooled, txt_pooled, task.null_embedding(), task.teacher.logit_scale)
+
+    def scorer(self) -> Scorer:
+        return _HitScorer()
+
+    def prior(self, train, train_meta, evals: dict[str, TaskData]):
+        """The majority class of the training subset."""
+        majority = Counter(ex.label for ex in train).most_common(1)[0][0]
+        return {name: accuracy_result([float(ex.label == majority) for ex in data.examples])
+                for name, data in evals.items()}
