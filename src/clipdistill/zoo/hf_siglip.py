@@ -38,6 +38,9 @@ class HFSiglipModel(ClipModel):
             tok = AutoTokenizer.from_pretrained(str(folder))
         except ImportError as e:  # SigLIP's own tokenizer is a sentencepiece model
             raise UserError(f"{spec}: its tokenizer needs a package this installation lacks ({e})") from None
+        except Exception as e:  # a broken tokenizer file: transformers / tokenizers raise many types
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise UserError(f"{spec}: cannot build its tokenizer from {folder} ({type(e).__name__}: {first})") from None
         self.eos_id = int(tok.eos_token_id)
         self._tok = tok
         proc = SiglipImageProcessor.from_pretrained(str(folder))
