@@ -130,7 +130,7 @@ def test_report_from_real_results_run_balance_and_protocol(real_results, tmp_pat
     parser = _Images()
     parser.feed(page)
     assert parser.tables == 1 and "script" not in parser.tags
-    assert len(parser.srcs) == 3  # training curves, balance, one low-shot curve
+    assert len(parser.srcs) == 4  # per-metric bars, training curves, balance, one low-shot curve
     for src in parser.srcs:
         assert src.startswith("data:image/png;base64,")  # self-contained
         img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")

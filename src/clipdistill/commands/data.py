@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Count samples and skipped ones per reason; print image sizes and caption lengths.
 
-        Example: clipdistill data inspect "runs/world/pairs/shard-{00000..00002}.tar"
+        Example: clipdistill data inspect world_tiny/pairs/shard-00000.tar
         """
         from clipdistill.config import build_config
         from clipdistill.data import open_source

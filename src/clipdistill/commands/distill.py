@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Distil a teacher CLIP into a student.
 
-        Example: clipdistill distill configs/tinyclip.yaml --set data.source=world:world_tiny --out runs/tiny
+        Example: clipdistill distill configs/tinyclip.yaml --set data.source=world:world_tiny --set train.epochs=1 \\
+            --out runs/tiny
 
         Several processes: torchrun --nproc_per_node 2 -m clipdistill distill CONFIG.yaml --out RUN.
         Continue a killed or preempted run with --resume latest. An --out that holds another run or other files

@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
         rerun; a cell stopped by SIGTERM / SIGINT / SIGUSR1 (checkpoint at its optimizer step, exit 128+signal)
         continues from that checkpoint. Writes OUT/rows.json, OUT/results.json, OUT/results.md and OUT/summary.json.
 
-        Example: clipdistill protocol configs/td/protocol_tiny.yaml --set world=world_tiny --set out=runs/td_tiny
+        Example (one seed, one fraction, one epoch; without the --set lines the whole grid runs):
+        clipdistill protocol configs/td/protocol_tiny.yaml --set world=world_tiny --set out=runs/td_tiny \\
+            --set seeds=[0] --set fractions=[0.25] --set full=false --set train.epochs=1
         """
         from functools import partial
 

@@ -19,8 +19,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Teacher-vs-students table, training curves, balance histograms, low-shot curves.
 
-        Example: clipdistill report results/ runs/kd-small --out report --teacher open_clip:cd-teacher-64@t.pt
-        --baseline run:runs/no-kd
+        Example: clipdistill report results/ runs/tiny bal runs/td_tiny --out report
+
+        With --teacher and --baseline (SPECs as in the results) the table gains a gap-closed column.
         """
         from clipdistill.report import build_report
 

@@ -14,6 +14,7 @@ from clipdistill.evaluation.results import is_result
 
 LOWSHOT_KEYS = {"task", "fraction", "method", "metric", "value"}
 BALANCE_KEYS = {"hist_before", "hist_after"}
+TD_SAMPLE_KEYS = {"grid", "selection", "samples"}
 
 
 @dataclass
@@ -22,6 +23,8 @@ class ReportInputs:
     curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run name -> metrics.jsonl rows
     balance: dict[str, dict[str, Any]] = field(default_factory=dict)  # file stem -> balance report
     lowshot: list[dict[str, Any]] = field(default_factory=list)  # protocol rows
+    balance_dirs: dict[str, Path] = field(default_factory=dict)  # balance DIR name -> DIR (for the gallery)
+    td_samples: list[Path] = field(default_factory=list)  # td_samples.json files of CLIP-TD fine-tunes
     skipped: int = 0
 
 
@@ -59,7 +62,13 @@ def _add_json(inputs: ReportInputs, path: Path, explicit: bool) -> None:
     elif _is_lowshot(data):
         inputs.lowshot.extend(data)
     elif isinstance(data, dict) and BALANCE_KEYS <= data.keys():
-        inputs.balance[path.stem] = data
+        # a balance DIR's report.json is named by its folder: several DIRs must not overwrite one another
+        name = path.parent.name if path.stem == "report" else path.stem
+        inputs.balance[name] = data
+        if (path.parent / "kept.npy").is_file() and (path.parent / "manifest.json").is_file():
+            inputs.balance_dirs[name] = path.parent
+    elif isinstance(data, dict) and TD_SAMPLE_KEYS <= data.keys():
+        inputs.td_samples.append(path)
     elif explicit:
         raise UserError(f"{path}: not an eval result, a balance report (hist_before/hist_after) or CLIP-TD "
                         "protocol rows (task, regime, fraction, method, seed, metric, value)")

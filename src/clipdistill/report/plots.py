@@ -31,8 +31,19 @@ def curve_terms(rows: list[dict[str, Any]]) -> list[str]:
     return terms
 
 
+def _by_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in step order; a step logged twice (a resumed run replays the steps after its checkpoint) keeps the
+    later row's values, so the curve is the run's own, not a zigzag."""
+    merged: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        merged.setdefault(r["step"], {}).update(r)
+    return [merged[s] for s in sorted(merged)]
+
+
 def training_curves(name: str, rows: list[dict[str, Any]]) -> bytes | None:
-    """One panel per logged term (losses have very different scales), value against step."""
+    """One panel per logged term (losses have very different scales), value against step; the step axis starts
+    at 0 so a run's first logged steps are not mistaken for its start."""
+    rows = _by_step(rows)
     terms = curve_terms(rows)
     if not terms:
         return None
@@ -45,9 +56,49 @@ def training_curves(name: str, rows: list[dict[str, Any]]) -> bytes | None:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     fig.suptitle(f"training curves: {name}")
     return _png(fig)
+
+
+ROLE_COLOURS = {"teacher": "tab:gray", "baseline": "tab:orange"}
+
+
+def metric_bars(groups: list[dict[str, Any]], columns: list[str]) -> bytes | None:
+    """Teacher / baseline / students side by side on every metric column (percent); mean over seeds with a
+    one-standard-deviation error bar where a model has several seeds' results (`tables.seed_groups`)."""
+    if not groups or not columns:
+        return None
+    return _png(metric_bars_figure(groups, columns))
+
+
+def metric_bars_figure(groups: list[dict[str, Any]], columns: list[str]) -> Figure:
+    width = 0.8 / len(groups)
+    fig = Figure(figsize=(max(6.0, 1.2 + 0.35 * len(groups) * len(columns)), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    students = iter(["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                     "tab:cyan"] * 8)
+    for i, g in enumerate(groups):
+        xs, means, errs = [], [], []
+        for j, c in enumerate(columns):
+            vals = g["values"].get(c, [])
+            if vals:
+                xs.append(j - 0.4 + width * (i + 0.5))
+                means.append(100 * statistics.fmean(vals))
+                errs.append(100 * statistics.stdev(vals) if len(vals) > 1 else math.nan)  # one seed: no bar
+        label = f"{g['model']} ({g['role']}" + (f", {g['n']} seeds)" if g["n"] > 1 else ")")
+        colour = ROLE_COLOURS.get(g["role"]) or next(students)
+        ax.bar(xs, means, width=width, yerr=errs, capsize=3, label=label,
+               color=colour, edgecolor="black", linewidth=0.4)
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("%")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("teacher, baseline and students per metric" + (" (error bars: std over seeds)"
+                                                                 if any(g["n"] > 1 for g in groups) else ""))
+    return fig
 
 
 def _hist(h: Any) -> tuple[list[float], list[float]]:

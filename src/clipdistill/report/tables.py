@@ -9,6 +9,7 @@ difference into "178 %"), so those columns are left out and the cell is empty wh
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,26 @@ def comparison_table(results: list[dict[str, Any]], teacher: str | None = None,
         row["gap"] = _gap_closed(row, by_model.get(teacher or ""), by_model.get(baseline or ""), columns)
     rows.sort(key=lambda r: ({"teacher": 0, "baseline": 1}.get(r["role"], 2), r["model"]))
     return Table(columns, rows)
+
+
+SEED = re.compile(r"[/_\-.:]seed[_\-=]?\d+(?=$|[/_\-.@])", re.IGNORECASE)
+
+
+def seed_groups(t: Table) -> list[dict[str, Any]]:
+    """Rows of one model trained with several seeds, together: [{"model", "role", "n", "values": {column:
+    [value per seed]}}]. Seeds are told apart by a `seed<N>` part of the SPEC (run:runs/cid-seed1,
+    run:runs/seed1/cid); other names are one model each. Order: teacher, baseline, students."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in t.rows:
+        name = SEED.sub("", row["model"])
+        g = groups.setdefault(name, {"model": name, "role": "student", "n": 0, "values": {c: [] for c in t.columns}})
+        g["n"] += 1
+        if row["role"] != "student":
+            g["role"] = row["role"]
+        for c in t.columns:
+            if row.get(c) is not None:
+                g["values"][c].append(row[c])
+    return sorted(groups.values(), key=lambda g: ({"teacher": 0, "baseline": 1}.get(g["role"], 2), g["model"]))
 
 
 def _gap_closed(row: dict, t: dict | None, b: dict | None, columns: list[str]) -> float | None:

@@ -18,6 +18,7 @@ from clipdistill.manifest import atomic_write_text
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
 from clipdistill.td.prior import prior_metrics
+from clipdistill.td.samples import save_td_samples
 from clipdistill.td.student import StudentConfig, build_student
 from clipdistill.td.task import Collator, TDConfig, TDTask, evaluate
 from clipdistill.td.tasks import task_kind
@@ -105,6 +106,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
         "kind": spec.kind, "student": student.cfg.model_dump(), "vocab": vocab, "init": init_info,
         "data": {"train_split": spec.train_split, "source_sha256": train_data.source_sha256(),
                  "train_examples": len(train_ex), "fraction": cfg.fraction, "seed": cfg.seed}})
+    save_td_samples(task, collate, items, run_dir)  # the report's picture of what was distilled
     return results
 
 
