@@ -491,3 +491,14 @@ def test_stream_drop_last_drops_samples_but_counts_skips(tmp_path):
     batches = make_loader(src, views(), 2, drop_last=True)
     assert batches.count() == 2
     assert [b["key"] for b in batches] == [["s/k0", "s/k1"], ["s/k3", "s/k4"]] and dict(src.skips) == {"zero_byte": 1}
+
+
+def test_separator_option_is_checked():
+    from pydantic import ValidationError
+
+    from clipdistill.data.sources import SourceOptions
+
+    assert SourceOptions(separator="tab").separator == "tab" and SourceOptions(separator="|").separator == "|"
+    for bad in (";;", "\n", '"', ""):
+        with pytest.raises(ValidationError, match="one character other than a quote"):
+            SourceOptions(separator=bad)

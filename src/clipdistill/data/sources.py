@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from clipdistill.config import StrictModel
 from clipdistill.errors import DataError
@@ -50,7 +50,7 @@ class SourceOptions(StrictModel):
     caption_col: str = Field("caption", description="CSV/JSONL column of captions; a file without it but with "
                              "open_clip's `title` column uses that")
     key_col: str = Field("key", description="CSV/JSONL column of sample keys, if present (else row-N)")
-    separator: str = Field("auto", pattern="^(auto|tab|[^\n\r\"])$", description="CSV field separator: "
+    separator: str = Field("auto", description="CSV field separator: "
                            "auto (tab for .tsv/.tab and for a .csv whose header has tabs but no commas, as "
                            "open_clip's default `--csv-separator` tab writes them), tab, or one character")
     max_pixels: int = Field(MAX_PIXELS, ge=1, le=2 * MAX_PIXELS, description="images with more pixels are "
@@ -58,6 +58,13 @@ class SourceOptions(StrictModel):
                             f"{2 * MAX_PIXELS}")
     max_caption_chars: int = Field(MAX_CAPTION_CHARS, ge=1, description="longer captions are cut to this many "
                                    "characters before tokenising (counted `caption_truncated`)")
+
+    @field_validator("separator")
+    @classmethod
+    def _one_character(cls, v: str) -> str:
+        if v not in ("auto", "tab") and (len(v) != 1 or v in "\n\r\""):
+            raise ValueError("auto, tab, or one character other than a quote or a line break")
+        return v
 
 
 def source_kwargs(opts: StrictModel) -> dict:
