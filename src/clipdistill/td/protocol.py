@@ -39,6 +39,7 @@ from clipdistill.td.student import StudentConfig
 from clipdistill.td.task import TDConfig
 from clipdistill.td.tasks import task_kind
 from clipdistill.train.checkpoint import CKPT_DIR
+from clipdistill.train.config import TrainConfig
 
 Method = Literal["baseline", "naive", "clip_td", "prior"]
 LOCATION_FIELDS = {"out", "world"}  # where things are, not what runs: moving the world keeps finished cells
@@ -56,7 +57,7 @@ class ProtocolConfig(StrictModel):
     td: TDConfig = TDConfig()  # the CLIP-TD settings; naive / baseline derive from it
     batch_size: int = 16
     eval_batch_size: int = 32
-    train: dict[str, Any] = {}
+    train: TrainConfig = TrainConfig()  # every cell's loop settings; train.seed defaults to each cell's seed
     out: str = "runs/protocol"
     keep_checkpoints: bool = True  # false: a finished cell's checkpoints/ go (not part of a cell's identity)
 
@@ -98,6 +99,8 @@ def _with_new_defaults(recorded: dict, model: type[BaseModel] = FinetuneConfig) 
     """A finished cell's config with the options added since it ran filled in at their defaults (which is how
     it ran), nested sections too; keys that are no longer options stay, so the comparison names them."""
     out = dict(recorded)
+    if model is FinetuneConfig and isinstance(out.get("train"), dict) and "seed" not in out["train"]:
+        out["train"] = {**out["train"], "seed": out.get("seed", 0)}  # the loop always ran with the cell's seed
     for name, field in model.model_fields.items():
         sub = field.annotation
         if name not in out and not field.is_required():

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from safetensors.torch import save_file
 
-from clipdistill.config import StrictModel, build_config, dump_config
+from clipdistill.config import StrictModel, dump_config
 from clipdistill.manifest import atomic_write_text
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
@@ -22,6 +22,7 @@ from clipdistill.td.samples import save_td_samples
 from clipdistill.td.student import StudentConfig, build_student
 from clipdistill.td.task import Collator, TDConfig, TDTask, evaluate
 from clipdistill.td.tasks import task_kind
+from clipdistill.train.config import TrainConfig
 
 Trainer = Callable[..., Any]  # fit(task, loader_factory, train_cfg, run_dir) from clipdistill.train
 
@@ -36,8 +37,24 @@ class FinetuneConfig(StrictModel):
     eval_batch_size: int = 32
     fraction: float = Field(1.0, gt=0, le=1)  # of the training split (nested, stratified low-shot subset)
     seed: int = 0
-    train: dict[str, Any] = {}  # passed to clipdistill.train.TrainConfig (epochs, lr, ...)
+    # the shared loop's settings, validated with the rest of the config (a misspelt key fails before anything
+    # runs); train.seed defaults to `seed`, so the recorded config names the seed the loop used
+    train: TrainConfig = TrainConfig()
     out: str = "runs/finetune"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_seed_follows_seed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        seed, train = data.get("seed", 0), data.get("train")
+        if train is None:
+            train = {}
+        if isinstance(train, dict) and "seed" not in train:
+            return {**data, "train": {**train, "seed": seed}}
+        if isinstance(train, TrainConfig) and "seed" not in train.model_fields_set:
+            return {**data, "train": train.model_copy(update={"seed": seed})}
+        return data
 
 
 def _batches(items: list, collate: Collator, size: int, order: list[int] | None = None):
@@ -50,12 +67,6 @@ def default_trainer() -> Trainer:
     from clipdistill.train import fit
 
     return fit
-
-
-def _train_config(cfg: FinetuneConfig):
-    from clipdistill.train import TrainConfig
-
-    return build_config(TrainConfig, {"seed": cfg.seed, **cfg.train}, source="train section")
 
 
 def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = None, train_config: Any = None,
@@ -98,7 +109,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
         return _batches(items, collate, cfg.batch_size, order)
 
     fit = trainer or default_trainer()
-    fit(task, loader_factory, train_config if train_config is not None else _train_config(cfg), run_dir)
+    fit(task, loader_factory, train_config if train_config is not None else cfg.train, run_dir)
     eval_collate = Collator(spec.kind, student, None, vocab)
     results = {name: evaluate(task, _batches(kind.items(data.examples), eval_collate, cfg.eval_batch_size))
                for name, data in evals.items()}

@@ -1,0 +1,60 @@
+"""`finetune` / `protocol` configs are validated in full when read: a bad `train.` key or task kind is refused
+before any cell (the answer-prior cell included) writes anything."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+from rel_cases import case
+from rel_helpers import HERE, run_main
+
+sys.path.insert(0, str(HERE.parent / "td"))
+from td_helpers import TINY_STUDENT, build_tiny_world  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_tiny_world(tmp_path_factory.mktemp("world"))
+
+
+def _protocol(tmp_path, world, **kw) -> str:
+    cfg = {"world": str(world), "tasks": [{"name": "vqa", "kind": "vqa", "folder": "tasks/vqa"}],
+           "fractions": [0.25], "seeds": [0], "full": False, "methods": ["prior", "baseline"],
+           "teacher": "open_clip:cd-student-xs-32", "student": TINY_STUDENT, "out": str(tmp_path / "p"),
+           "train": {"epochs": 1, "progress": False, "tensorboard": False, "device": "cpu"}, **kw}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@case("config", "`protocol` config with a misspelt `train.` key (`train.lrr: 0.001`) after a `prior` cell that "
+      "trains nothing", "`error: invalid config` naming `train.lrr` (exit 2); no cell runs, nothing is written")
+def test_protocol_misspelt_train_key_refused_before_any_cell(tmp_path, world):
+    code, out = run_main("protocol", _protocol(tmp_path, world), "--set", "train.lrr=0.001")
+    assert code == 2 and "Traceback" not in out and "error: invalid config" in out, out
+    assert "train.lrr" in out, out
+    assert not (tmp_path / "p").exists()
+
+
+@case("config", "`finetune` config with a misspelt `train.` key (`train.epoch: 3`)",
+      "`error: invalid config` naming `train.epoch` (exit 2); `out` is not created")
+def test_finetune_misspelt_train_key_refused(tmp_path, world):
+    cfg = {"world": str(world), "task": {"name": "vqa", "kind": "vqa", "folder": "tasks/vqa"},
+           "student": TINY_STUDENT, "td": {"method": "baseline"}, "out": str(tmp_path / "ft"),
+           "train": {"epoch": 3}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+    code, out = run_main("finetune", str(tmp_path / "f.yaml"))
+    assert code == 2 and "Traceback" not in out and "error: invalid config" in out, out
+    assert "train.epoch" in out, out
+    assert not (tmp_path / "ft").exists()
+
+
+@case("config", "`protocol` task with an unregistered kind (`kind: gqa`)",
+      "`error: invalid config`: `unknown task kind 'gqa'; choose one of vqa, snli_ve, vcr` (exit 2); nothing written")
+def test_protocol_unknown_task_kind_refused(tmp_path, world):
+    path = _protocol(tmp_path, world, tasks=[{"name": "g", "kind": "gqa", "folder": "tasks/vqa"}])
+    code, out = run_main("protocol", path)
+    assert code == 2 and "Traceback" not in out and "unknown task kind 'gqa'" in out, out
+    assert not (tmp_path / "p").exists()
