@@ -118,7 +118,7 @@ def test_quickgelu_mismatch_is_warned_and_recorded(tiny, cache, tag, tmp_path):
     hub_file(cache, tag, "open_clip_model.safetensors", src)
     with pytest.warns(UserWarning, match="QuickGELU mismatch"):
         m = load_model(f"open_clip:{ARCH}@tiny_tag")
-    assert "quickgelu" in m.describe()["load_warnings"][0]
+    assert "was trained with quick_gelu=True" in m.describe()["load_warnings"][0]
 
 
 def test_real_tag_not_cached_names_folder_and_command(cache):

@@ -296,13 +296,14 @@ def load_open_clip(spec: str, arch: str, checkpoint: str | None, download: bool 
     if tag_cfg:
         # as open_clip's create_model: the tag's mean/std/interpolation/resize_mode override the arch's
         set_model_preprocess_cfg(inner, merge_preprocess_dict(dict(inner.visual.preprocess_cfg), tag_cfg))
-        if bool(tag_cfg.get("quick_gelu", False)) != bool(cfg.get("quick_gelu", False)):
-            # open_clip 3.3.0 only warns here; the weights still load but every activation is off
-            warnings_.append(
-                f"QuickGELU mismatch: {name} has quick_gelu={bool(cfg.get('quick_gelu', False))} but tag "
-                f"{tag!r} was trained with quick_gelu="
-                f"{bool(tag_cfg.get('quick_gelu', False))}; use {name}-quickgelu (as open_clip names it) for "
-                "the weights as trained")
+        tag_qg, arch_qg = bool(tag_cfg.get("quick_gelu", False)), bool(cfg.get("quick_gelu", False))
+        if tag_qg != arch_qg:
+            # open_clip 3.3.0 only warns here; the weights still load but every MLP activation differs
+            twin = f"{name}-quickgelu" if tag_qg else name.removesuffix("-quickgelu")
+            hint = f"; open_clip:{twin}@{tag} is the architecture as trained" if twin in open_clip.list_models() \
+                else ""
+            warnings_.append(f"QuickGELU mismatch: {name} has quick_gelu={arch_qg} but tag {tag!r} was trained "
+                             f"with quick_gelu={tag_qg}, so its features are not the released model's{hint}")
     if checkpoint:
         apply_state(inner, _converted(inner, student_weights(load_tensors(checkpoint))), f"{spec}")
     model = OpenClipModel(inner, spec, name, cfg)
