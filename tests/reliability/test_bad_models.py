@@ -98,6 +98,13 @@ def _not_clip(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
 
 
+def _index_outside(folder: Path) -> None:  # shards must be files of the folder itself
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: "../outside.safetensors" for k in state}}))
+
+
 HF_FAULTS = param_cases("ckpt", "test_bad_models.py::test_broken_hf_folder", [
     ("missing-weight", "`hf:` folder whose weights lack a tensor its config.json needs",
      "`error: ... weights do not match config.json: 1 missing ['text_model.final_layer_norm.weight']` (exit 2; "
@@ -109,6 +116,9 @@ HF_FAULTS = param_cases("ckpt", "test_bad_models.py::test_broken_hf_folder", [
      "`error: ... missing ['vision_model.encoder.layers.2...']` (exit 2)", (_more_layers, ["missing", "layers.2"])),
     ("truncated", "`hf:` model.safetensors cut in half", "`error: ... not a readable safetensors file` (exit 2)",
      (_truncate, ["not a readable safetensors file"])),
+    ("index-outside", "`hf:` weight index naming a shard outside the folder (`../outside.safetensors`)",
+     "`error: ... names '../outside.safetensors', which is not a file in <folder>` (exit 2)",
+     (_index_outside, ["'../outside.safetensors', which is not a file in"])),
     ("bad-config-json", "`hf:` config.json that is not valid JSON",
      "`error: ... config.json is not a CLIP config (...)` (exit 2)", (_bad_json, ["is not a CLIP config"])),
     ("not-clip", "`hf:` folder of another model type (`bert`)", "`error: ... is not a CLIP config` (exit 2)",
