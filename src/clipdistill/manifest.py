@@ -14,6 +14,7 @@ from typing import Any
 from clipdistill.errors import ManifestMismatch, UserError
 
 MANIFEST = "manifest.json"
+RUN_MARKER = ".clipdistill-run.json"  # written by clipdistill.runfolder when a command claims its folder
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -62,13 +63,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def write_manifest(folder: str | Path, stage: str, **fields: Any) -> dict[str, Any]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    from clipdistill.runfolder import run_id_of
-
-    run_id = run_id_of(folder)  # the run that wrote the folder (its marker), so a manifest names its run
+    run_id = _marker_run_id(folder)  # the run that wrote the folder, so a manifest names its run
     data = {"stage": stage, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
             **({"run_id": run_id} if run_id else {}), **fields}
     atomic_write_text(folder / MANIFEST, json.dumps(data, indent=2, sort_keys=False, default=str))
     return data
+
+
+def _marker_run_id(folder: Path) -> str | None:
+    try:
+        run_id = json.loads((folder / RUN_MARKER).read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None  # no marker (the folder was not claimed, e.g. a library call): the manifest names no run
+    return run_id if isinstance(run_id, str) else None
 
 
 def read_manifest(folder: str | Path, stage: str | None = None) -> dict[str, Any]:

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from clipdistill.errors import Interrupted, UserError
+from clipdistill.manifest import RUN_MARKER, atomic_write_text
 
-MARKER = ".clipdistill-run.json"
+MARKER = RUN_MARKER
 LOCK = ".clipdistill-run.lock"
 
 # Top-level names each command writes into its folder (glob patterns): what `--overwrite` may remove.
@@ -44,6 +45,8 @@ WRITES: dict[str, list[str]] = {
                 "kept.npy", "kept_keys.txt", "report.json", "clusters.png"],
     "embed": ["manifest.json", "plan.json", "shard-*", ".tmp-*"],
     "protocol": ["cells", "rows.json", "results.json", "results.md", "summary.json"],
+    "vlpretrain": ["config.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints", "tokenizer", "hf",
+                   "probes.json"],
 }
 TEMP_NAMES = [".*.tmp*"]  # atomic_write_text's temporary names
 
@@ -67,6 +70,12 @@ def run_id_of(folder: str | Path) -> str | None:
     return marker["run_id"] if marker else None
 
 
+def adopted(folder: str | Path) -> bool:
+    """Whether the folder's run was adopted from before markers: its unmarked checkpoints are its own."""
+    marker = read_marker(folder)
+    return bool(marker and marker.get("adopted"))
+
+
 def _describe(marker: dict[str, Any]) -> str:
     return f"a `{marker.get('command')}` run (run_id {marker['run_id']}, created {marker.get('created')})"
 
@@ -76,8 +85,6 @@ def _ours(name: str, patterns: list[str]) -> bool:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from clipdistill.manifest import atomic_write_text
-
     atomic_write_text(path, json.dumps(data, indent=2))
 
 
@@ -164,7 +171,7 @@ def claim(out: str | Path, command: str, *, resume: bool = False, overwrite: boo
         return RunFolder(path, command, None, None, resume)
     _prepare(path)
     if not (path / MARKER).exists():  # refuse a user's folder before putting even the lock file into it
-        _refuse_foreign(path, resume, overwrite, command)
+        _refuse_foreign(path, resume or continues, overwrite, command)
     fd = _lock(path, command)
     try:
         return _claim_locked(path, command, fd, resume=resume, overwrite=overwrite, continues=continues)
@@ -181,11 +188,10 @@ def _claim_locked(path: Path, command: str, fd: int, *, resume: bool, overwrite:
     fresh = {"run_id": uuid.uuid4().hex[:16], "command": command, "created": now,
              "writes": WRITES[command] + TEMP_NAMES}
     if marker is None:
-        _refuse_foreign(path, resume, overwrite, command)
+        _refuse_foreign(path, resume or continues, overwrite, command)
         resumed = bool(others)
-        if resumed:  # a run folder from before markers existed: adopt it and its checkpoints for this resume
+        if resumed:  # a run folder from before markers: its checkpoints (no run_id) count as this run's
             fresh["adopted"] = now
-            _adopt_checkpoints(path, fresh["run_id"])
         marker = fresh
     elif overwrite:
         _clear(path, marker)
@@ -207,7 +213,8 @@ def _claim_locked(path: Path, command: str, fd: int, *, resume: bool, overwrite:
 
 
 def _refuse_foreign(path: Path, resume: bool, overwrite: bool, command: str) -> None:
-    """A folder without a marker is used only when empty (or, with --resume, a run folder from before markers)."""
+    """A folder without a marker is used only when empty (or, to continue it, a run folder from before
+    markers)."""
     others = sorted(p.name for p in path.iterdir() if p.name not in (LOCK, MARKER))
     if others and not (resume and _legacy_run(path, command)):
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
@@ -217,18 +224,16 @@ def _refuse_foreign(path: Path, resume: bool, overwrite: bool, command: str) -> 
 
 
 def _legacy_run(path: Path, command: str) -> bool:
-    """A folder from before markers: its manifest names the same stage."""
+    """A folder from before markers: its manifest names the same stage (an unfinished store: its plan; a
+    protocol sweep: its cells)."""
+    if command == "embed" and (path / "plan.json").is_file():
+        return True
+    if command == "protocol":
+        return (path / "cells").is_dir()
     try:
         return json.loads((path / "manifest.json").read_text()).get("stage") == command
     except (OSError, json.JSONDecodeError, AttributeError):
         return False
-
-
-def _adopt_checkpoints(path: Path, run_id: str) -> None:
-    from clipdistill.train.checkpoint import list_checkpoints, stamp
-
-    for ckpt in list_checkpoints(path, run_id=None):
-        stamp(ckpt, run_id)
 
 
 def _clear(path: Path, marker: dict[str, Any]) -> None:
@@ -310,6 +315,9 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for s, old in self._old.items():
             signal.signal(s, old)
+            outer = getattr(old, "__self__", None)
+            if isinstance(outer, StopSignals) and self.signum and not outer.signum:
+                outer.signum = self.signum  # nested (a protocol cell's fit): a signal the inner work did not act on
         self._old.clear()
 
     def stop(self, where: str) -> Interrupted:

@@ -7,7 +7,8 @@ instead of racing a timer:
 - `kill-in-ckpt:N`    while checkpoint number N is being written (weights done, `state.pt` half written);
 - `kill-cell:N`       when `protocol` starts its N-th cell that still has to run;
 - `sigterm-mid-step:N` (also `sigint-`, `sigusr1-`) sends that signal to itself inside optimizer step N: the
-  process is expected to finish the step, checkpoint and exit 128 + signal number on its own.
+  process is expected to finish the step, checkpoint and exit 128 + signal number on its own;
+- `sigterm-in-shard:N` sends SIGTERM to itself as `embed` starts writing its N-th shard.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ def install(fault: str) -> None:
             return original(self)
 
         _Trainer.optimizer_step = step
+    elif name == "sigterm-in-shard":
+        from clipdistill.features import embed
+        write, calls = embed.write_shard, [0]
+
+        def signalled(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return write(*args, **kwargs)
+
+        embed.write_shard = signalled
     elif name == "kill-cell":
         from clipdistill.td import protocol
         on_call(protocol, "run_finetune", n, before=True)

@@ -139,3 +139,42 @@ def ddp_resume_worker(rank: int, world: int, port: int, out_dir: str, die_at_cal
     except UserError as e:
         outcome = f"UserError: {e}"
     (Path(out_dir) / f"outcome{rank}.txt").write_text(outcome)
+
+
+def ddp_stop_worker(rank: int, world: int, port: int, out_dir: str, signal_at_call: int | None,
+                    resume: str | None, tag: str) -> None:
+    """One DDP rank of the toy task (save_every 100: only a stop writes a mid-run checkpoint); rank 1 alone sends
+    itself SIGTERM inside its `signal_at_call`-th step. Writes `<tag>-outcome<rank>.txt`: `ok <steps trained
+    here>` or `stopped <exit code> <message>`; rank 0 saves the final weights as `<tag>-weights.pt`."""
+    import os
+    import signal
+
+    import torch
+    from toy import ToyTask, make_factory, weights
+
+    from clipdistill.errors import Interrupted
+    from clipdistill.train import TrainConfig, fit
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    task = ToyTask(noisy=True)
+    if rank == 1 and signal_at_call is not None:
+        step = task.training_step
+
+        def signalled(batch):
+            if task.calls + 1 == signal_at_call:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(batch)
+
+        task.training_step = signalled
+    cfg = TrainConfig(lr=0.05, epochs=2, progress=False, tensorboard=False, save_every=100, log_every=1,
+                      device="cpu", collective_timeout_s=20)
+    try:
+        fit(task, make_factory(8, rank, world), cfg, Path(out_dir) / f"{tag}-run", resume=resume)
+        outcome = f"ok {task.calls}"
+        if rank == 0:
+            torch.save(weights(task), Path(out_dir) / f"{tag}-weights.pt")
+    except Interrupted as e:
+        outcome = f"stopped {128 + e.signum} {e}"
+    (Path(out_dir) / f"{tag}-outcome{rank}.txt").write_text(outcome)

@@ -53,3 +53,47 @@ def test_split_from_other_data_is_refused(tmp_path):
         load_split(path, task="vqa", source_sha256="b" * 64)
     with pytest.raises(ManifestMismatch, match="task"):
         load_split(path, task="snli_ve", source_sha256="a" * 64)
+
+
+def bomb(levels: int, width: int = 10) -> str:
+    """A "billion laughs": each anchor aliases the previous one `width` times (width**levels leaves)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@case("config", "a \"billion laughs\" YAML (9 levels of 10 aliases, 10^9 leaves) under an integer field "
+      "(`train.epochs: *l8`), and a small one (10^3 leaves) that is allowed to load",
+      "refused while loading (`anchors/aliases expand to more than 200,000 nodes`, exit 2) with peak Python "
+      "memory under 20 MB; the small one's validation error echoes a value cut to at most 200 characters")
+def test_yaml_alias_bomb_is_refused_with_bounded_memory(tmp_path, pairs):
+    import tracemalloc
+
+    from clipdistill.config import load_config
+    from clipdistill.distill.config import DistillConfig
+    from clipdistill.errors import ConfigError
+
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text(bomb(9) + f"data: {{source: {pairs}}}\ntrain: {{epochs: *l8}}\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError, match="expand to more than 200,000 nodes"):
+            load_config(DistillConfig, cfg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20, peak
+    code, out = run_main("distill", str(cfg), "--out", str(tmp_path / "run"))
+    assert code == 2 and "expand to more than" in out and "Traceback" not in out, out
+    assert not (tmp_path / "run").exists()
+
+    small = tmp_path / "small.yaml"
+    small.write_text(bomb(3) + f"data: {{source: {pairs}}}\ntrain: {{epochs: *l2}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(DistillConfig, small)
+    line = next(x for x in str(err.value).splitlines() if "train.epochs" in x)
+    assert "valid integer" in line and len(line) < 400, line
+    recursive = tmp_path / "self.yaml"
+    recursive.write_text("train: &t {lr: *t}\n")
+    with pytest.raises(ConfigError, match="recursive"):
+        load_config(DistillConfig, recursive)

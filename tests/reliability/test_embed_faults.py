@@ -120,3 +120,24 @@ def test_feature_store_from_other_data(tmp_path, pairs, teacher, reference):
 
 
 assert embed_mod.write_shard  # the kill script patches this name
+
+
+@case("stop", "SIGTERM reaches `embed` (CLI) while it writes its 2nd of 4 store shards",
+      "that shard is finished, the job stops (exit 143) saying to rerun the same command; the rerun computes "
+      "the 2 missing shards and the store is byte-identical to an uninterrupted run")
+def test_sigterm_embed_then_rerun(tmp_path, pairs, teacher, reference):
+    from rel_helpers import HERE, cli
+
+    out = tmp_path / "store"
+    args = ["embed", "--teacher", teacher, "--data", str(pairs), "--out", str(out), "--shard-size", "8",
+            "--batch-size", "8", "--device", "cpu"]
+    stopped = subprocess.run([sys.executable, str(HERE / "faulty_cli.py"), "sigterm-in-shard:2", *args],
+                             capture_output=True, text=True, timeout=240)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "stopped by SIGTERM after writing shard shard-00001" in stopped.stderr, stopped.stderr
+    assert f"Continue with: clipdistill embed --teacher {teacher}" in stopped.stderr
+    assert "--resume" not in stopped.stderr and "Traceback" not in stopped.stderr
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000", "shard-00001"]
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert shard_bytes(out) == shard_bytes(reference)

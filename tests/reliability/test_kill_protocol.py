@@ -45,3 +45,30 @@ def test_kill_protocol_sweep_then_rerun(tmp_path):
 
     reference = run_protocol(ProtocolConfig(**{**cfg, "out": str(tmp_path / "ref")}), progress=lambda s: None)
     assert json.loads((tmp_path / "killed" / "rows.json").read_text()) == reference["rows"]
+
+
+@case("stop", "SIGTERM reaches a `protocol` sweep inside the 1st optimizer step of its 2nd cell",
+      "the step finishes, that cell's checkpoint is written, exit 143 saying to rerun the same command; the "
+      "rerun skips the finished cell and continues the stopped one from its checkpoint; `rows.json` equals an "
+      "uninterrupted sweep's")
+def test_sigterm_protocol_mid_cell_then_rerun(tmp_path):
+    cfg = protocol_config(tmp_path, tmp_path / "ref")
+    reference = run_protocol(ProtocolConfig(**cfg), progress=lambda s: None)
+    first = tmp_path / "ref" / "cells" / "vqa" / "f0.25-s0" / "baseline" / "metrics.jsonl"
+    per_cell = json.loads(first.read_text().splitlines()[-1])["step"]  # optimizer steps of one cell
+    assert per_cell >= 2
+    cfg["out"] = str(tmp_path / "stopped")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    stopped = subprocess.run([sys.executable, str(HERE / "faulty_cli.py"), f"sigterm-mid-step:{per_cell + 1}",
+                              "protocol", str(tmp_path / "p.yaml")], capture_output=True, text=True, timeout=240)
+    assert stopped.returncode == 143, stopped.stderr
+    assert f"stopped by SIGTERM after optimizer step 1 of {per_cell}" in stopped.stderr, stopped.stderr
+    assert f"Continue with: clipdistill protocol {tmp_path / 'p.yaml'}" in stopped.stderr
+    cells = tmp_path / "stopped" / "cells" / "vqa" / "f0.25-s0"
+    assert (cells / "baseline" / "result.json").is_file() and not (cells / "naive" / "result.json").exists()
+    assert (cells / "naive" / "checkpoints" / "step_0000001").is_dir()
+
+    again = cli("protocol", str(tmp_path / "p.yaml"))
+    assert again.returncode == 0, again.stderr
+    assert "skip (done) cells/vqa/f0.25-s0/baseline" in again.stdout
+    assert json.loads((tmp_path / "stopped" / "rows.json").read_text()) == reference["rows"]

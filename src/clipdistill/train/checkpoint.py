@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from clipdistill.errors import UserError
-from clipdistill.runfolder import run_id_of
+from clipdistill.runfolder import adopted, run_id_of
 from clipdistill.safeload import load_object, load_tensors
 
 CKPT_DIR, WEIGHTS, STATE, RUN_INFO = "checkpoints", "model.safetensors", "state.pt", "run.json"
@@ -76,15 +76,18 @@ def step_dir(run_dir: Path, step: int) -> Path:
 
 def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, pos: Position, keep_last: int,
-                    counts: dict[str, int] | None = None, run_id: str | None = FOLDER_RUN) -> Path:
-    """`counts`: the run's counts so far over all ranks (e.g. dropped reads per reason), restored on resume."""
+                    counts: dict[str, int] | None = None, run_id: str | None = FOLDER_RUN,
+                    rank_rngs: list[dict[str, Any]] | None = None) -> Path:
+    """`counts`: the run's counts so far over all ranks (e.g. dropped reads per reason), restored on resume.
+    `rank_rngs`: every DDP rank's RNG state (index = rank), so each rank's random streams continue exactly."""
+    owner = run_id  # whose checkpoints the listing and pruning below see
     run_id = run_id_of(run_dir) if run_id == FOLDER_RUN else run_id
     final = step_dir(run_dir, pos.step)
     tmp = final.with_name(f".tmp_{final.name}_{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     state = {"step": pos.step, "epoch": pos.epoch, "batch_in_epoch": pos.batch_in_epoch,
              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-             "rng": rng_state(), "counts": dict(counts or {})}
+             "rng": rng_state(), "counts": dict(counts or {}), "rng_ranks": list(rank_rngs or [])}
     try:
         tmp.mkdir(parents=True)
         save_file(module_state(modules), str(tmp / WEIGHTS))
@@ -95,13 +98,13 @@ def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: tor
                 os.fsync(fh.fileno())
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
-        kept = list_checkpoints(run_dir, run_id)
+        kept = list_checkpoints(run_dir, owner)
         raise UserError(f"could not write checkpoint {final.name} ({e}); nothing of it was kept. Last good "
                         f"checkpoint: {kept[-1] if kept else 'none'}. Free space, then --resume latest") from None
     if final.exists():  # same step saved twice (e.g. resumed right at the end): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    prune(run_dir, keep_last, run_id)
+    prune(run_dir, keep_last, owner)
     return final
 
 
@@ -112,21 +115,18 @@ def checkpoint_run_id(ckpt: Path) -> str | None:
         return None
 
 
-def stamp(ckpt: Path, run_id: str) -> None:
-    """Mark a checkpoint written before checkpoints named their run as this run's (adopting an old folder)."""
-    (Path(ckpt) / RUN_INFO).write_text(json.dumps({"run_id": run_id, "step": int(Path(ckpt).name[len(PREFIX):])}))
-
-
 def list_checkpoints(run_dir: Path, run_id: str | None = FOLDER_RUN) -> list[Path]:
     """Complete checkpoints, oldest first. `run_id`: only that run's (default: the run the folder's marker
     names; None: every complete one, for folders without a marker)."""
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return []
-    run_id = run_id_of(run_dir) if run_id == FOLDER_RUN else run_id
+    legacy = False  # an adopted folder's checkpoints from before run ids are its run's
+    if run_id == FOLDER_RUN:
+        run_id, legacy = run_id_of(run_dir), adopted(run_dir)
     done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
             and (p / WEIGHTS).is_file() and (p / STATE).is_file()
-            and (run_id is None or checkpoint_run_id(p) == run_id)]
+            and (run_id is None or checkpoint_run_id(p) in ((run_id, None) if legacy else (run_id,)))]
     return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
 
 
@@ -170,10 +170,12 @@ def check_fits(path: Path, modules: dict[str, nn.Module]) -> None:
 
 
 def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None) -> tuple[Position, dict[str, Any], dict[str, int]]:
-    """Restore weights, optimizer and scaler in place; returns the position, the RNG state to apply once the
-    data iterator has been rebuilt (so building it does not shift the random streams) and the saved counts
-    (empty for checkpoints written before they were saved)."""
+                    scaler: torch.amp.GradScaler | None, rank: int = 0, world_size: int = 1,
+                    ) -> tuple[Position, dict[str, Any] | None, dict[str, int]]:
+    """Restore weights, optimizer and scaler in place; returns the position, the RNG state of `rank` to apply
+    once the data iterator has been rebuilt (so building it does not shift the random streams; None when the
+    checkpoint holds none for this rank: written by another number of processes, or before ranks were saved)
+    and the saved counts (empty for checkpoints written before they were saved)."""
     check_fits(path, modules)
     tensors = load_tensors(path / WEIGHTS)
     for name, m in modules.items():
@@ -193,4 +195,6 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizer: torch.
         group["lr_scale"] = scale  # the run's config decides, not the checkpoint (old ones have no scale)
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    return Position(state["step"], state["epoch"], state["batch_in_epoch"]), state["rng"], state.get("counts", {})
+    ranks = state.get("rng_ranks") or []
+    rng = ranks[rank] if len(ranks) == world_size > 1 else state["rng"] if rank == 0 else None
+    return Position(state["step"], state["epoch"], state["batch_in_epoch"]), rng, state.get("counts", {})

@@ -30,6 +30,7 @@ from clipdistill.train.checkpoint import (
     check_fits,
     load_checkpoint,
     resolve_resume,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
@@ -73,6 +74,15 @@ class _TaskModule(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return self.task.training_step(batch)
+
+
+def gathered_rng_states(info: DistInfo) -> list[dict[str, Any]] | None:
+    """Every rank's RNG state on rank 0 (None on one process: the checkpoint's own state is rank 0's)."""
+    if not info.enabled:
+        return None
+    states: list = [None] * info.world_size
+    dist.all_gather_object(states, rng_state())
+    return states
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
@@ -195,9 +205,10 @@ class _Trainer:
 
     def save(self, pos: Position) -> None:
         counts = summed_counts(self.counts, self.info) if self.counts is not None else None  # every rank joins
+        rngs = gathered_rng_states(self.info)  # every rank joins
         if self.info.is_main:
             self.last_checkpoint = save_checkpoint(self.run_dir, self.modules, self.optimizer, self.scaler, pos,
-                                                   self.cfg.keep_last, counts)
+                                                   self.cfg.keep_last, counts, rank_rngs=rngs)
         self.saved_step = pos.step
 
     def stop_requested(self) -> bool:
@@ -223,13 +234,13 @@ class _Trainer:
             note_schedule(self.run_dir, total, self.warmup, cfg.warmup_warning(total))
         pos, rng = Position(), None
         if ckpt is not None:
-            pos, rng, counts = load_checkpoint(ckpt, self.modules, self.optimizer, self.scaler)
+            pos, rng, counts = load_checkpoint(ckpt, self.modules, self.optimizer, self.scaler, info.rank,
+                                               info.world_size)
             self.last_checkpoint = ckpt
             if self.counts is not None and info.is_main:  # the sum over ranks lives on rank 0 alone
                 self.counts.update(counts)
-            if not info.is_main:  # checkpoints hold rank 0's RNG; other ranks restart theirs from the position
+            if rng is None:  # no state for this rank (another process count): restart its streams from the position
                 seed_everything(cfg.seed + 1000003 * info.rank + pos.step)
-                rng = None
         log = MetricsLog(self.run_dir, info.is_main, cfg.tensorboard, pos.step if resume else None)
         bar = ProgressBar(total, pos.step, cfg.progress and info.is_main)
         try:
