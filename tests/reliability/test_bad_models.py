@@ -55,9 +55,8 @@ def test_hf_index_pointing_at_pickled_code(tmp_path, hf_folder):
     assert not marker.exists()
 
 
-@case("ckpt", "an `hf:` folder with only a plain `pytorch_model.bin` (tensors only)",
-      "loads through `torch.load(weights_only=True)` with the same embeddings as its safetensors twin")
 def test_hf_plain_bin_loads_weights_only(tmp_path, hf_folder):
+    """Not a fault: a tensors-only `.bin` loads (weights_only=True) with its safetensors twin's embeddings."""
     folder = copy_folder(hf_folder, tmp_path / "bin")
     torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
