@@ -32,6 +32,7 @@ from clipdistill.errors import UserError
 from clipdistill.features.dedup import greedy_dedup, hash_dedup, solve_cap
 from clipdistill.features.kmeans import assign, train_centroids, use_gpu
 from clipdistill.features.store import FeatureStore
+from clipdistill.progress import StageProgress
 
 
 class BalanceOptions(StrictModel):
@@ -171,9 +172,12 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     n = len(store)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # passes: k-means, then one de-dup of every cluster per threshold tried (their number depends on the solve)
+    bar = StageProgress("balance", None, unit="passes")
     vectors = Vectors(store, opts.space, opts.chunk)
     grouping = cluster(vectors, opts, gpu)
     timings["kmeans_and_assign"] = time.perf_counter() - t0
+    bar.advance(info=f"k-means ({opts.clusters} clusters) done")
     rows, bounds = walk_order(grouping["labels"], grouping["sims"], opts.order)
     perceptual = None
     if opts.perceptual is not None:
@@ -187,7 +191,9 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     survivors: int | None = None  # known only when the cap is solved after an uncapped de-dup
 
     def run(t: float, c: int | None = None) -> list[np.ndarray]:
-        return dedup_all(vectors, rows, bounds, t, c, opts.group_rows)
+        kept = dedup_all(vectors, rows, bounds, t, c, opts.group_rows)
+        bar.advance(info=f"de-dup at threshold {t:.4f}")
+        return kept
 
     if opts.target_keep is None:
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
@@ -211,6 +217,7 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
         cap = solve_cap(np.array([len(x) for x in kept]), round(opts.target_keep * n))
         kept = [x[:cap] for x in kept]
     timings["dedup_and_cap"] = time.perf_counter() - t0
+    bar.close()
 
     keep_mask = np.zeros(n, dtype=bool)
     if kept:
