@@ -502,3 +502,9 @@ def test_separator_option_is_checked():
     for bad in (";;", "\n", '"', ""):
         with pytest.raises(ValidationError, match="one character other than a quote"):
             SourceOptions(separator=bad)
+
+
+def test_unclosed_quote_in_a_csv_is_an_error(tmp_path):
+    (tmp_path / "p.csv").write_text('image,caption\na.png,a "quoted" word\na.png,"unclosed\na.png,swallowed\n')
+    with pytest.raises(DataError, match=r"p.csv: not a readable CSV after line 2 \(unexpected end of data\)"):
+        open_source(str(tmp_path / "p.csv"))

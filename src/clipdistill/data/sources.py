@@ -269,7 +269,8 @@ def read_rows(path: Path, separator: str = "auto") -> tuple[list[dict | None], d
     # one caption may be longer than csv's default 128 KB field limit (it is cut to max_caption_chars later)
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-        reader = csv.DictReader(f, delimiter=_separator(path, separator))
+        # strict: an unclosed quote is an error (as in pandas, which open_clip reads CSVs with), not rows merged
+        reader = csv.DictReader(f, delimiter=_separator(path, separator), strict=True)
         try:
             for row in reader:
                 if all(_utf8(v) for v in row.values()):
@@ -278,7 +279,7 @@ def read_rows(path: Path, separator: str = "auto") -> tuple[list[dict | None], d
                     bad[len(rows)] = "not_utf8"
                     rows.append(None)
         except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: not a readable CSV ({e})") from None
+            raise DataError(f"{path}: not a readable CSV after line {reader.line_num} ({e})") from None
         columns = [c for c in reader.fieldnames or [] if c is not None]
     if not all(_utf8(c) for c in columns):
         raise DataError(f"{path}: the header line is not UTF-8 text")
