@@ -288,3 +288,12 @@ def test_open_clip_csv_and_column_options(tmp_path):
     assert code == 0, out
     code, out = run_main("distill", str(cfg), "--out", str(tmp_path / "run2"))
     assert code == 2 and "no 'image' column" in out
+
+
+@case("data", "a CSV with an unclosed quote in a caption",
+      "`error: ... not a readable CSV after line N (unexpected end of data)` (exit 2, no traceback), instead of "
+      "the rest of the file read as one caption")
+def test_unclosed_quote_is_a_clear_error(tmp_path):
+    (tmp_path / "p.csv").write_text('image,caption\na.png,fine\na.png,"unclosed\na.png,swallowed\n')
+    assert_clear_error(cli("data", "inspect", str(tmp_path / "p.csv"), timeout=60), "not a readable CSV",
+                       "unexpected end of data")
