@@ -201,3 +201,32 @@ def test_quickgelu_warning_reaches_the_embed_manifest(tiny, cache, tag, tmp_path
             assert e.code in (0, None)
     manifest = json.loads((tmp_path / "feats" / "manifest.json").read_text())
     assert "QuickGELU mismatch" in manifest["teacher_load_warnings"][0]
+
+
+def test_models_download_online_prefers_safetensors_then_loads_offline(tiny, cache, tag, tmp_path, monkeypatch):
+    """`models download` with the Hub reachable (simulated: hf_hub_download replaced by a cache writer) takes
+    open_clip's preferred file, falls back to the .bin name when the repo has no safetensors twin, and the
+    model then loads offline from what it cached."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from clipdistill.zoo import download_model
+
+    src = tmp_path / "w.bin"
+    torch.save({k: v.contiguous() for k, v in tiny.inner.state_dict().items()}, src)
+    asked = []
+
+    def fake_download(repo_id, filename, cache_dir=None, **kw):
+        asked.append(filename)
+        if filename != "open_clip_pytorch_model.bin":  # this repo only has the pickle-format file
+            raise EntryNotFoundError(f"{repo_id} has no {filename}")
+        return str(hub_file(Path(cache_dir), repo_id, filename, src))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")  # huggingface_hub honours either
+    paths = download_model(f"open_clip:{ARCH}@tiny_tag")
+    assert asked == ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    assert paths[0].name == "open_clip_pytorch_model.bin" and str(cache) in str(paths[0])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert same_embeddings(tiny, load_model(f"open_clip:{ARCH}@tiny_tag"))

@@ -40,9 +40,16 @@ def hub_cache_dir() -> Path:
     return Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
 
 
+def offline_var() -> str | None:
+    """The variable that puts huggingface_hub offline (it reads both), or None."""
+    for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return v
+    return None
+
+
 def offline() -> bool:
-    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return offline_var() is not None
 
 
 def repo_folder(repo_id: str) -> Path:
@@ -59,7 +66,7 @@ class HubSource:
     extra: tuple[str, ...] = field(default=())  # also needed (configs)
 
     def not_cached(self, missing: str, cause: str = "") -> UserError:
-        why = "HF_HUB_OFFLINE is set" if offline() else "it could not be downloaded"
+        why = f"{offline_var()} is set" if offline() else "it could not be downloaded"
         because = f" ({cause})" if cause else ""
         return UserError(
             f"{self.spec}: {missing} of {self.repo_id} is not in the Hugging Face cache and {why}{because}. "
