@@ -257,7 +257,7 @@ def test_unbalanced_brace_pattern(tmp_path):
                        "unbalanced braces")
 
 
-@case("data", "an open_clip training CSV (`filepath<TAB>title`, open_clip_train's default keys and separator) "
+@case("data", "an open_clip training CSV (`filepath` and `title` columns, tab-separated: open_clip_train's defaults) "
       "given to `data inspect`, `embed` and `distill` without column options; another CSV with its own column "
       "names",
       "the open_clip CSV is read as is; other names are set with `--image-col` / `--caption-col` (embed, data "
