@@ -53,8 +53,11 @@ def register(app: typer.Typer) -> None:
         fingerprint = None
         if data is not None:
             from clipdistill.data import open_source
+            from clipdistill.features.store import FeatureStore
 
-            fingerprint = open_source(data).fingerprint()
+            # opened as embed opened it (columns, separator): those shape the keys the fingerprint covers
+            how = FeatureStore(features).manifest["source"].get("options", {})
+            fingerprint = open_source(data, **how).fingerprint()
         with claim(out, "balance", overwrite=overwrite):  # before any computing: a bad --out fails at once
             r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
         dups = "" if r["perceptual_duplicates"] is None else f"{r['perceptual_duplicates']} perceptual duplicates, "

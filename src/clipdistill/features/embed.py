@@ -192,7 +192,8 @@ def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
         "preprocessing": {"transform": "eval_transform", "image_size": d["image_size"], "image_mean": d["image_mean"],
                           "image_std": d["image_std"], "context_length": d["context_length"]},
         **({"teacher_load_warnings": teacher.load_warnings} if teacher.load_warnings else {}),  # e.g. QuickGELU
-        "source": {"spec": opts.data, "fingerprint": source.fingerprint(), "kind": source.kind},
+        "source": {"spec": opts.data, "fingerprint": source.fingerprint(), "kind": source.kind,
+                   "options": source_kwargs(opts)},  # how to open it again (balance --data, report gallery)
         "options": {"tokens": opts.tokens, "augs": opts.augs, "seed": opts.seed, "shard_size": opts.shard_size,
                     "phash": opts.phash, "augment": opts.augment.model_dump(mode="json") if opts.augs else None},
         "shards": [shard_name(i) for i in range(len(units))],
