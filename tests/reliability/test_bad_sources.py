@@ -261,7 +261,8 @@ def test_unbalanced_brace_pattern(tmp_path):
       "given to `data inspect`, `embed` and `distill` without column options; another CSV with its own column "
       "names",
       "the open_clip CSV is read as is; other names are set with `--image-col` / `--caption-col` (embed, data "
-      "inspect) or `data.image_col` / `data.caption_col` (distill)")
+      "inspect) or `data.image_col` / `data.caption_col` (distill); `balance --data` opens the source with the "
+      "store's own options")
 def test_open_clip_csv_and_column_options(tmp_path):
     from clipdistill.features.embed import EmbedOptions, embed_features
     from clipdistill.features.store import FeatureStore
@@ -277,6 +278,9 @@ def test_open_clip_csv_and_column_options(tmp_path):
     code, out = run_main("embed", "--teacher", ARCH, "--data", str(tmp_path / "own.csv"), "--out",
                          str(tmp_path / "feats"), "--device", "cpu", "--image-col", "pic", "--caption-col", "words")
     assert code == 0 and len(FeatureStore(tmp_path / "feats")) == 8, out
+    code, out = run_main("balance", "--features", str(tmp_path / "feats"), "--out", str(tmp_path / "bal"),
+                         "--clusters", "2", "--device", "cpu", "--data", str(tmp_path / "own.csv"))
+    assert code == 0, out  # --data is opened with the store's columns to check its fingerprint
     store = embed_features(EmbedOptions(teacher=ARCH, data=str(tmp_path / "train.csv"), device="cpu"),
                            tmp_path / "feats2")
     assert len(FeatureStore(store)) == 8
