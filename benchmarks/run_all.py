@@ -19,7 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-BENCHES = ["loader", "embed", "balance", "distill", "eval", "flops", "td"]
+# peer: against open_clip_train / clip_benchmark (skipped, with the install line, when they are missing)
+BENCHES = ["loader", "embed", "balance", "distill", "eval", "flops", "td", "profile", "peer"]
 
 
 def machine() -> str:
@@ -57,6 +58,8 @@ def main() -> None:
         if "error" in r:
             print(f"{r['name']:<10} ERROR: {r['error']}")
             continue
+        for peer, why in r.get("skipped", {}).items():  # bench_peer: a peer toolkit that is not installed
+            print(f"{r['name']:<10} SKIPPED {peer}: {why}")
         for c in r.get("checks", []):
             ok = "-" if c["ok"] is None else ("yes" if c["ok"] else "NO")  # None: a figure with no target
             print(f"{r['name']:<10} {c['name']:<48} {c['value']:>10.3g} {c['target']:>12} {ok}")
