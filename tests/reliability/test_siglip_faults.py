@@ -52,3 +52,17 @@ def test_hf_siglip_with_a_broken_tokenizer_is_one_line(tmp_path):
     (folder / "tokenizer.json").write_text('{"version": "1.0", "model": ')
     code, out = run_main("models", "info", f"hf:{folder}")
     assert code == 2 and "Traceback" not in out and "cannot build its tokenizer" in out, out
+
+
+@case("config", "an open_clip SigLIP architecture whose Hub tokenizer is not in the local cache (offline)",
+      "`error: open_clip:ARCH: cannot load its tokenizer, which open_clip fetches from the Hugging Face Hub ...` "
+      "(exit 2, no traceback)")
+def test_open_clip_siglip_without_its_cached_tokenizer_is_one_line(tmp_path):
+    import json
+
+    path = write_open_clip_siglip_json(tmp_path / "tiny-sigmoid.json")
+    cfg = json.loads(path.read_text())
+    cfg["text_cfg"]["hf_tokenizer_name"] = "timm/ViT-B-16-SigLIP"  # as open_clip's ViT-B-16-SigLIP.json names it
+    path.write_text(json.dumps(cfg))
+    code, out = run_main("models", "info", f"open_clip:{path}")
+    assert code == 2 and "Traceback" not in out and "cannot load its tokenizer" in out, out

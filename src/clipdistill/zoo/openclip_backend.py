@@ -180,7 +180,13 @@ class OpenClipModel(ClipModel):
         self.image_mean, self.image_std = tuple(pp["mean"]), tuple(pp["std"])
         self.train_transform = image_transform_v2(PreprocessCfg(**pp), is_train=True)
         self.eval_transform = image_transform_v2(PreprocessCfg(**pp), is_train=False)
-        self.tokenizer = open_clip.get_tokenizer(inner.clipdistill_arch_name)
+        try:
+            self.tokenizer = open_clip.get_tokenizer(inner.clipdistill_arch_name)
+        except (OSError, ImportError, ValueError) as e:
+            # SigLIP-family configs (hf_tokenizer_name, or "siglip" in the name) fetch their tokenizer from the Hub
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise UserError(f"{spec}: cannot load its tokenizer, which open_clip fetches from the Hugging Face Hub "
+                            f"or the web and is not in the local cache ({type(e).__name__}: {first})") from None
         self.context_length = int(getattr(self.tokenizer, "context_length",
                                           config["text_cfg"].get("context_length", 77)))
         self.eos_id = int(getattr(self.tokenizer, "eot_token_id", 49407))
