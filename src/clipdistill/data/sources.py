@@ -465,8 +465,8 @@ class ShardSource:
     def iter_shard(self, path: Path, counter: Counter) -> Iterator[Sample]:
         name = self.names.get(path) or shard_names([path])[path]
         group_key, parts, seen = None, {}, set()
-        size = path.stat().st_size
         try:
+            size = path.stat().st_size
             with open(path, "rb") as f:
                 compressed = f.read(6).startswith(_COMPRESSED)
             with tarfile.open(path, "r:*") as tar:
