@@ -25,7 +25,7 @@ from clipdistill.cli import app
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "open_clip", "transformers", "torchvision", "faiss", "matplotlib", "timm")
 ORDER = ["world", "data inspect", "splits", "models list", "models info", "models download", "embed", "balance",
-         "distill", "eval zeroshot", "eval retrieval", "eval linear-probe", "eval build", "finetune", "protocol",
+         "distill", "vlpretrain", "eval zeroshot", "eval retrieval", "eval linear-probe", "eval build", "finetune", "protocol",
          "report", "export", "demo"]
 RUN_ALWAYS = {"world", "data inspect", "splits", "models list", "models info"}  # seconds each
 NEVER_RUN = {"models download": "downloads weights (no network in tests)",
@@ -33,6 +33,7 @@ NEVER_RUN = {"models download": "downloads weights (no network in tests)",
 OUTPUTS = {"out", "output"}
 SPEC = re.compile(r"^(world|run|imagefolder|images|hf):(.+)$")
 CONFIGS = {"distill": ("clipdistill.distill.config", "DistillConfig"),
+           "vlpretrain": ("clipdistill.vlpretrain.config", "VLPretrainConfig"),
            "finetune": ("clipdistill.td.runner", "FinetuneConfig"),
            "protocol": ("clipdistill.td.protocol", "ProtocolConfig")}
 

@@ -14,8 +14,8 @@ from clipdistill.progress import interval_seconds
 
 # Order = order in --help; each module's `register(app)` adds its command(s).
 COMMANDS = [
-    "world", "data", "splits", "models", "embed", "balance", "distill", "eval", "finetune", "protocol",
-    "report", "export", "demo",
+    "world", "data", "splits", "models", "embed", "balance", "distill", "vlpretrain", "eval", "finetune",
+    "protocol", "report", "export", "demo",
 ]
 
 app = typer.Typer(

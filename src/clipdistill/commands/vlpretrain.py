@@ -1,0 +1,46 @@
+"""`clipdistill vlpretrain CONFIG.yaml`: pretrain a ViLT student on image-caption pairs; writes a run folder
+with a Hugging Face ViLT folder in it (RUN/hf)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("vlpretrain")
+    def vlpretrain_cmd(
+        config: Path = typer.Argument(..., help="YAML config, e.g. configs/vlpretrain.yaml"),
+        set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set train.steps=200 (repeatable)"),
+        out: Path = typer.Option(..., "--out", help="run folder"),
+        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in --out) "
+                                          "or a checkpoint folder"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out: removes only what "
+                                       "clipdistill wrote there"),
+    ) -> None:
+        """Pretrain a vision-language (ViLT) student: image-text matching with hard negatives, whole-word masked
+        language modelling, optionally image-text contrastive.
+
+        Example: clipdistill vlpretrain configs/vlpretrain.yaml --set data.source=world:world_tiny \\
+            --set train.epochs=1 --set probe.samples=40 --out runs/vlpre
+
+        Writes RUN/hf (transformers.ViltModel.from_pretrained loads it; tokenizer and ViltImageProcessor inside)
+        and RUN/probes.json (masked-word accuracy per attribute type vs its majority share, ITM accuracy on
+        held-out pairs). Several processes: torchrun --nproc_per_node 2 -m clipdistill vlpretrain CONFIG --out RUN.
+        Continue a killed run with --resume latest.
+        """
+        from clipdistill.config import load_config
+        from clipdistill.runfolder import claim
+        from clipdistill.train.distributed import launched_as_main
+        from clipdistill.vlpretrain.config import VLPretrainConfig
+        from clipdistill.vlpretrain.run import HF_DIR, PROBES, probe_table, run_vlpretrain
+
+        cfg = load_config(VLPretrainConfig, config, set_)
+        with claim(out, "vlpretrain", resume=resume is not None, overwrite=overwrite, main=launched_as_main()):
+            written = run_vlpretrain(cfg, out, resume)
+        if launched_as_main():
+            import json
+
+            typer.echo(probe_table(json.loads((written / PROBES).read_text())["metrics"]))
+            typer.echo(f"wrote {written / HF_DIR} (Hugging Face ViLT folder) and {written / PROBES}")
