@@ -25,8 +25,8 @@ from clipdistill.cli import app
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "open_clip", "transformers", "torchvision", "faiss", "matplotlib", "timm")
 ORDER = ["world", "data inspect", "splits", "models list", "models info", "models download", "embed", "balance",
-         "distill", "vlpretrain", "eval zeroshot", "eval retrieval", "eval linear-probe", "eval build", "finetune", "protocol",
-         "report", "export", "demo"]
+         "distill", "vlpretrain", "eval zeroshot", "eval retrieval", "eval linear-probe", "eval build", "finetune",
+         "protocol", "report", "export", "demo"]
 RUN_ALWAYS = {"world", "data inspect", "splits", "models list", "models info"}  # seconds each
 NEVER_RUN = {"models download": "downloads weights (no network in tests)",
              "demo": "the small demo takes ~11 min (tests/test_demo.py runs --size tiny)"}
