@@ -1,7 +1,8 @@
 """Achieved FLOP/s of a student training step as a share of this machine's measured matmul peak.
 
-The step (forward, symmetric InfoNCE, backward, AdamW) is counted with torch's FlopCounterMode and timed
-separately; the peak is the best of several large fp32 matmuls with the same thread count.
+The step (forward, symmetric InfoNCE, backward, the training loop's AdamW) is counted with torch's
+FlopCounterMode and timed separately; the peak is the best of several large fp32 matmuls with the same thread
+count.
 
     .venv/bin/python benchmarks/bench_flops.py [--arch cd-student-s-32] [--batch 128] [--threads 2]
 """
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import clipdistill  # noqa: F401
+from clipdistill.train.config import TrainConfig
+from clipdistill.train.optim import build_optimizer
 from clipdistill.zoo import load_model
 
 
@@ -32,9 +35,12 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def student_step_flops(arch: str, batch: int, steps: int) -> dict:
+def student_step_flops(arch: str, batch: int, steps: int, optimizer: str = "built") -> dict:
+    """`optimizer`: "built" = the training loop's (`build_optimizer`: fused AdamW), "loop" = torch's
+    per-tensor AdamW (what the loop used before), for a before/after."""
     model = load_model(f"open_clip:{arch}").train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = (build_optimizer({"student": model}, TrainConfig(lr=1e-4)) if optimizer == "built"
+           else torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False))
     images = torch.randn(batch, 3, model.image_size, model.image_size)
     ids = torch.randint(1, 1000, (batch, model.context_length))
     labels = torch.arange(batch)
@@ -67,13 +73,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/out/flops.json")
+    ap.add_argument("--optimizer", choices=["built", "loop"], default="built")
     ap.add_argument("--quick", action="store_true", help="batch 32, 2 timed steps")
     args = ap.parse_args()
     if args.quick:
         args.batch, args.steps = 32, 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    res = student_step_flops(args.arch, args.batch, args.steps)
+    res = student_step_flops(args.arch, args.batch, args.steps, args.optimizer)
+    res["optimizer"] = args.optimizer
     res["matmul_peak_flops"] = matmul_peak()
     res["share_of_peak"] = res["achieved_flops"] / res["matmul_peak_flops"]
     res["threads"] = args.threads
