@@ -40,7 +40,7 @@ WRITES: dict[str, list[str]] = {
     "distill": ["config.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints", "model.json",
                 "model.safetensors"],
     "finetune": ["config.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints", "task_model.json",
-                 "task_model.safetensors"],
+                 "task_model.safetensors", "task_model_hf", "td_samples.json", "td_samples"],
     "balance": ["manifest.json", "keys.txt", "labels.npy", "centroids.npy", "mm_labels.npy", "mm_centroids.npy",
                 "kept.npy", "kept_keys.txt", "report.json", "clusters.png"],
     "embed": ["manifest.json", "plan.json", "shard-*", ".tmp-*"],

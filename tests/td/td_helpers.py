@@ -39,3 +39,30 @@ def stand_in_fit(task, loader_factory, train_cfg, run_dir):
             loss.backward()
             opt.step()
     return run_dir
+
+
+def build_tiny_vilt(folder: Path, world: Path, seed: int = 0) -> Path:
+    """A random transformers ViLT (hidden 32, 2 layers, 32 px images, 8 px patches) saved with `save_pretrained`,
+    with a BertTokenizerFast over a tiny WordPiece vocabulary: half the words of the world's task texts whole, the
+    rest split into letter pieces (so WordPiece and CLIP's BPE disagree on token boundaries)."""
+    import re
+
+    from transformers import BertTokenizerFast, ViltConfig, ViltImageProcessor, ViltModel
+
+    words: set[str] = set()
+    for kind in TASKS:
+        for ex in open_examples(world, kind):
+            words.update(re.findall(r"\w+", ex.text.lower()))
+    whole = sorted(words)[::2]
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *whole, *letters, *(f"##{c}" for c in letters),
+             *".,?!'-:;()"]
+    vocab = list(dict.fromkeys(vocab))
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    cfg = ViltConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, image_size=32, patch_size=8, max_position_embeddings=40)
+    torch.manual_seed(seed)
+    ViltModel(cfg).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    ViltImageProcessor(size={"shortest_edge": 32}, size_divisor=8).save_pretrained(str(folder))
+    return folder

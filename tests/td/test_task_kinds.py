@@ -27,7 +27,7 @@ class TwoWayVE(SNLIVE):
         exs = [dataclasses.replace(ex, label=min(ex.label, 1)) for ex in data.examples]
         return dataclasses.replace(data, examples=exs)
 
-    def make_head(self, width, vocab):
+    def make_head(self, width, vocab, vilt=False):
         from clipdistill.td.heads import ClassifierHead
 
         return ClassifierHead(width, 2)

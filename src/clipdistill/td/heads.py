@@ -19,7 +19,8 @@ from torch import nn
 from clipdistill.data.examples import VE_LABELS
 from clipdistill.td.metrics import normalize_answer, vqa_soft_score
 
-__all__ = ["VE_LABELS", "ClassifierHead", "MultipleChoiceHead", "VQAHead", "build_answer_vocab", "vqa_targets"]
+__all__ = ["VE_LABELS", "ClassifierHead", "MLPClassifierHead", "MultipleChoiceHead", "VQAHead", "build_answer_vocab",
+           "vqa_targets"]
 
 
 class VQAHead(nn.Module):
@@ -49,6 +50,14 @@ class ClassifierHead(nn.Module):
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels)
+
+
+class MLPClassifierHead(VQAHead):
+    """The classifier of transformers' ViltForQuestionAnswering (Linear, LayerNorm, GELU, Linear) trained with
+    cross-entropy: the SNLI-VE head of an hf: ViLT student, so its task model exports as a ViltForQuestionAnswering
+    with three labels (td/export_hf.py)."""
+
+    loss = staticmethod(ClassifierHead.loss)
 
 
 class MultipleChoiceHead(nn.Module):

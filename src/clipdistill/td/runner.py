@@ -14,9 +14,10 @@ from pydantic import Field, model_validator
 from safetensors.torch import save_file
 
 from clipdistill.config import StrictModel, dump_config
-from clipdistill.manifest import atomic_write_text
+from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest, write_manifest
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
+from clipdistill.td.export_hf import export_vilt
 from clipdistill.td.prior import prior_metrics
 from clipdistill.td.samples import save_td_samples
 from clipdistill.td.student import StudentConfig, build_student
@@ -100,8 +101,10 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
         image_dir = kind.image_dir(task_folder(spec, cfg.world), spec.images)
         cached = CachedImageTeacher(spec.teacher_features, task.teacher, image_dir)
         cached.check_covers([ex.image for ex in train_ex])
-    collate = Collator(spec.kind, student, task.teacher, vocab, cfg.td.vqa_distractors, cached=cached)
+    collate = Collator(spec.kind, student, task.teacher, vocab, cfg.td.vqa_distractors, cached=cached,
+                       text_alignment=cfg.td.text_alignment)
     items = kind.items(train_ex)
+    write_manifest(run_dir, "finetune", student=init_info, text_alignment=_alignment_note(task, collate))
 
     def loader_factory(epoch: int):
         order = list(range(len(items)))
@@ -110,15 +113,39 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
 
     fit = trainer or default_trainer()
     fit(task, loader_factory, train_config if train_config is not None else cfg.train, run_dir)
+    manifest = read_manifest(run_dir)
+    manifest["text_alignment"] = _alignment_note(task, collate)
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
     eval_collate = Collator(spec.kind, student, None, vocab)
     results = {name: evaluate(task, _batches(kind.items(data.examples), eval_collate, cfg.eval_batch_size))
                for name, data in evals.items()}
     export_task_model(task, run_dir, {
-        "kind": spec.kind, "student": student.cfg.model_dump(), "vocab": vocab, "init": init_info,
+        "kind": spec.kind, "student": student.describe(), "vocab": vocab, "init": init_info,
         "data": {"train_split": spec.train_split, "source_sha256": train_data.source_sha256(),
                  "train_examples": len(train_ex), "fraction": cfg.fraction, "seed": cfg.seed}})
+    if getattr(student, "family", "") == "hf_vilt":
+        export_vilt(task, run_dir)  # task_model_hf/: loads with transformers (td/export_hf.py)
     save_td_samples(task, collate, items, run_dir)  # the report's picture of what was distilled
     return results
+
+
+def _alignment_note(task: TDTask, collate: Collator) -> dict[str, Any]:
+    """How the student's text tokens met the teacher's, for the run's manifest."""
+    if task.teacher is None:
+        return {"method": "none", "note": "no teacher: nothing is distilled"}
+    if task.student.token_spans is None:
+        return {"method": "positions", "note": "the student uses the CLIP BPE tokenizer: its token positions are "
+                "the teacher's (truncated / padded to the student's context length)"}
+    note = {"method": collate.text_alignment, "texts_aligned_by_words": collate.aligned_rows,
+            "texts_pooled": collate.pooled_rows}
+    if collate.text_alignment == "pooled":
+        note["note"] = ("td.text_alignment=pooled: every student text token is distilled towards the teacher's "
+                        "pooled text feature")
+    else:
+        note["note"] = ("the student's tokenizer is not the teacher's: text tokens are matched by words (character "
+                        "spans, td/align.py); texts whose teacher spans could not be recovered fall back to the "
+                        "pooled teacher text (texts_pooled)")
+    return note
 
 
 def export_task_model(task: TDTask, run_dir: Path, meta: dict[str, Any]) -> Path:

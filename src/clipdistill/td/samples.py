@@ -22,7 +22,10 @@ FILE = "td_samples.json"
 VIEW = 128  # px of the saved view: large enough to see the patch grid drawn on it
 
 
-def _token_text(token_id: int) -> str:
+def _token_text(token_id: int, student=None) -> str:
+    hf = getattr(student, "hf_tokenizer", None)  # an hf: ViLT student's own tokenizer (WordPiece)
+    if hf is not None:
+        return hf.convert_ids_to_tokens(token_id)
     import open_clip
 
     tok = open_clip.tokenizer._tokenizer  # the tokenizer the student's Collator uses (open_clip.tokenize)
@@ -68,7 +71,7 @@ def save_td_samples(task, collate, items: list, run_dir: Path, n: int = 4) -> Pa
         samples.append({
             "key": ex.key, "image": f"td_samples/{name}", "task": task.kind,
             "patches": sel_v[i].nonzero().flatten().tolist(),
-            "tokens": [_token_text(int(ids[i, j])) for j in real],
+            "tokens": [_token_text(int(ids[i, j]), task.student) for j in real],
             "selected": [bool(sel_t[i, j]) for j in real],
             "weight": float(w["weight"][i]), "teacher_prob": float(w["confidence"][i]),
             "teacher_correct": bool(w["teacher_correct"][i]),

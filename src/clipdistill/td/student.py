@@ -14,13 +14,19 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+from pydantic import field_validator, model_validator
 from torch import nn
+from torchvision import transforms as T
 
 from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
 
 
 class StudentConfig(StrictModel):
+    # "clipdistill": our ViLT-like student shaped by the fields below; "hf:DIR": a local transformers ViLT folder
+    # (td/hf_student.py), whose own config sets image / patch size, width, depth and tokenizer (only
+    # context_length applies, capped at its max_position_embeddings)
+    model: str = "clipdistill"
     image_size: int = 32
     patch_size: int = 4
     width: int = 64
@@ -30,6 +36,20 @@ class StudentConfig(StrictModel):
     context_length: int = 32
     vocab_size: int = 49408
     init: str = "scratch"  # "scratch" or a model SPEC whose towers seed the student (open_clip / run:)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model != "clipdistill" and not model.startswith("hf:"):
+            raise ValueError(f"student model {model!r}: use 'clipdistill' (our ViLT-like student) or hf:DIR "
+                             "(a local transformers ViLT folder)")
+        return model
+
+    @model_validator(mode="after")
+    def _init_is_for_our_student(self) -> StudentConfig:
+        if self.model != "clipdistill" and self.init != "scratch":
+            raise ValueError(f"student.init seeds our own student from a CLIP; {self.model} brings its own weights")
+        return self
 
 
 class Block(nn.Module):
@@ -49,9 +69,25 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), attn
 
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def student_transform(image_size: int) -> T.Compose:
+    return T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size),
+                      T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
 class VLStudent(nn.Module):
     """forward(images [B,3,H,W], ids [B,L]) -> {"cls", "image_tokens", "text_tokens", "text_mask",
-    "cls_attention" (last layer, heads averaged, [B, N + L]; only when asked)}."""
+    "cls_attention" (last layer, heads averaged, [B, N + L]; only when asked)}.
+
+    The student interface (shared with td.hf_student.HFViltStudent): `tokenize(texts)`, `image_transform()`,
+    `token_spans` (None here: the CLIP BPE tokenizer's positions are the teacher's own), `width`, `grid`,
+    `describe()`."""
+
+    family = "clipdistill"
+    token_spans = None
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -79,6 +115,17 @@ class VLStudent(nn.Module):
     @property
     def num_patches(self) -> int:
         return self.grid * self.grid
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        import open_clip
+
+        return open_clip.tokenize(texts, context_length=self.cfg.context_length)
+
+    def image_transform(self) -> T.Compose:
+        return student_transform(self.cfg.image_size)
+
+    def describe(self) -> dict:
+        return {"family": self.family, **self.cfg.model_dump()}
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, need_attention: bool = False):
         b = images.shape[0]
@@ -154,12 +201,17 @@ def init_from_clip(student: VLStudent, clip_inner: nn.Module) -> dict[str, list[
     return {"inherited": done, "skipped": skipped}
 
 
-def build_student(cfg: StudentConfig) -> tuple[VLStudent, dict]:
+def build_student(cfg: StudentConfig) -> tuple[nn.Module, dict]:
     """A student from scratch, or shaped like (and seeded from) the CLIP named by `cfg.init`.
 
     When seeded, image size, patch size, width, heads and layers come from the CLIP's vision tower
     (so every block is inherited); context_length is capped at the CLIP's.
     """
+    if cfg.model.startswith("hf:"):
+        from clipdistill.td.hf_student import HFViltStudent
+
+        student = HFViltStudent(cfg.model, cfg.context_length)
+        return student, {"init": cfg.model, **student.describe()}
     if cfg.init == "scratch":
         return VLStudent(cfg), {"init": "scratch"}
     from clipdistill.zoo import load_model

@@ -12,23 +12,21 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Literal
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms as T
 
 from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
+from clipdistill.td.align import align_batch, teacher_spans
 from clipdistill.td.examples import ChoiceItem, TaskExample
 from clipdistill.td.objective import Distance, DistillHeads, distillation_terms
 from clipdistill.td.selection import SelectionRule, select_tokens
-from clipdistill.td.student import VLStudent
+from clipdistill.td.student import CLIP_MEAN, CLIP_STD, VLStudent, student_transform  # noqa: F401 (re-exported)
 from clipdistill.td.tasks import TaskKindBase, task_kind
 from clipdistill.td.weighting import WeightConfig, instance_weights, modality_weights, text_to_image_confidence
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TextAlignment = Literal["words", "pooled"]
 
 
 class TDConfig(StrictModel):
@@ -44,6 +42,9 @@ class TDConfig(StrictModel):
     weights: WeightConfig = WeightConfig()
     vqa_distractors: int = 7  # VQA confidence proxy: GT answer vs the most frequent other answers
     null_prompt: str = "a photo."  # SNLI-VE confidence proxy baseline text
+    # a student whose tokenizer is not the teacher's (hf: ViLT, BERT WordPiece): text tokens matched to the teacher's
+    # by words (td/align.py), or every student text token distilled towards the teacher's pooled text ("pooled")
+    text_alignment: TextAlignment = "words"
 
     def effective(self) -> TDConfig:
         """naive = all tokens + uniform weights; baseline = no distillation."""
@@ -54,11 +55,6 @@ class TDConfig(StrictModel):
     @property
     def distils(self) -> bool:
         return self.method not in ("baseline", "prior") and self.lam > 0
-
-
-def student_transform(image_size: int) -> T.Compose:
-    return T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size),
-                      T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
 
 
 def align_patches(patch: torch.Tensor, grid: int) -> torch.Tensor:
@@ -86,23 +82,34 @@ class Collator:
     kind is the kind object's `collate` (td/tasks/)."""
 
     def __init__(self, kind: str | TaskKindBase, student: VLStudent, teacher=None, vocab: list[str] | None = None,
-                 vqa_distractors: int = 7, cached=None):
+                 vqa_distractors: int = 7, cached=None, text_alignment: TextAlignment = "words"):
         self.kind, self.teacher = task_kind(kind), teacher
         self.student = student
         self.cached = cached  # a td.cached.CachedImageTeacher: image signals read, not computed
-        self.transform = student_transform(student.cfg.image_size)
+        self.transform = student.image_transform()
         self.vocab = vocab or []
         self.index = {a: i for i, a in enumerate(self.vocab)}
         self.vqa_distractors = vqa_distractors
+        self.text_alignment = text_alignment
+        self.aligned_rows = self.pooled_rows = 0  # texts aligned by words / fallen back to the pooled teacher text
 
-    def _ids(self, texts: list[str]) -> torch.Tensor:
-        return open_clip.tokenize(texts, context_length=self.student.cfg.context_length)
+    def _align(self, texts: list[str], teacher_ids: torch.Tensor) -> dict:
+        """Word alignment of the student's text positions to the teacher's (students whose tokenizer differs from
+        the teacher's: td/align.py); `text_pooled_rows` marks the rows that fall back to the pooled teacher text."""
+        student = self.student.token_spans(texts)
+        length = teacher_ids.shape[1]
+        teacher = None if self.text_alignment == "pooled" else teacher_spans(self.teacher, texts, length)
+        a, pooled = align_batch(texts, student, teacher, length)
+        real = torch.tensor([[s is not None for s in row] for row in student], dtype=torch.bool)
+        self.pooled_rows += int(pooled.sum())
+        self.aligned_rows += int((~pooled).sum())
+        return {"text_align": a, "text_pooled_rows": pooled, "text_real": real}
 
     def __call__(self, items: list) -> dict:
         exs: list[TaskExample] = [it.example if isinstance(it, ChoiceItem) else it for it in items]
         pil = [ex.load_image() for ex in exs]
         batch: dict = {"key": [ex.key for ex in exs], "image": torch.stack([self.transform(im) for im in pil])}
-        part = self.kind.collate(items, self._ids, self.index, self.vqa_distractors, self.vocab)
+        part = self.kind.collate(items, self.student.tokenize, self.index, self.vqa_distractors, self.vocab)
         batch.update(part.fields)
         if self.teacher is not None:
             tok = self.teacher.tokenizer
@@ -111,6 +118,8 @@ class Collator:
             else:
                 batch["teacher_image"] = torch.stack([self.teacher.eval_transform(im) for im in pil])
             batch["teacher_ids"] = tok(part.teacher_texts)
+            if self.student.token_spans is not None:
+                batch.update(self._align(part.teacher_texts, batch["teacher_ids"]))
             batch["teacher_labels"] = part.cand_labels
             if part.cand_texts is not None:
                 batch["teacher_cand_ids"] = tok(part.cand_texts)
@@ -152,7 +161,8 @@ class TDTask:
         self.kind = self.task_kind.name
         self.student, self.td = student, td.effective()
         self.vocab = vocab or []
-        self.head: nn.Module = self.task_kind.make_head(student.width, self.vocab)
+        self.head: nn.Module = self.task_kind.make_head(student.width, self.vocab,
+                                                        vilt=getattr(student, "family", "") == "hf_vilt")
         self.teacher = teacher if self.td.distils else None
         if self.td.distils and teacher is None:
             raise UserError(f"method {td.method!r} needs a teacher (set teacher: SPEC)")
@@ -230,7 +240,15 @@ class TDTask:
         else:
             img_pooled, patch = t.encode_image_tokens(batch["teacher_image"])
         txt_pooled, tokens, tmask = t.encode_text_tokens(batch["teacher_ids"])
-        tokens, tmask = align_text(tokens, tmask, batch["ids"].shape[1])
+        if "text_align" in batch:  # another tokenizer: teacher tokens averaged onto the student's positions by words
+            a = batch["text_align"].to(tokens.dtype)
+            tokens, tmask = a @ tokens, a.sum(-1) > 0
+            pooled = batch["text_pooled_rows"]
+            if pooled.any():  # no word alignment: every real student token is distilled towards the pooled text
+                tokens = torch.where(pooled[:, None, None], txt_pooled[:, None, :].expand_as(tokens), tokens)
+                tmask = torch.where(pooled[:, None], batch["text_real"], tmask)
+        else:
+            tokens, tmask = align_text(tokens, tmask, batch["ids"].shape[1])
         teacher = {"patch": align_patches(patch, self.student.grid), "tokens": tokens, "mask": tmask,
                    "image_pooled": img_pooled, "text_pooled": txt_pooled}
         probs = self.task_kind.teacher_probs(self, img_pooled, txt_pooled, batch)

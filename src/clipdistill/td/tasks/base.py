@@ -37,6 +37,13 @@ class TaskKindBase:
     default_val_split: ClassVar[str]  # the dataset's own name for its validation split
     main_metric: ClassVar[str]  # the metric the protocol's summary reports
     uses_vocab: ClassVar[bool] = False  # answers are a vocabulary built from the training answers (VQA)
+    # the transformers ViLT class an hf: student's task model exports as (td/export_hf.py): "question_answering"
+    # (ViltForQuestionAnswering, one logit per label) or "retrieval" (ViltForImageAndTextRetrieval, one score)
+    vilt_class: ClassVar[str | None] = None
+
+    def label_names(self, vocab: list[str] | None) -> list[str]:
+        """The class names of the head's outputs (the export's id2label)."""
+        return []
 
     def read(self, folder: str | Path, split: str, images: str | Path | None = None) -> TaskData:
         return open_task(self.name, folder, split, images)
@@ -56,7 +63,9 @@ class TaskKindBase:
     def answer_vocab(self, examples: Sequence[TaskExample], max_answers: int) -> list[str] | None:
         return None
 
-    def make_head(self, width: int, vocab: list[str] | None) -> nn.Module:
+    def make_head(self, width: int, vocab: list[str] | None, vilt: bool = False) -> nn.Module:
+        """The task head over the student's `cls`; `vilt`: shaped like a transformers ViLT head (hf: students), so
+        the task model exports as a transformers ViLT class."""
         raise NotImplementedError
 
     def collate(self, items: list, tokenize, vocab_index: dict[str, int], distractors: int,

@@ -7,7 +7,7 @@ from collections import Counter
 import torch
 
 from clipdistill.data.tasks import TaskData
-from clipdistill.td.heads import VE_LABELS, ClassifierHead
+from clipdistill.td.heads import VE_LABELS, ClassifierHead, MLPClassifierHead
 from clipdistill.td.metrics import accuracy_result
 from clipdistill.td.tasks.base import Collated, Scorer, TaskKindBase
 from clipdistill.td.weighting import entailment_probs
@@ -28,10 +28,13 @@ class SNLIVE(TaskKindBase):
     name = "snli_ve"
     default_val_split = "dev"
     main_metric = "accuracy"
-    labels = VE_LABELS
+    vilt_class = "question_answering"  # with three labels: the same classifier shape (heads.MLPClassifierHead)
 
-    def make_head(self, width: int, vocab):
-        return ClassifierHead(width, len(VE_LABELS))
+    def label_names(self, vocab):
+        return list(VE_LABELS)
+
+    def make_head(self, width: int, vocab, vilt: bool = False):
+        return MLPClassifierHead(width, len(VE_LABELS)) if vilt else ClassifierHead(width, len(VE_LABELS))
 
     def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
         texts = [ex.text for ex in items]

@@ -30,12 +30,13 @@ class VCR(TaskKindBase):
     name = "vcr"
     default_val_split = "val"
     main_metric = "q_ar"
+    vilt_class = "retrieval"
 
     def items(self, examples):
         return [it for ex in examples for it in vcr_items(ex)]
 
-    def make_head(self, width: int, vocab):
-        return MultipleChoiceHead(width)
+    def make_head(self, width: int, vocab, vilt: bool = False):
+        return MultipleChoiceHead(width)  # Linear(width, 1): ViltForImageAndTextRetrieval's rank_output too
 
     def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
         n = len(items[0].candidates)

@@ -42,11 +42,15 @@ class VQA(TaskKindBase):
     default_val_split = "val"
     main_metric = "accuracy"
     uses_vocab = True
+    vilt_class = "question_answering"
+
+    def label_names(self, vocab):
+        return list(vocab or [])
 
     def answer_vocab(self, examples, max_answers: int) -> list[str]:
         return build_answer_vocab([ex.answers for ex in examples], max_answers)
 
-    def make_head(self, width: int, vocab):
+    def make_head(self, width: int, vocab, vilt: bool = False):  # ViltForQuestionAnswering's classifier either way
         if not vocab:
             raise UserError("VQA needs a non-empty answer vocabulary (built from the training answers)")
         return VQAHead(width, len(vocab))
