@@ -222,3 +222,36 @@ def test_every_shipped_arch_builds_and_is_listed():
         with torch.no_grad():
             emb = m.encode_image(m.eval_transform(Image.new("RGB", (64, 64), (9, 9, 9))).unsqueeze(0))
         assert emb.shape == (1, m.embed_dim), name
+
+
+# real captions: short, long past the context, punctuation and digits, non-Latin scripts, a very long sentence
+REAL_CAPTIONS = [
+    "a photo of a cat",
+    "Two dogs playing in the snow, one brown and one white, next to a red fence in the late afternoon.",
+    "https://example.com/img_0042.jpg — 3 x 4.5 cm, 1998; \"quoted\" words & symbols!",
+    "東京の夜景 und eine Straße in München, ça va très bien",
+    " ".join(["a wide sunny beach with people, umbrellas and boats on the calm blue sea"] * 60),  # ~4400 characters
+]
+
+
+def test_tokenizer_character_cap_keeps_the_tokens_of_real_text(tmp_path):
+    """Every ClipModel tokenizer cuts texts to 20 x context_length characters (a million-letter word would hang
+    open_clip's BPE); the tokens of real captions, also those far past the context, are the uncapped ones."""
+    from transformers import CLIPTokenizer
+
+    from clipdistill.zoo.base import text_char_budget
+
+    m = load_model(f"open_clip:{ARCH}")
+    assert len(REAL_CAPTIONS[-1]) > text_char_budget(m.context_length)
+    assert torch.equal(m.tokenizer(REAL_CAPTIONS), open_clip.get_tokenizer(ARCH)(REAL_CAPTIONS))
+    assert type(m.tokenizer.wrapped).__name__ == "SimpleTokenizer" and m.tokenizer.context_length == m.context_length
+    assert torch.equal(m.tokenizer(REAL_CAPTIONS[0]), m.tokenizer([REAL_CAPTIONS[0]]))  # a str, as open_clip takes
+    # loader workers may pickle it
+    assert pickle.loads(pickle.dumps(m.tokenizer))(REAL_CAPTIONS[:1]).shape == (1, m.context_length)
+
+    folder = write_hf_clip_folder(tmp_path / "hf")
+    hf = load_model(f"hf:{folder}")
+    ref = CLIPTokenizer.from_pretrained(str(folder))(REAL_CAPTIONS, padding="max_length", truncation=True,
+                                                     max_length=32, return_tensors="pt")["input_ids"]
+    assert len(REAL_CAPTIONS[-1]) > text_char_budget(hf.context_length)
+    assert torch.equal(hf.tokenizer(REAL_CAPTIONS), ref)

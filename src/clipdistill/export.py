@@ -70,7 +70,7 @@ def export_onnx(model: OpenClipModel, out: Path, opset: int = 18) -> list[Path]:
 def onnx_metadata(model: OpenClipModel, which: str) -> dict[str, str]:
     """String key/values for an encoder's `metadata_props` (ONNX allows strings only; lists are JSON)."""
     pp = dict(model.inner.visual.preprocess_cfg)
-    tok = model.tokenizer
+    tok = getattr(model.tokenizer, "wrapped", model.tokenizer)  # past the character cap `zoo.base` adds
     meta = {
         "clipdistill.tower": which,
         "clipdistill.source_spec": model.spec,

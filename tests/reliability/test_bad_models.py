@@ -219,3 +219,33 @@ def test_inherit_from_hf_teacher_names_the_reason(tmp_path, pairs, hf_folder):
     assert code == 2 and "Traceback" not in out, out
     assert "needs an open_clip-architecture teacher" in out and "Hugging Face CLIPModel" in out, out
     assert "0 layers" not in out
+
+
+TOKENIZE_HUGE = """
+import random, sys
+import clipdistill
+from clipdistill.zoo import load_model
+word = "".join(random.Random(0).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1_000_000))
+for spec in sys.argv[1:]:
+    m = load_model(spec)
+    ids = m.tokenizer([word, "a red square"])
+    print(spec, tuple(ids.shape), flush=True)
+"""
+
+
+@case("data", "a text of a million letters without a space reaching a model's tokenizer by a path that has no "
+      "`max_caption_chars` (retrieval captions, zero-shot class prompts, task questions), for open_clip, `hf:` "
+      "CLIP and `hf:` SigLIP models", "every `ClipModel` tokenizer cuts each text to 20 x context_length "
+      "characters first (no real caption's tokens change): tokenised in seconds, not hours")
+def test_huge_text_tokenises_in_seconds_for_every_backend(tmp_path, hf_folder):
+    import subprocess
+
+    from siglip_models import write_hf_siglip_folder
+
+    specs = ["open_clip:cd-student-xs-32", f"hf:{hf_folder}", f"hf:{write_hf_siglip_folder(tmp_path / 'siglip')}"]
+    # without the cap open_clip's BPE alone takes hours on this word: completing inside the timeout is the proof
+    proc = subprocess.run([sys.executable, "-c", TOKENIZE_HUGE, *specs], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert [ln.split(" ")[0] for ln in lines] == specs, proc.stdout
+    assert lines[0].endswith("(2, 32)") and lines[1].endswith("(2, 32)") and lines[2].endswith("(2, 16)"), lines

@@ -11,6 +11,38 @@ from torch import nn
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
+# Characters of a text kept per token of context before tokenising. open_clip's BPE is quadratic in a word's
+# length (a million-letter word never finishes); a model keeps at most context_length tokens and real text
+# averages ~4-5 characters per token, so cutting at 20x context_length characters never changes the kept tokens
+# of real text, and bounds the worst case (one random 1540-letter word) to well under a second.
+CHARS_PER_CONTEXT_TOKEN = 20
+
+
+def text_char_budget(context_length: int) -> int:
+    return CHARS_PER_CONTEXT_TOKEN * max(int(context_length), 1)
+
+
+def cap_texts(texts: str | list[str], context_length: int) -> str | list[str]:
+    """Each text cut to `text_char_budget(context_length)` characters (a str stays a str)."""
+    n = text_char_budget(context_length)
+    return texts[:n] if isinstance(texts, str) else [t[:n] for t in texts]
+
+
+class CappedTokenizer:
+    """A backend tokenizer that sees each text cut to the character budget; other attributes pass through."""
+
+    def __init__(self, tokenize: Callable, context_length: int):
+        self._tokenize, self._context_length = tokenize, int(context_length)
+        self.wrapped = tokenize  # the backend's own object (its class names the tokenizer in export metadata)
+
+    def __call__(self, texts, *args, **kwargs):
+        return self._tokenize(cap_texts(texts, self._context_length), *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # not yet set (unpickling) or private: never recurse into the wrapped object
+            raise AttributeError(name)
+        return getattr(self._tokenize, name)
+
 
 def eos_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     """True for real tokens: everything up to and including the first EOS of each row."""

@@ -11,7 +11,7 @@ from torchvision import transforms as T
 
 from clipdistill.errors import UserError
 from clipdistill.safeload import load_tensors
-from clipdistill.zoo.base import ClipModel, eos_mask
+from clipdistill.zoo.base import ClipModel, cap_texts, eos_mask
 
 
 def _size(size) -> tuple[int, int]:
@@ -51,8 +51,8 @@ class HFClipModel(ClipModel):
         )
 
     def tokenizer(self, texts: list[str]) -> torch.Tensor:  # type: ignore[override]
-        out = self._tok(list(texts), padding="max_length", truncation=True, max_length=self.context_length,
-                        return_tensors="pt")
+        out = self._tok(cap_texts(list(texts), self.context_length), padding="max_length", truncation=True,
+                        max_length=self.context_length, return_tensors="pt")
         return out["input_ids"]
 
     def _mask(self, ids):

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from clipdistill.errors import UserError
-from clipdistill.zoo.base import ClipModel, eos_mask
+from clipdistill.zoo.base import ClipModel, cap_texts, eos_mask
 from clipdistill.zoo.hf_backend import _build, _size
 
 # PIL resample codes the image processor stores -> torchvision's
@@ -58,8 +58,8 @@ class HFSiglipModel(ClipModel):
                                           *norm])
 
     def tokenizer(self, texts: list[str]) -> torch.Tensor:  # type: ignore[override]
-        out = self._tok(list(texts), padding="max_length", truncation=True, max_length=self.context_length,
-                        return_tensors="pt")
+        out = self._tok(cap_texts(list(texts), self.context_length), padding="max_length", truncation=True,
+                        max_length=self.context_length, return_tensors="pt")
         return out["input_ids"]
 
     def encode_image(self, images, normalize=False):

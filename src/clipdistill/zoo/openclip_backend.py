@@ -17,7 +17,7 @@ from torch import nn
 
 from clipdistill.errors import UserError
 from clipdistill.safeload import load_tensors
-from clipdistill.zoo.base import ClipModel, eos_mask
+from clipdistill.zoo.base import CappedTokenizer, ClipModel, eos_mask
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 _registered = False
@@ -190,6 +190,7 @@ class OpenClipModel(ClipModel):
         self.context_length = int(getattr(self.tokenizer, "context_length",
                                           config["text_cfg"].get("context_length", 77)))
         self.eos_id = int(getattr(self.tokenizer, "eot_token_id", 49407))
+        self.tokenizer = CappedTokenizer(self.tokenizer, self.context_length)
 
     # the text tower lives on the model itself (CLIP) or under .text (CustomTextCLIP)
     @property
