@@ -197,3 +197,18 @@ def test_pair_loss_helper_is_open_clips_formula():
     assert sigmoid_pair_loss(img, txt, 3.0, -1.0, positives=True).item() == pytest.approx(ref.item(), rel=1e-6)
     neg = SigLipLoss()._loss(img, txt, 3.0, -1.0, negative_only=True)
     assert sigmoid_pair_loss(img, txt, 3.0, -1.0, positives=False).item() == pytest.approx(neg.item(), rel=1e-6)
+
+
+def test_unread_student_scale_and_bias_still_join_the_graph_with_zero_gradient():
+    """DDP (find_unused_parameters=False) needs every parameter in the graph: siglip on a CLIP student reads
+    the loss-owned pair, so the student's own scale enters times 0; a SigLIP student's bias likewise under clip."""
+    img, txt = _features()
+    scale, bias = torch.tensor(3.0, requires_grad=True), torch.tensor(-1.0, requires_grad=True)
+    out = build_loss({"siglip": {}}, 5)(LossInputs(img, txt, scale))
+    out["loss"].backward()
+    assert scale.grad is not None and scale.grad.item() == 0.0
+    plain = build_loss({"siglip": {}}, 5)(LossInputs(img, txt, 3.0))["loss"]
+    assert out["loss"].item() == plain.item()  # the value is unchanged
+    out = build_loss({"clip": {}}, 5)(LossInputs(img, txt, torch.tensor(3.0), logit_bias=bias))
+    out["loss"].backward()
+    assert bias.grad is not None and bias.grad.item() == 0.0

@@ -65,6 +65,12 @@ class WeightedLoss(nn.Module):
             parts = value if isinstance(value, dict) else {name: value}
             out.update(parts)
             total = total + self.weights[name] * parts[name]
+        # The student's own scale and bias join the graph even when no term reads them (times 0: the value and
+        # every gradient are unchanged), so DDP's find_unused_parameters=False does not stop a run whose terms
+        # leave them unused (siglip on a CLIP student, softmax-only terms on a SigLIP student).
+        for t in (inputs.logit_scale, inputs.logit_bias):
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                total = total + 0 * t.sum()
         return {"loss": total, **out}
 
 
