@@ -21,10 +21,11 @@ from clipdistill.errors import UserError
 # open_clip's constants (HF_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME, HF_CONFIG_NAME)
 OPEN_CLIP_BIN, OPEN_CLIP_SAFE, OPEN_CLIP_CONFIG = (
     "open_clip_pytorch_model.bin", "open_clip_model.safetensors", "open_clip_config.json")
-# what a transformers CLIPModel repo may hold; .bin files are only ever read with weights_only=True
+# what a transformers CLIPModel / SiglipModel repo may hold (spiece.model: SigLIP's sentencepiece vocabulary);
+# .bin files are only ever read with weights_only=True
 HF_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
             "pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin", "tokenizer.json",
-            "tokenizer_config.json", "vocab.json", "merges.txt",
+            "tokenizer_config.json", "vocab.json", "merges.txt", "spiece.model",
             "special_tokens_map.json", "preprocessor_config.json")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
