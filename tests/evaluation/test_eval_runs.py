@@ -74,6 +74,27 @@ def test_zeroshot_matches_clip_benchmark_reference_and_schema(model, imagefolder
     assert rec["efficiency"]["params"]["total"] == model.num_params()["total"]
 
 
+def test_imagefolder_reads_every_image_suffix_the_training_sources_read(tmp_path):
+    """One suffix list for training sources and evaluation sets: .gif / .tif / .pgm (any case) are images."""
+    from PIL import Image
+
+    from clipdistill.data.sources import IMAGE_EXTS
+
+    for cls, names in {"cat": ["a.gif", "b.TIF", "c.pgm", "notes.txt"], "dog": ["d.tiff", "e.JPG", "f.webp"]}.items():
+        (tmp_path / cls).mkdir()
+        for n in names:
+            if n.endswith(".txt"):
+                (tmp_path / cls / n).write_text("not an image")
+            else:
+                fmt = {"gif": "GIF", "tif": "TIFF", "tiff": "TIFF", "pgm": "PPM", "jpg": "JPEG", "webp": "WEBP"}
+                mode = "L" if n.endswith(".pgm") else "RGB"
+                Image.new(mode, (8, 8), 90).save(tmp_path / cls / n, format=fmt[n.rsplit(".", 1)[1].lower()])
+    ds = open_imagefolder(tmp_path)
+    assert sorted(p.name for p in ds.paths) == ["a.gif", "b.TIF", "c.pgm", "d.tiff", "e.JPG", "f.webp"]
+    assert ds.labels == [0, 0, 0, 1, 1, 1] and all(ds.load(i) is not None for i in range(len(ds.paths)))
+    assert {"gif", "tif", "pgm"} <= IMAGE_EXTS
+
+
 def test_undecodable_image_is_a_counted_skip(model, tmp_path):
     root = write_imagefolder(tmp_path / "data", per_class=2)
     (root / "red" / "broken.png").write_bytes(b"not a png")

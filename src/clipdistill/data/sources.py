@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 from clipdistill.config import StrictModel
 from clipdistill.errors import DataError
 
-IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "ppm", "gif", "tif", "tiff"}
+IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "ppm", "pgm", "gif", "tif", "tiff"}  # suffixes, lower case, no dot
 TEXT_EXTS = {"txt", "text", "caption"}
 # Pillow's own MAX_IMAGE_PIXELS (it warns above it and refuses above twice it): larger images are counted
 # `too_many_pixels` instead of being decoded in full
