@@ -58,3 +58,39 @@ def test_protocol_unknown_task_kind_refused(tmp_path, world):
     code, out = run_main("protocol", path)
     assert code == 2 and "Traceback" not in out and "unknown task kind 'gqa'" in out, out
     assert not (tmp_path / "p").exists()
+
+
+@case("config", "`finetune` with `student.model: hf:DIR` where DIR holds a ViLT config and only a pickled "
+      "`pytorch_model.bin`", "`error: student hf:DIR: no .safetensors weights ... pickled .bin weights are refused` "
+      "(exit 2) before the run folder is written; the pickle is never opened")
+def test_finetune_hf_student_with_pickled_weights_refused(tmp_path, world, monkeypatch):
+    import json
+
+    folder = tmp_path / "vilt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "vilt", "hidden_size": 32}))
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 a pickle that must not be read")
+    import torch
+
+    def no_pickles(*a, **k):
+        raise AssertionError("a pickle was opened")
+
+    monkeypatch.setattr(torch, "load", no_pickles)
+    cfg = {"world": str(world), "task": {"name": "vqa", "kind": "vqa", "folder": "tasks/vqa"},
+           "student": {"model": f"hf:{folder}"}, "td": {"method": "baseline"}, "out": str(tmp_path / "ft"),
+           "train": {"epochs": 1, "progress": False, "tensorboard": False, "device": "cpu"}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+    code, out = run_main("finetune", str(tmp_path / "f.yaml"))
+    assert code == 2 and "Traceback" not in out and "pickled .bin weights are refused" in out, out
+    assert not (tmp_path / "ft" / "config.yaml").exists()
+
+
+@case("config", "`student.init: open_clip:...` together with `student.model: hf:DIR`",
+      "`error: invalid config`: student.init seeds our own student from a CLIP; hf:DIR brings its own weights (exit 2)")
+def test_init_with_hf_student_refused(tmp_path, world):
+    cfg = {"world": str(world), "task": {"name": "vqa", "kind": "vqa", "folder": "tasks/vqa"},
+           "student": {"model": "hf:somewhere", "init": "open_clip:cd-student-xs-32"}, "out": str(tmp_path / "ft")}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(cfg))
+    code, out = run_main("finetune", str(tmp_path / "f.yaml"))
+    assert code == 2 and "error: invalid config" in out and "brings its own weights" in out, out
+    assert not (tmp_path / "ft").exists()

@@ -2,6 +2,7 @@
 tokens, exported as a transformers ViLT task model with the same outputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,3 +189,20 @@ def test_bad_hf_student_folders_are_clear_errors(tmp_path, vilt):
     (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(UserError, match="pickled .bin weights are refused"):
         HFViltStudent(f"hf:{pickled}", 16)
+
+
+def test_finetune_command_trains_an_hf_vilt_through_the_shared_loop(world, vilt, tmp_path):
+    from typer.testing import CliRunner
+
+    from clipdistill.cli import app
+
+    out = tmp_path / "ft"
+    config = Path(__file__).parents[2] / "src" / "clipdistill" / "configs" / "td" / "finetune_tiny.yaml"
+    r = CliRunner().invoke(app, ["finetune", str(config), "--set", f"world={world}", "--set", "fraction=0.1",
+                                 "--set", f"out={out}", "--set", f"student={{model: 'hf:{vilt}', context_length: 24}}",
+                                 "--set", f"teacher={TEACHER}", "--set", "td.selection=student_attention",
+                                 "--set", "train={epochs: 1, progress: false, tensorboard: false, device: cpu}"])
+    assert r.exit_code == 0, r.output
+    assert (out / "task_model_hf" / "model.safetensors").is_file() and (out / "checkpoints").is_dir()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["text_alignment"]["texts_aligned_by_words"] > 0 and manifest["schedule"]["total_steps"] > 0

@@ -35,7 +35,8 @@ from clipdistill.manifest import sha256_file
 VILT_MEAN = VILT_STD = (0.5, 0.5, 0.5)  # ViltImageProcessor's defaults (IMAGENET_STANDARD)
 
 
-def _folder(spec: str) -> Path:
+def check_folder(spec: str) -> Path:
+    """The folder of an hf: student SPEC, refused (UserError) unless it holds a ViLT config and safetensors weights."""
     folder = Path(spec[len("hf:"):])
     if not folder.is_dir():
         raise UserError(f"student {spec}: no such folder (hf:DIR names a local transformers ViLT folder)")
@@ -61,7 +62,7 @@ class HFViltStudent(nn.Module):
         super().__init__()
         from transformers import AutoTokenizer, ViltModel
 
-        folder = _folder(spec)
+        folder = check_folder(spec)
         try:
             self.vilt, info = ViltModel.from_pretrained(str(folder), use_safetensors=True, output_loading_info=True,
                                                         attn_implementation="eager")

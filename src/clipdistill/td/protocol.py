@@ -35,7 +35,7 @@ from clipdistill.manifest import atomic_write_text
 from clipdistill.progress import StageProgress
 from clipdistill.td.data import TaskConfig, TaskReader
 from clipdistill.td.runner import FinetuneConfig, Trainer, run_finetune
-from clipdistill.td.student import StudentConfig
+from clipdistill.td.student import StudentConfig, check_student
 from clipdistill.td.task import TDConfig
 from clipdistill.td.tasks import task_kind
 from clipdistill.train.checkpoint import CKPT_DIR
@@ -126,6 +126,7 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
     reader = TaskReader(progress)
     # every split of every task opened (and hashed) up front: a bad folder or split name fails before training
     data_sha = {t.name: reader.data_sha256(t, cfg.world) for t in cfg.tasks}
+    check_student(cfg.student)  # and a bad hf: student folder
     rows: list[dict[str, Any]] = []
     cells = list(cell_configs(cfg))
     # plain lines even on a terminal: each cell's training draws its own bar, and rich allows one at a time

@@ -20,7 +20,7 @@ from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split
 from clipdistill.td.export_hf import export_vilt
 from clipdistill.td.prior import prior_metrics
 from clipdistill.td.samples import save_td_samples
-from clipdistill.td.student import StudentConfig, build_student
+from clipdistill.td.student import StudentConfig, build_student, check_student
 from clipdistill.td.task import Collator, TDConfig, TDTask, evaluate
 from clipdistill.td.tasks import task_kind
 from clipdistill.train.config import TrainConfig
@@ -85,6 +85,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     if dev is not None:
         evals = {"train_dev": dev, **evals}
     train_ex = low_shot_examples(spec, pool, cfg.fraction, cfg.seed)
+    check_student(cfg.student)  # a bad hf: folder fails before the run folder is written
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     if cfg.td.method == "prior":  # the answer-prior floor: label statistics of the subset, nothing trains

@@ -201,6 +201,14 @@ def init_from_clip(student: VLStudent, clip_inner: nn.Module) -> dict[str, list[
     return {"inherited": done, "skipped": skipped}
 
 
+def check_student(cfg: StudentConfig) -> None:
+    """Refuse an hf: student folder that cannot load, before anything runs (UserError)."""
+    if cfg.model.startswith("hf:"):
+        from clipdistill.td.hf_student import check_folder
+
+        check_folder(cfg.model)
+
+
 def build_student(cfg: StudentConfig) -> tuple[nn.Module, dict]:
     """A student from scratch, or shaped like (and seeded from) the CLIP named by `cfg.init`.
 
