@@ -63,6 +63,7 @@ def training_curves(name: str, rows: list[dict[str, Any]]) -> bytes | None:
 
 
 ROLE_COLOURS = {"teacher": "tab:gray", "baseline": "tab:orange"}
+LABEL_CHARS = 90  # a SPEC with a long checkpoint path keeps its informative end
 
 
 def metric_bars(groups: list[dict[str, Any]], columns: list[str]) -> bytes | None:
@@ -75,7 +76,8 @@ def metric_bars(groups: list[dict[str, Any]], columns: list[str]) -> bytes | Non
 
 def metric_bars_figure(groups: list[dict[str, Any]], columns: list[str]) -> Figure:
     width = 0.8 / len(groups)
-    fig = Figure(figsize=(max(6.0, 1.2 + 0.35 * len(groups) * len(columns)), 4.2), layout="constrained")
+    fig = Figure(figsize=(max(7.0, 1.2 + 0.35 * len(groups) * len(columns)), 4.4 + 0.2 * len(groups)),
+                 layout="constrained")
     ax = fig.add_subplot()
     students = iter(["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
                      "tab:cyan"] * 8)
@@ -87,7 +89,8 @@ def metric_bars_figure(groups: list[dict[str, Any]], columns: list[str]) -> Figu
                 xs.append(j - 0.4 + width * (i + 0.5))
                 means.append(100 * statistics.fmean(vals))
                 errs.append(100 * statistics.stdev(vals) if len(vals) > 1 else math.nan)  # one seed: no bar
-        label = f"{g['model']} ({g['role']}" + (f", {g['n']} seeds)" if g["n"] > 1 else ")")
+        name = g["model"] if len(g["model"]) <= LABEL_CHARS else "..." + g["model"][-(LABEL_CHARS - 3):]
+        label = f"{name} ({g['role']}" + (f", {g['n']} seeds)" if g["n"] > 1 else ")")
         colour = ROLE_COLOURS.get(g["role"]) or next(students)
         ax.bar(xs, means, width=width, yerr=errs, capsize=3, label=label,
                color=colour, edgecolor="black", linewidth=0.4)
@@ -95,7 +98,7 @@ def metric_bars_figure(groups: list[dict[str, Any]], columns: list[str]) -> Figu
     ax.set_xticklabels(columns, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("%")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.legend(fontsize=7, loc="outside lower center", ncols=1)  # below: long SPECs would squeeze the axes
     ax.set_title("teacher, baseline and students per metric" + (" (error bars: std over seeds)"
                                                                  if any(g["n"] > 1 for g in groups) else ""))
     return fig
