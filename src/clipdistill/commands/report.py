@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         baseline: str | None = typer.Option(None, help="SPEC of the non-distilled baseline student."),
         title: str = typer.Option("clipdistill report", help="Report title."),
     ) -> None:
-        """Teacher-vs-students table, training curves, balance histograms, low-shot curves.
+        """Teacher-vs-students table and per-metric bars (std over `seed<N>` runs), training curves, balance
+        histograms and a gallery of what balance dropped, CLIP-TD token selection samples, low-shot curves.
 
         Example: clipdistill report results/ runs/tiny bal runs/td_tiny --out report
 
