@@ -119,6 +119,29 @@ def test_feature_store_from_other_data(tmp_path, pairs, teacher, reference):
         embed_features(opts(other, teacher), reference)
 
 
+@case("config", "`embed --out` rerun into an existing store with other source options (`max_caption_chars`, "
+      "`max_pixels`, `separator`, columns), or into a store whose plan predates recorded source options",
+      "`ManifestMismatch` naming the option (`source.options.max_caption_chars` ...) before any shard is written: "
+      "shards read two ways are never mixed")
+def test_embed_rerun_with_other_source_options(tmp_path, pairs, teacher, reference):
+    import json
+    import shutil
+
+    before = shard_bytes(reference) | {"plan": (reference / embed_mod.PLAN).read_bytes()}
+    for field, value in (("max_caption_chars", 100), ("max_pixels", 10**6), ("separator", ",")):
+        with pytest.raises(ManifestMismatch, match=rf"source\.options\.{field}: manifest has .*, this run uses "
+                                                   rf"{value!r}"):
+            embed_features(opts(pairs, teacher).model_copy(update={field: value}), reference)
+    assert shard_bytes(reference) | {"plan": (reference / embed_mod.PLAN).read_bytes()} == before
+    old = shutil.copytree(reference, tmp_path / "old")
+    plan = json.loads((old / embed_mod.PLAN).read_text())
+    del plan["source"]["options"]
+    (old / embed_mod.PLAN).write_text(json.dumps(plan))
+    with pytest.raises(ManifestMismatch, match=r"source\.options\.max_pixels: manifest has None"):
+        embed_features(opts(pairs, teacher), old)
+    assert embed_features(opts(pairs, teacher), reference) == reference  # the same options: resumes (nothing to do)
+
+
 assert embed_mod.write_shard  # the kill script patches this name
 
 

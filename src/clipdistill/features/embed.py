@@ -201,8 +201,11 @@ def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
     }
 
 
+# source.options too: the same files read with other columns, pixel or caption limits give other samples (a plan
+# written before they were recorded is refused: how it opened the source is unknown)
 RESUME_KEYS = ["teacher.spec", "teacher.weights_sha256", "source.spec", "source.fingerprint", "options.tokens",
-               "options.augs", "options.augment", "options.seed", "options.shard_size", "options.phash", "shards"]
+               "options.augs", "options.augment", "options.seed", "options.shard_size", "options.phash", "shards",
+               *(f"source.options.{name}" for name in SourceOptions.model_fields)]
 
 
 def _check_resume(out: Path, plan: dict) -> None:
