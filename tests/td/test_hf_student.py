@@ -206,3 +206,21 @@ def test_finetune_command_trains_an_hf_vilt_through_the_shared_loop(world, vilt,
     assert (out / "task_model_hf" / "model.safetensors").is_file() and (out / "checkpoints").is_dir()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["text_alignment"]["texts_aligned_by_words"] > 0 and manifest["schedule"]["total_steps"] > 0
+
+
+def test_protocol_cells_use_the_hf_student_and_a_bad_folder_stops_before_any_cell(world, vilt, tmp_path):
+    from clipdistill.td.protocol import ProtocolConfig, run_protocol
+
+    base = {"tasks": [{"name": "snli_ve", "kind": "snli_ve", "folder": TASKS["snli_ve"]}], "world": str(world),
+            "fractions": [0.25], "seeds": [0], "full": False, "methods": ["prior", "clip_td"], "teacher": TEACHER,
+            "batch_size": 16, "out": str(tmp_path / "p")}
+    with pytest.raises(UserError, match="no such folder"):
+        run_protocol(ProtocolConfig(**base, student={"model": f"hf:{tmp_path / 'missing'}"}), trainer=stand_in_fit,
+                     train_config={"epochs": 1, "lr": 1e-3}, progress=lambda s: None)
+    assert not (tmp_path / "p").exists()
+    res = run_protocol(ProtocolConfig(**base, student={"model": f"hf:{vilt}"}), trainer=stand_in_fit,
+                       train_config={"epochs": 1, "lr": 1e-3}, progress=lambda s: None)
+    assert {r["method"] for r in res["rows"]} == {"prior", "clip_td"}
+    cell = tmp_path / "p" / "cells" / "snli_ve" / "f0.25-s0" / "clip_td"
+    assert json.loads((cell / "task_model_hf" / "config.json").read_text())["id2label"] == {
+        "0": "entailment", "1": "neutral", "2": "contradiction"}
