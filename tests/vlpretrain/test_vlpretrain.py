@@ -107,3 +107,19 @@ def test_killed_then_resumed_equals_uninterrupted(run, vlp_world, tmp_path):
         for k in want:
             assert torch.equal(got[k], want[k]), (rel, k)
     assert (out / "probes.json").read_text() == (ref_dir / "probes.json").read_text().replace(str(ref_dir), str(out))
+
+
+def test_runs_under_torchrun_on_two_processes(vlp_world, tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tiny_config(tmp_path / "cfg.yaml", f"world:{vlp_world}", train={"steps": 4})
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "clipdistill", "vlpretrain", str(cfg), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
+    assert [p.name for p in list_checkpoints(out)][-1] == "step_0000004"
+    assert ViltModel.from_pretrained(str(out / "hf"), local_files_only=True).config.hidden_size == 32
+    assert json.loads((out / "probes.json").read_text())["metrics"]["samples"] == 40
