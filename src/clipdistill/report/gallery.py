@@ -63,8 +63,9 @@ def _resolve(path: str, near: Path) -> Path | None:
     return None
 
 
-def _images(spec: str, keys: set[str], near: Path) -> dict[str, Any]:
-    """PIL images of `keys` from the data source, reading at most WINDOW + a margin samples."""
+def _images(spec: str, keys: set[str], near: Path, options: dict | None = None) -> dict[str, Any]:
+    """PIL images of `keys` from the data source opened as embed opened it (`options`: columns, separator,
+    limits, which shape the keys), reading at most WINDOW + a margin samples."""
     from clipdistill.data import open_source
 
     kind, _, rest = spec.partition(":")
@@ -75,7 +76,7 @@ def _images(spec: str, keys: set[str], near: Path) -> dict[str, Any]:
         found = _resolve(spec, near)
         spec = str(found) if found and "{" not in spec else spec
     got: dict[str, Any] = {}
-    for n, sample in enumerate(open_source(spec)):
+    for n, sample in enumerate(open_source(spec, **(options or {}))):
         if sample.key in keys:
             got[sample.key] = sample.image.convert("RGB")
             if len(got) == len(keys):
@@ -108,7 +109,7 @@ def balance_gallery(balance_dir: Path) -> tuple[bytes | None, str]:
             return None, "no cluster among the first samples has both kept and dropped members"
         keys = store.keys
         wanted = {keys[r] for g in groups for d, k, _ in g["pairs"] for r in (d, k)}
-        images = _images(manifest["source"]["spec"], wanted, balance_dir.parent)
+        images = _images(manifest["source"]["spec"], wanted, balance_dir.parent, manifest["source"].get("options"))
     except Exception as e:  # noqa: BLE001  a gallery is an extra: any failure leaves it out, with the reason
         return None, f"gallery left out ({type(e).__name__}: {e})"
     if len(images) < len(wanted):
