@@ -163,3 +163,21 @@ def test_built_vocabulary_is_the_same_in_every_process(tmp_path):
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
     assert len(outs) == 1
     assert len(next(iter(outs)).split()) == 90
+
+
+def test_image_transform_is_torchvision_resize_centre_crop_then_the_processor():
+    """Non-square images: shorter edge to S, centre crop, as the hf:DIR student (td/hf_student.py) reads them."""
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from clipdistill.vlpretrain.model import ImageTransform
+
+    rng = np.random.default_rng(0)
+    for w, h in ((64, 64), (90, 50), (41, 77)):
+        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        ref = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
+                         T.Normalize((0.5,) * 3, (0.5,) * 3)])(im)
+        got = ImageTransform(32, 8)(im)
+        assert got.shape == (3, 32, 32)
+        assert torch.allclose(got, ref, atol=1e-6)

@@ -89,16 +89,21 @@ class ViltPretrainer(nn.Module):
 
 
 class ImageTransform:
-    """PIL -> [3, S, S]: squashed to the square training size (bicubic), then `ViltImageProcessor` (rescale,
-    mean/std 0.5): the processor saved with the model, which on a square S x S image leaves the size as is."""
+    """PIL -> [3, S, S]: the shorter edge resized to S (bicubic), a centre S x S crop (torchvision's Resize +
+    CenterCrop arithmetic, as the `hf:DIR` student of td/hf_student.py reads images), then `ViltImageProcessor`
+    (rescale, mean/std 0.5): the processor saved with the model, which leaves an S x S image's size as is."""
 
     def __init__(self, size: int, patch_size: int):
         self.processor = image_processor(size, patch_size)
         self.size = size
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        s, (w, h) = self.size, image.size
+        if (w, h) != (s, s):
+            new = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+            image = image.resize(new, Image.Resampling.BICUBIC)
+            left, top = int(round((new[0] - s) / 2.0)), int(round((new[1] - s) / 2.0))
+            image = image.crop((left, top, left + s, top + s))
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
