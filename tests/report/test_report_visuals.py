@@ -82,6 +82,13 @@ def test_redundancy_pairs_name_each_dropped_samples_nearest_kept_one():
     assert by[1]["pairs"][0][:2] == (3, 2)  # its nearest kept member, not the other one (row 4)
 
 
+def test_td_samples_are_labelled_by_their_place_in_the_protocol_grid():
+    from clipdistill.report.gallery import td_run_label
+
+    assert td_run_label(Path("/o/td/cells/snli_ve/f0.25-s0/clip_td/td_samples.json")) == "snli_ve/f0.25-s0/clip_td"
+    assert td_run_label(Path("/o/runs/ft/td_samples.json")) == "ft"
+
+
 def test_curves_are_in_step_order_with_a_resumes_replayed_steps_once():
     rows = [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}, {"step": 10, "loss": 2.9}, {"step": 30, "lr": 1},
             {"step": 20, "loss": 1.9}, {"step": 30, "loss": 1.5}]

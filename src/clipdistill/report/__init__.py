@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipdistill.errors import UserError
-from clipdistill.report.gallery import balance_gallery, td_sample_figure
+from clipdistill.report.gallery import balance_gallery, td_run_label, td_sample_figure
 from clipdistill.report.inputs import ReportInputs, collect
 from clipdistill.report.plots import balance_histogram, lowshot_curves, metric_bars, training_curves
 from clipdistill.report.render import Section, table_rows, write_report
@@ -61,7 +61,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, teacher: str | Non
                 notes.append(f"{name}: {why}")
         sections.append(Section("Semantic balance", plots=plots, text=" ".join([GALLERY_NOTE, *notes])
                                 if inputs.balance_dirs else ""))
-    td = [(f"CLIP-TD samples {p.parent.name}", png) for p in inputs.td_samples[:TD_FIGURES]
+    td = [(f"CLIP-TD samples {td_run_label(p)}", png) for p in inputs.td_samples[:TD_FIGURES]
           if (png := td_sample_figure(p)) is not None]
     if td:
         sections.append(Section("CLIP-TD: selected tokens and instance weights", plots=td, text=TD_NOTE))

@@ -135,6 +135,12 @@ def balance_gallery(balance_dir: Path) -> tuple[bytes | None, str]:
     return _png(fig), ""
 
 
+def td_run_label(path: Path) -> str:
+    """A protocol cell by its place in the grid (task/fraction-seed/method), a lone fine-tune by its folder."""
+    parts = path.parent.parts
+    return "/".join(parts[parts.index("cells") + 1:]) if "cells" in parts[:-1] else path.parent.name
+
+
 def td_sample_figure(path: Path, limit: int = 4) -> bytes | None:
     """Selected patch tokens outlined on the student's view, selected text tokens highlighted, instance weight."""
     from PIL import Image
@@ -167,7 +173,7 @@ def td_sample_figure(path: Path, limit: int = 4) -> bytes | None:
         ax_txt.text(0.0, 0.05, f"{s.get('task', '')}  instance weight {s['weight']:.3f}  teacher p(gt) "
                     f"{s['teacher_prob']:.3f}  ({'right' if s['teacher_correct'] else 'wrong'})", fontsize=8,
                     transform=ax_txt.transAxes)
-    fig.suptitle(f"CLIP-TD token selection and instance weights: {path.parent.name} ({data.get('selection', '')})",
+    fig.suptitle(f"CLIP-TD token selection and instance weights: {td_run_label(path)} ({data.get('selection', '')})",
                  fontsize=9)
     return _png(fig)
 
