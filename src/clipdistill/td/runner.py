@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 from pydantic import Field, model_validator
-from safetensors.torch import save_file
 
 from clipdistill.config import StrictModel, dump_config
 from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest, write_manifest
+from clipdistill.safeload import save_tensors
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
 from clipdistill.td.export_hf import export_vilt
@@ -153,6 +153,6 @@ def export_task_model(task: TDTask, run_dir: Path, meta: dict[str, Any]) -> Path
     """`task_model.safetensors` (student + head) + `task_model.json`: the inference model, no teacher parts."""
     state = {f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in task.export_modules().items()
              for k, v in mod.state_dict().items()}
-    save_file(state, str(run_dir / "task_model.safetensors"))
+    save_tensors(state, run_dir / "task_model.safetensors")  # atomic; the umask's mode, not 0600
     atomic_write_text(run_dir / "task_model.json", json.dumps(meta, indent=2))
     return run_dir / "task_model.safetensors"

@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from clipdistill.errors import UserError
 from clipdistill.runfolder import adopted, run_id_of
-from clipdistill.safeload import load_object, load_tensors
+from clipdistill.safeload import load_object, load_tensors, save_tensors
 
 CKPT_DIR, WEIGHTS, STATE, RUN_INFO = "checkpoints", "model.safetensors", "state.pt", "run.json"
 PREFIX = "step_"
@@ -90,7 +89,7 @@ def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: tor
              "rng": rng_state(), "counts": dict(counts or {}), "rng_ranks": list(rank_rngs or [])}
     try:
         tmp.mkdir(parents=True)
-        save_file(module_state(modules), str(tmp / WEIGHTS))
+        save_tensors(module_state(modules), tmp / WEIGHTS)  # the umask's mode, not safetensors' 0600
         torch.save(state, tmp / STATE)
         (tmp / RUN_INFO).write_text(json.dumps({"run_id": run_id, "step": pos.step}))
         for f in (tmp / WEIGHTS, tmp / STATE):
