@@ -18,6 +18,7 @@ from clipdistill.vlpretrain.text import (
     most_similar,
     whole_word_mask,
     word_ids,
+    words,
 )
 from clipdistill.world.scene import sample_scene
 from clipdistill.world.text import caption
@@ -181,3 +182,20 @@ def test_image_transform_is_torchvision_resize_centre_crop_then_the_processor():
         got = ImageTransform(32, 8)(im)
         assert got.shape == (3, 32, 32)
         assert torch.allclose(got, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["swap", "in_batch", "random"])
+def test_itm_pairs_half_positive_and_negatives_are_other_captions(mode):
+    vocab = AttributeVocab(WORLD_ATTRIBUTES)
+    caps = world_captions(400, seed=9)
+    torch.manual_seed(0)
+    texts, labels, fallbacks = itm_pairs(caps, mode, 0.5, vocab)
+    assert 0.4 < labels.float().mean() < 0.6
+    assert fallbacks == 0
+    for cap, text, label in zip(caps, texts, labels.tolist(), strict=True):
+        assert (text == cap) == bool(label)
+        if mode != "swap" and not label:
+            assert text in caps
+    if mode == "in_batch":
+        negs = [(c, t) for c, t, lab in zip(caps, texts, labels.tolist(), strict=True) if not lab]
+        assert all(len(words(c) & words(t)) >= 3 for c, t in negs)  # close captions, not arbitrary ones

@@ -40,7 +40,8 @@ def itm_pairs(captions: list[str], mode: str, positive_share: float, vocab: Attr
                 neg = None if j is None else captions[j]
             if neg is None:
                 others = [c for c in captions if c != cap]
-                fallbacks += mode != "random" or not others
+                if mode != "random" or not others:  # not the negative `mode` asked for
+                    fallbacks += 1
                 if others:
                     neg = others[int(torch.randint(len(others), (1,)))]
         texts.append(cap if neg is None else neg)
