@@ -187,6 +187,8 @@ def _claim_locked(path: Path, command: str, fd: int, *, resume: bool, overwrite:
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     fresh = {"run_id": uuid.uuid4().hex[:16], "command": command, "created": now,
              "writes": WRITES[command] + TEMP_NAMES}
+    if marker is not None and not others:  # a claim that wrote nothing (e.g. a run refused at its inputs)
+        marker = None
     if marker is None:
         _refuse_foreign(path, resume or continues, overwrite, command)
         resumed = bool(others)
@@ -202,7 +204,7 @@ def _claim_locked(path: Path, command: str, fd: int, *, resume: bool, overwrite:
     elif resume or continues:
         return RunFolder(path, command, marker, fd, True)  # the marker stays as it is: a refused resume changes nothing
     else:
-        hint = "--resume latest to continue it, " if command in ("distill", "finetune") else ""
+        hint = "--resume latest to continue it, " if command in RESUME_FLAG else ""
         raise UserError(f"--out {path} already holds {_describe(marker)}: {hint}--overwrite to replace it, or "
                         "give another --out")
     try:
@@ -285,7 +287,7 @@ def resume_command(argv: list[str] | None = None, *, flag: bool = True) -> str:
 
 # SIGTERM: SLURM / Kubernetes before a kill; SIGINT: Ctrl-C; SIGUSR1: SLURM's `--signal=B:USR1@90` choice
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-RESUME_FLAG = {"distill", "finetune"}  # commands continued with --resume; the others by rerunning them
+RESUME_FLAG = {"distill", "finetune", "vlpretrain"}  # commands continued with --resume; the others by rerunning them
 
 
 class StopSignals:

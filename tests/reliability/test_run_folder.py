@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 from rel_cases import case
@@ -109,6 +111,7 @@ def test_users_folder_is_never_written(tmp_path, pairs, verb, monkeypatch):
 def test_second_concurrent_writer_fails_at_once(tmp_path, pairs):
     run = tmp_path / "run"
     with claim(run, "distill") as first:
+        (run / "config.yaml").write_text("the first run's\n")
         before = snapshot(run)
         code, out = distill(tmp_path, pairs, run, "--resume", "latest")
         assert code == 2 and "Traceback" not in out, out
@@ -119,6 +122,9 @@ def test_second_concurrent_writer_fails_at_once(tmp_path, pairs):
             claim(run, "distill", resume=True)
     with claim(run, "distill", resume=True) as again:  # released: the lock does not outlive its holder
         assert again.run_id == first.run_id
+    (run / "config.yaml").unlink()  # a folder holding only the marker (a run that wrote nothing) counts as empty
+    with claim(run, "balance") as other:
+        assert other.run_id != first.run_id
 
 
 @case("folder", "resume a run with its config edited to another student architecture",
@@ -214,3 +220,30 @@ def test_embed_and_protocol_continue_their_own_folder_but_not_another_commands(t
         claim(out, "protocol", continues=True)
     with pytest.raises(UserError, match="contradict"):
         claim(out, "distill", resume=True, overwrite=True)
+
+
+@case("folder", "`finetune` again into a finished run's `out`; then `--resume latest` with `student.width` edited",
+      "the rerun is refused (`--resume latest to continue it, --overwrite to replace it`); the edited resume is "
+      "refused before anything is written (`student differ from the run's config.yaml`); a plain "
+      "`--resume latest` continues")
+def test_finetune_reuse_and_edited_resume(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent.parent / "td"))
+    from td_helpers import TINY_STUDENT, build_tiny_world
+
+    world = build_tiny_world(tmp_path / "world")
+    out = tmp_path / "ft"
+    config = Path(__file__).parents[2] / "configs" / "td" / "finetune_tiny.yaml"
+    args = ["finetune", str(config), "--set", f"world={world}", "--set", "td.method=baseline", "--set",
+            "fraction=0.1", "--set", f"out={out}", "--set", f"student={json.dumps(TINY_STUDENT)}", "--set",
+            "train={epochs: 1, progress: false, tensorboard: false, device: cpu, save_every: 1}"]
+    code, text = run_main(*args)
+    assert code == 0, text
+    code, text = run_main(*args)
+    assert code == 2 and "--resume latest to continue it, --overwrite to replace it" in text, text
+    before = snapshot(out)
+    wider = {**TINY_STUDENT, "width": 64}
+    code, text = run_main(*args, "--set", f"student={json.dumps(wider)}", "--resume", "latest")
+    assert code == 2 and "student differ from the run's" in text and "Traceback" not in text, text
+    assert snapshot(out) == before
+    code, text = run_main(*args, "--resume", "latest")
+    assert code == 0, text
