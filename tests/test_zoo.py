@@ -255,3 +255,22 @@ def test_tokenizer_character_cap_keeps_the_tokens_of_real_text(tmp_path):
                                                      max_length=32, return_tensors="pt")["input_ids"]
     assert len(REAL_CAPTIONS[-1]) > text_char_budget(hf.context_length)
     assert torch.equal(hf.tokenizer(REAL_CAPTIONS), ref)
+
+
+def test_hf_folder_skips_the_random_init_it_would_overwrite(tmp_path, monkeypatch):
+    """`hf:` builds the transformers model without its weight init (seconds for a ViT-B) and still equals
+    `from_pretrained` (test_hf_folder_matches_transformers); here: no init ran, and no tensor is left unloaded."""
+    from safetensors.torch import load_file
+    from transformers import CLIPPreTrainedModel
+
+    folder = write_hf_clip_folder(tmp_path / "hf", seed=3)
+    calls = []
+    monkeypatch.setattr(CLIPPreTrainedModel, "_init_weights", lambda self, module: calls.append(module))
+    ours = load_model(f"hf:{folder}")
+    assert calls == []
+    saved = load_file(str(folder / "model.safetensors"))
+    own = ours.inner.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in saved.items() if k in own)
+    assert set(own) - set(saved) <= {k for k in own if k.endswith("position_ids")}
+    for name, buf in ours.inner.named_buffers():  # non-persistent buffers made in __init__, not by the skipped init
+        assert torch.equal(buf, torch.arange(buf.shape[-1]).expand(1, -1)), name

@@ -140,6 +140,16 @@ def _weight_files(folder: Path, spec: str) -> list[Path]:
     raise UserError(f"{spec}: {folder} has no weights (model.safetensors, pytorch_model.bin or their .index.json)")
 
 
+def _no_init_weights():
+    """transformers' own context that builds a model without running its (slow, discarded) weight init; the
+    buffers a model computes in `__init__` (position_ids) are still made."""
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights  # transformers 4
+    return no_init_weights()
+
+
 # model_type -> (name in messages, transformers config class, model class); SiglipModel: `hf_siglip`
 _KINDS = {"clip": ("CLIP", "CLIPConfig", "CLIPModel"), "siglip": ("SigLIP", "SiglipConfig", "SiglipModel")}
 
@@ -168,7 +178,8 @@ def _build(folder: Path, spec: str, kind: str = "clip") -> nn.Module:
     for f in _weight_files(folder, spec):
         state.update(load_tensors(f))
     try:
-        model = model_cls(config)
+        with _no_init_weights():  # every tensor is overwritten below (missing ones refused): skip the random init
+            model = model_cls(config)
     except Exception as e:
         raise UserError(f"{spec}: config.json does not describe a buildable {name} ({type(e).__name__}: {e})") from None
     own = model.state_dict()
