@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -92,12 +93,52 @@ class Vectors:
                 yield start, _unit(_unit(img) + _unit(txt))
 
 
-def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool) -> dict:
+Space = Literal["image", "multimodal"]
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """k-means of the store in one space."""
+
+    centroids: np.ndarray  # float32 [K, D] unit
+    labels: np.ndarray  # int [N] cluster of each store row
+    sims: np.ndarray  # float32 [N] cosine of each row to its centroid
+    objective: float  # faiss k-means objective after the last iteration
+
+
+@dataclass(frozen=True)
+class Balanced:
+    """What `balance()` returns (no files written): the kept rows and every clustering computed."""
+
+    kept: np.ndarray  # bool [N], store order
+    space: Space  # the space clustered and de-duplicated in (`opts.space`)
+    image: Clustering  # always computed: labels.npy / centroids.npy
+    multimodal: Clustering | None  # with space or labels "multimodal"
+    threshold: float  # the de-dup threshold used (given or solved)
+    cap: int | None  # the per-cluster cap used (given or solved)
+    survivors_before_cap: int | None  # known only when the cap is solved after an uncapped de-dup
+    perceptual_duplicates: int | None  # dropped by the pHash step; None: step not run
+    gpu: bool  # faiss ran on GPU
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+
+    def clustering(self, space: Space) -> Clustering:
+        found = self.image if space == "image" else self.multimodal
+        if found is None:
+            raise ValueError(f"no {space} clustering was computed")
+        return found
+
+    @property
+    def deduped(self) -> Clustering:
+        """The clustering the de-dup and cap ran in (cluster sizes of the report)."""
+        return self.clustering(self.space)
+
+
+def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool) -> Clustering:
     n = len(vectors.store)
     centroids, obj = train_centroids(vectors.rows, n, opts.clusters, sample=opts.train_points * opts.clusters,
                                      niter=opts.niter, seed=opts.seed, gpu=gpu)
     labels, sims = assign(vectors.chunks(), centroids, n, gpu)
-    return {"centroids": centroids, "labels": labels, "sims": sims, "objective": obj}
+    return Clustering(centroids=centroids, labels=labels, sims=sims, objective=obj)
 
 
 def walk_order(labels: np.ndarray, sims: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +207,7 @@ def solve_threshold(run: Callable[[float], list[np.ndarray]], cap: int | None, t
     return best
 
 
-def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
+def balance(store: FeatureStore, opts: BalanceOptions) -> Balanced:
     """Cluster, de-duplicate and cap. Returns arrays + the solved parameters + timings (no files)."""
     gpu = use_gpu(opts.device)
     n = len(store)
@@ -178,7 +219,7 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     grouping = cluster(vectors, opts, gpu)
     timings["kmeans_and_assign"] = time.perf_counter() - t0
     bar.advance(info=f"k-means ({opts.clusters} clusters) done")
-    rows, bounds = walk_order(grouping["labels"], grouping["sims"], opts.order)
+    rows, bounds = walk_order(grouping.labels, grouping.sims, opts.order)
     perceptual = None
     if opts.perceptual is not None:
         t0 = time.perf_counter()
@@ -222,13 +263,14 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> dict:
     keep_mask = np.zeros(n, dtype=bool)
     if kept:
         keep_mask[np.concatenate(kept)] = True
-    result = {opts.space: grouping, "space": opts.space, "kept": keep_mask, "threshold": threshold, "cap": cap,
-              "gpu": gpu, "timings": timings, "survivors_before_cap": survivors, "perceptual_duplicates": perceptual}
+    clusterings = {opts.space: grouping}
     for space in sorted({opts.labels, "image"} - {opts.space}):  # labels.npy is always the image clustering
         t0 = time.perf_counter()
-        result[space] = cluster(Vectors(store, space, opts.chunk), opts, gpu)
+        clusterings[space] = cluster(Vectors(store, space, opts.chunk), opts, gpu)
         timings[f"{space}_kmeans"] = time.perf_counter() - t0
-    return result
+    return Balanced(kept=keep_mask, space=opts.space, image=clusterings["image"],
+                    multimodal=clusterings.get("multimodal"), threshold=threshold, cap=cap,
+                    survivors_before_cap=survivors, perceptual_duplicates=perceptual, gpu=gpu, timings=timings)
 
 
 def run_balance(features: str | Path, out: str | Path, opts: BalanceOptions, *, teacher: str | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,29 +21,32 @@ from clipdistill.errors import UserError
 from clipdistill.features.store import FeatureStore
 from clipdistill.manifest import MANIFEST, read_checked, write_manifest
 
+if TYPE_CHECKING:  # the reader below is imported by distill, which need not load faiss
+    from clipdistill.features.balance import Balanced
+
 STAGE = "balance"
 
 
-def write_outputs(out: Path, store: FeatureStore, opts_dump: dict, result: dict, report: dict) -> None:
+def write_outputs(out: Path, store: FeatureStore, opts_dump: dict, result: Balanced, report: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # the manifest marks a complete DIR: drop an earlier run's first, so a rewrite killed halfway leaves a DIR
     # that readers refuse instead of the old manifest vouching for a mix of old and new files
     (out / MANIFEST).unlink(missing_ok=True)
     (out / "keys.txt").write_text("".join(f"{k}\n" for k in store.keys))
-    np.save(out / "labels.npy", result["image"]["labels"])
-    np.save(out / "centroids.npy", result["image"]["centroids"].astype(np.float32))
-    if "multimodal" in result:
-        np.save(out / "mm_labels.npy", result["multimodal"]["labels"])
-        np.save(out / "mm_centroids.npy", result["multimodal"]["centroids"].astype(np.float32))
-    np.save(out / "kept.npy", result["kept"])
-    (out / "kept_keys.txt").write_text("".join(f"{k}\n" for k, m in zip(store.keys, result["kept"], strict=True) if m))
+    np.save(out / "labels.npy", result.image.labels)
+    np.save(out / "centroids.npy", result.image.centroids.astype(np.float32))
+    if result.multimodal is not None:
+        np.save(out / "mm_labels.npy", result.multimodal.labels)
+        np.save(out / "mm_centroids.npy", result.multimodal.centroids.astype(np.float32))
+    np.save(out / "kept.npy", result.kept)
+    (out / "kept_keys.txt").write_text("".join(f"{k}\n" for k, m in zip(store.keys, result.kept, strict=True) if m))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     fm = store.manifest
     write_manifest(out, STAGE, features=str(store.root), teacher=fm["teacher"], source=fm["source"],
-                   options=opts_dump, solved={"threshold": result["threshold"], "cap": result["cap"]},
+                   options=opts_dump, solved={"threshold": result.threshold, "cap": result.cap},
                    label_space=opts_dump["labels"],
-                   counts={"samples": len(store), "kept": int(result["kept"].sum()),
-                           "clusters": int(result["image"]["centroids"].shape[0])})
+                   counts={"samples": len(store), "kept": int(result.kept.sum()),
+                           "clusters": int(result.image.centroids.shape[0])})
 
 
 class BalanceResult:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clipdistill.features.balance import Balanced
+
 
 def _stats(sizes: np.ndarray) -> dict:
     p = sizes[sizes > 0] / max(sizes.sum(), 1)
@@ -16,9 +18,9 @@ def _stats(sizes: np.ndarray) -> dict:
             "empty_clusters": int((sizes == 0).sum())}
 
 
-def build_report(result: dict, k: int, target: float | None, seed: int) -> dict:
-    """report.json from `balance()`'s result; cluster sizes are those of the clustering in result["space"]."""
-    labels, kept = result[result["space"]]["labels"], result["kept"]
+def build_report(result: Balanced, k: int, target: float | None, seed: int) -> dict:
+    """report.json from `balance()`'s result; cluster sizes are those of the clustering de-duplicated in."""
+    labels, kept = result.deduped.labels, result.kept
     n, n_kept = len(labels), int(kept.sum())
     # the obvious ablation: a random subset of the same size
     control = np.zeros(n, dtype=bool)
@@ -30,15 +32,15 @@ def build_report(result: dict, k: int, target: float | None, seed: int) -> dict:
     return {
         "samples": n, "kept": n_kept, "kept_fraction": n_kept / n, "target_keep": target,
         "target_met_within_1pct": None if target is None else abs(n_kept / n - target) <= 0.01 * target,
-        "threshold": result["threshold"], "cap": result["cap"], "survivors_before_cap": result["survivors_before_cap"],
-        "perceptual_duplicates": result["perceptual_duplicates"],
-        "space": result["space"], "kmeans_objective": result[result["space"]]["objective"], "faiss_gpu": result["gpu"],
+        "threshold": result.threshold, "cap": result.cap, "survivors_before_cap": result.survivors_before_cap,
+        "perceptual_duplicates": result.perceptual_duplicates,
+        "space": result.space, "kmeans_objective": result.deduped.objective, "faiss_gpu": result.gpu,
         "cluster_size_stats": {name: _stats(s) for name, s in sizes.items()},
         # hist_before / hist_after: the keys `clipdistill report` reads a balance report by
         **{f"hist_{name}": {"edges": edges.tolist(), "counts": np.histogram(s, bins=edges)[0].tolist()}
            for name, s in sizes.items()},
         "cluster_sizes": {name: s.tolist() for name, s in sizes.items()},
-        "timings_s": result["timings"],
+        "timings_s": result.timings,
     }
 
 
