@@ -91,6 +91,18 @@ def test_import_and_help_do_not_load_heavy_libraries():
     assert out.stdout.count("Usage: clipdistill") >= len(ORDER) - 2  # every verb's help was rendered
 
 
+def test_package_import_is_light_and_the_shim_still_precedes_torchvision():
+    """`import clipdistill` no longer imports torch; the torchvision shim is applied by the finder it installs, at
+    the first torchvision import (directly here, with no torch imported before it)."""
+    code = ("import sys, clipdistill\n"
+            f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+            "import torchvision.transforms, torch\n"
+            "print(clipdistill._tv_compat.APPLIED == (torch.version.cuda is None))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True"], out.stdout
+
+
 def test_help_of_every_verb_exits_zero_without_heavy_imports():
     code = ("import sys, runpy\n"
             "sys.argv = ['clipdistill'] + sys.argv[1:]\n"
