@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import model_validator
 
 from clipdistill.config import StrictModel, load_config
 from clipdistill.errors import ConfigError
@@ -52,3 +53,42 @@ def test_yaml_object_tags_refused(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="key=value"):
         load_config(Cfg, None, ["optim.lr"])
+
+
+class Checked(StrictModel):
+    name: str
+    optim: Optim = Optim()
+    sizes: list[int] = []
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.name == "both" and self.optim.lr > 1:
+            raise ValueError("name 'both' needs optim.lr <= 1")
+        return self
+
+
+def test_errors_are_one_line_each_and_never_echo_the_config(tmp_path):
+    p = tmp_path / "c.yaml"
+    secret = "x" * 50  # a value of the config that no error is about
+    p.write_text(f"name: 3\noptim: {{lr: fast, warmup_steps: [1, 2]}}\nsizes: [1, two]\nnote_{secret}: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Checked, p)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"invalid config ({p}), 5 problems:"
+    assert lines[1:] == ["  name: Input should be a valid string (got 3)",
+                         "  optim.lr: Input should be a valid number, unable to parse string as a number (got 'fast')",
+                         "  optim.warmup_steps: Input should be a valid integer (got [1, 2])",
+                         "  sizes.1: Input should be a valid integer, unable to parse string as an integer (got 'two')",
+                         f"  unknown key 'note_{secret}' (valid here: name, optim, sizes)"]
+    # one problem: one line; a missing key and a model-level refusal name no value (their input is a whole mapping)
+    for overrides, line in ((["optim.lr=0.1"], "invalid config (--set): name: required key missing"),
+                            (["name=both", "optim.lr=2"], "invalid config (--set): top level: name 'both' needs "
+                                                         "optim.lr <= 1")):
+        with pytest.raises(ConfigError) as e:
+            load_config(Checked, None, overrides)
+        assert str(e.value) == line
+    many = [f"k{i}=1" for i in range(20)]
+    with pytest.raises(ConfigError) as e:
+        load_config(Checked, None, ["name=a", *many])
+    lines = str(e.value).splitlines()
+    assert lines[0].endswith("20 problems:") and len(lines) == 1 + 8 + 1 and lines[-1] == "  ... and 12 more"

@@ -152,19 +152,39 @@ def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+MAX_PROBLEMS = 8  # problems listed per refused config; the rest are counted
+MAX_VALID = 12  # valid keys suggested for an unknown key that resembles none of them
+
+
+def _problem(cls: type[BaseModel], e: dict[str, Any]) -> str:
+    """One line for one pydantic error: the key's dotted path and what is wrong; the offending value only when it
+    is a value, never a whole section (a model-level or missing-key error's input is the entire mapping)."""
+    loc = tuple(e["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    if e["type"] == "extra_forbidden":
+        valid = _fields_at(cls, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        if close:
+            return f"unknown key {dotted!r}; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?"
+        listed = ", ".join(valid[:MAX_VALID]) + (", ..." if len(valid) > MAX_VALID else "")
+        return f"unknown key {dotted!r} (valid here: {listed})" if valid else f"unknown key {dotted!r}"
+    msg = " ".join(str(e["msg"]).removeprefix("Value error, ").split())  # a validator's message, on one line
+    where = dotted or "top level"  # a model-level validator
+    if e["type"] == "missing":
+        return f"{where}: required key missing"
+    value = e.get("input")
+    got = "" if isinstance(value, dict) else f" (got {short_repr(value)})"
+    return f"{where}: {_short(msg, 300)}{got}"
+
+
 def format_validation_error(cls: type[BaseModel], err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        dotted = ".".join(str(p) for p in loc)
-        if e["type"] == "extra_forbidden":
-            valid = _fields_at(cls, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
-            lines.append(f"  unknown key {dotted!r}{hint} (valid here: {', '.join(valid)})")
-        else:
-            lines.append(f"  {dotted}: {_short(e['msg'], 300)} (got {short_repr(e.get('input'))})")
-    return "\n".join(lines)
+    """`invalid config (SOURCE): PROBLEM` for one problem; otherwise a short list, one line per problem."""
+    problems = [_problem(cls, e) for e in err.errors()]
+    if len(problems) == 1:
+        return f"invalid config ({source}): {problems[0]}"
+    more = len(problems) - MAX_PROBLEMS
+    lines = [f"invalid config ({source}), {len(problems)} problems:", *(f"  {p}" for p in problems[:MAX_PROBLEMS])]
+    return "\n".join(lines + ([f"  ... and {more} more"] if more > 0 else []))
 
 
 def build_config(cls: type[M], data: dict[str, Any], source: str = "config") -> M:

@@ -97,3 +97,26 @@ def test_yaml_alias_bomb_is_refused_with_bounded_memory(tmp_path, pairs):
     recursive.write_text("train: &t {lr: *t}\n")
     with pytest.raises(ConfigError, match="recursive"):
         load_config(DistillConfig, recursive)
+
+
+@case("config", "a config with several mistakes at once (wrong types, a misspelt key, a bad section value) among "
+      "long values that are fine", "`error: invalid config (PATH), N problems:` then one line per problem naming its "
+      "key path (at most 8, the rest counted); no section or whole config is echoed (exit 2)")
+def test_several_config_mistakes_are_listed_one_line_each(tmp_path, pairs):
+    import yaml
+
+    fine = "a caption template that is long but correct " * 5
+    cfg = yaml.safe_load(open(tiny_distill_config(tmp_path / "c.yaml", str(pairs))))
+    cfg["train"].update(epochs="many", lrr=0.1)
+    cfg["data"].update(batch_size=0, note=fine)
+    cfg["student"] = "open_clip:cd-student-xs-32"  # a section given as a string
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    code, out = run_main("distill", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"))
+    assert code == 2 and "Traceback" not in out, out
+    lines = out.strip().splitlines()
+    assert lines[0] == f"error: invalid config ({tmp_path / 'c.yaml'}), 5 problems:", out
+    assert sorted(ln.split(":")[0].strip() for ln in lines[1:]) == [
+        "data.batch_size", "student", "train.epochs", "unknown key 'data.note' (valid here", "unknown key 'train.lrr'; "
+        "did you mean 'train.lr'?"], out
+    assert fine not in out and str(pairs) not in out and "{" not in out
+    assert not (tmp_path / "run").exists()
