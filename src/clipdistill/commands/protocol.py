@@ -50,13 +50,15 @@ def _cell_hook(cfg, stop: StopSignals):
     """`run_protocol`'s progress callback, which it calls as each cell starts (`run REL` / `skip (done) REL`):
     there a stop signal received since the last cell ends the sweep (finished cells are on disk), and a cell
     about to run resumes its own checkpoints only when they were made by the same cell config."""
-    from clipdistill.td.protocol import LOCATION_FIELDS, cell_configs
+    from clipdistill.td.protocol import LOCATION_FIELDS, cell_configs, selection_cells
 
-    cells = dict(cell_configs(cfg))
     out = Path(cfg.out)
+    selecting = {rel: ft for rel, _, ft in selection_cells(cfg)}
 
     def progress(msg: str) -> None:
         verb, _, rel = msg.rpartition(" ")
+        # listed again at each cell: with `select`, a method's cells take the variant chosen after the selection ran
+        cells = {**selecting, **dict(cell_configs(cfg))}
         if rel in cells and stop.signum:
             raise stop.stop(f"before cell {rel}; finished cells are kept")
         if verb == "run" and rel in cells:

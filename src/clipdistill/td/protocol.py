@@ -14,10 +14,18 @@ Outputs: `rows.json` (rows {task, kind, regime, fraction, method, seed, metric, 
 `keep_checkpoints: false` deletes a cell's training checkpoints once its result is written (the task model,
 metrics and result stay): a protocol otherwise keeps every cell's optimizer state (tens of GB for a full
 sweep on the `default` world).
+Low-shot settings: `budget` trains every cell for a number of optimizer steps (one number, or one per fraction:
+a 1% subset is not 1% of the full run's steps), with warmup as a share of them and the student's body at
+`body_lr_scale` x the heads' lr. `select` chooses a method's options (variants of td. / train. keys) per task and
+fraction on the task's `dev_fraction` carve of train: selection cells are scored on that carve alone, the val and
+shift splits are never evaluated for them (`selection.json`). Each cell's result names its training-set size
+(`train_examples`) and its score minus the answer prior of the same subset (`minus_prior`); the tables carry both.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import statistics
@@ -26,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import to_jsonable_python
 
 from clipdistill.config import StrictModel
@@ -34,7 +42,8 @@ from clipdistill.errors import ManifestMismatch
 from clipdistill.manifest import atomic_write_text
 from clipdistill.progress import StageProgress
 from clipdistill.td.data import TaskConfig, TaskReader
-from clipdistill.td.runner import FinetuneConfig, Trainer, run_finetune
+from clipdistill.td.prior import prior_metrics
+from clipdistill.td.runner import FinetuneConfig, Trainer, cell_data, run_finetune
 from clipdistill.td.student import StudentConfig, check_student
 from clipdistill.td.task import TDConfig
 from clipdistill.td.tasks import task_kind
@@ -43,6 +52,74 @@ from clipdistill.train.config import TrainConfig
 
 Method = Literal["baseline", "naive", "clip_td", "prior"]
 LOCATION_FIELDS = {"out", "world"}  # where things are, not what runs: moving the world keeps finished cells
+
+
+class Budget(StrictModel):
+    """How long and how fast every trained cell learns: a step budget, not epochs (a 1% subset trained for as
+    many epochs as the full set gets 1% of its steps and never leaves the answer prior)."""
+
+    steps: int | dict[float, int] = Field(description="optimizer steps of each cell; {fraction: steps} gives "
+                                          "each fraction its own budget (every fraction run must be listed)")
+    warmup: float = Field(0.1, ge=0, lt=1, allow_inf_nan=False, description="linear warmup as a share of the "
+                          "cell's steps, counted inside them (train.warmup)")
+    body_lr_scale: float = Field(1.0, gt=0, allow_inf_nan=False, description="the student's lr (every parameter "
+                                 "under `student.`, ours or an hf: ViLT) = train.lr x this; the task head and the "
+                                 "CLIP-TD projection heads train at train.lr (0.1: a pretrained body moves slower)")
+
+    @field_validator("steps")
+    @classmethod
+    def _positive(cls, steps: int | dict[float, int]) -> int | dict[float, int]:
+        bad = [n for n in (steps.values() if isinstance(steps, dict) else [steps]) if n < 1]
+        if bad:
+            raise ValueError(f"budget.steps must be >= 1, got {bad}")
+        return steps
+
+    def steps_for(self, fraction: float) -> int:
+        return self.steps if isinstance(self.steps, int) else self.steps[fraction]
+
+    def train_for(self, train: TrainConfig, fraction: float) -> TrainConfig:
+        """`train` with this budget's steps, warmup share and body / head lr split for a cell of `fraction`."""
+        scale = {**train.lr_scale, **({"student": self.body_lr_scale} if self.body_lr_scale != 1.0 else {})}
+        return train.model_copy(update={"steps": self.steps_for(fraction), "warmup": self.warmup,
+                                        "lr_scale": scale})
+
+
+class Select(StrictModel):
+    """Options of one method chosen per task and fraction on the task's dev carve (`task.dev_fraction`)."""
+
+    method: Method = "clip_td"
+    # variant name -> {dotted td. / train. key: value}, e.g. {uniform: {td.weights.mode: uniform}, lam05: {td.lam: 0.5}}
+    variants: dict[str, dict[str, Any]]
+    seeds: list[int] | None = None  # seeds the choice averages over; default: the protocol's first seed
+
+    @field_validator("variants")
+    @classmethod
+    def _keys_under_td_or_train(cls, variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not variants:
+            raise ValueError("select.variants is empty: list at least one variant (an empty dict {} = the config)")
+        for name, opts in variants.items():
+            bad = [k for k in opts if k.split(".")[0] not in ("td", "train") or "." not in k]
+            if bad:
+                raise ValueError(f"select.variants.{name}: {bad} are not td.<key> / train.<key> options")
+            if any(k in ("td.method", "train.seed") for k in opts):
+                raise ValueError(f"select.variants.{name}: td.method and train.seed are not options to choose")
+        return variants
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> dict:
+    head, _, rest = key.partition(".")
+    if not rest:
+        return {**data, head: value}
+    inner = data.get(head)
+    return {**data, head: _set_dotted(inner if isinstance(inner, dict) else {}, rest, value)}
+
+
+def with_variant(ft: FinetuneConfig, options: dict[str, Any]) -> FinetuneConfig:
+    """`ft` with a selection variant's td. / train. options set, validated like the rest of the config."""
+    data = ft.model_dump(mode="json")
+    for key, value in options.items():
+        data = _set_dotted(data, key, value)
+    return FinetuneConfig.model_validate(data)
 
 
 class ProtocolConfig(StrictModel):
@@ -60,6 +137,8 @@ class ProtocolConfig(StrictModel):
     train: TrainConfig = TrainConfig()  # every cell's loop settings; train.seed defaults to each cell's seed
     out: str = "runs/protocol"
     keep_checkpoints: bool = True  # false: a finished cell's checkpoints/ go (not part of a cell's identity)
+    budget: Budget | None = None  # step budget, warmup share and body / head lr of every cell; none: `train` as is
+    select: Select | None = None  # options chosen on each task's dev carve before the method's cells run
 
     @field_validator("tasks")
     @classmethod
@@ -69,19 +148,91 @@ class ProtocolConfig(StrictModel):
             raise ValueError(f"task names must be unique (they name the cell folders), got {names}")
         return tasks
 
+    @model_validator(mode="after")
+    def _budget_and_selection_fit(self) -> ProtocolConfig:
+        if self.budget is not None:
+            if self.train.steps is not None:
+                raise ValueError("budget.steps sets each cell's length: leave train.steps unset")
+            if self.budget.body_lr_scale != 1.0 and "student" in self.train.lr_scale:
+                raise ValueError("budget.body_lr_scale and train.lr_scale.student both set the student's lr: "
+                                 "use one")
+            if isinstance(self.budget.steps, dict):
+                missing = [f for f in run_fractions(self) if f not in self.budget.steps]
+                if missing:
+                    raise ValueError(f"budget.steps has no budget for fractions {missing} (it has "
+                                     f"{sorted(self.budget.steps)})")
+        if self.select is not None:
+            if self.select.method not in self.methods or self.select.method == "prior":
+                raise ValueError(f"select.method {self.select.method!r} must be one of the trained methods "
+                                 f"{[m for m in self.methods if m != 'prior']}")
+            no_dev = [t.name for t in self.tasks if not t.dev_fraction]
+            if no_dev:
+                raise ValueError(f"select chooses options on each task's dev carve, and tasks {no_dev} have none: "
+                                 "set their dev_fraction (never chosen on val)")
+            base = FinetuneConfig(task=self.tasks[0], teacher=self.teacher, td=self.td, train=self.train,
+                                  student=self.student)
+            for name, options in self.select.variants.items():  # a misspelt option fails before any cell runs
+                try:
+                    with_variant(base, options)
+                except ValidationError as e:
+                    errors = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                    raise ValueError(f"select.variants.{name}: {errors}") from None
+        return self
 
-def cell_configs(cfg: ProtocolConfig) -> list[tuple[str, FinetuneConfig]]:
-    """(cell path relative to out, its FinetuneConfig) for every cell, in run order."""
+    def selection_seeds(self) -> list[int]:
+        return self.select.seeds if self.select and self.select.seeds else self.seeds[:1]
+
+
+def run_fractions(cfg: ProtocolConfig) -> list[float]:
+    return [*cfg.fractions, *([1.0] if cfg.full and 1.0 not in cfg.fractions else [])]
+
+
+def _cell(cfg: ProtocolConfig, task: TaskConfig, fraction: float, seed: int, method: str) -> FinetuneConfig:
+    train = cfg.train if cfg.budget is None else cfg.budget.train_for(cfg.train, fraction)
+    return FinetuneConfig(task=task, world=cfg.world, student=cfg.student, teacher=cfg.teacher,
+                          td=cfg.td.model_copy(update={"method": method}), batch_size=cfg.batch_size,
+                          eval_batch_size=cfg.eval_batch_size, fraction=fraction, seed=seed, train=train)
+
+
+def selection_cells(cfg: ProtocolConfig) -> list[tuple[str, str, FinetuneConfig]]:
+    """(cell path relative to out, variant name, its FinetuneConfig) of every selection cell: scored on the dev
+    carve only."""
+    if cfg.select is None:
+        return []
     cells = []
-    fractions = [*cfg.fractions, *([1.0] if cfg.full and 1.0 not in cfg.fractions else [])]
     for task in cfg.tasks:
-        for fraction in fractions:
+        for fraction in run_fractions(cfg):
+            for seed in cfg.selection_seeds():
+                for name, options in cfg.select.variants.items():
+                    ft = with_variant(_cell(cfg, task, fraction, seed, cfg.select.method), options)
+                    cells.append((f"select/{task.name}/f{fraction:g}-s{seed}/{name}", name, ft))
+    return cells
+
+
+def read_choices(out: Path) -> dict[str, dict[str, str]] | None:
+    """{task: {fraction: chosen variant}} of a protocol's selection.json, or None before the selection ran."""
+    path = out / "selection.json"
+    if not path.is_file():
+        return None
+    return {t: {f: v["chosen"] for f, v in by_f.items()} for t, by_f in json.loads(path.read_text()).items()}
+
+
+def cell_configs(cfg: ProtocolConfig, choices: dict[str, dict[str, str]] | None = None
+                 ) -> list[tuple[str, FinetuneConfig]]:
+    """(cell path relative to out, its FinetuneConfig) for every cell, in run order. With `select`, the selected
+    method's cells take the variant `choices` names for their task and fraction (read from OUT/selection.json
+    when not given; before the selection ran they are listed with the config's own options)."""
+    if cfg.select is not None and choices is None:
+        choices = read_choices(Path(cfg.out))
+    cells = []
+    for task in cfg.tasks:
+        for fraction in run_fractions(cfg):
             for seed in cfg.seeds:
                 for method in cfg.methods:
-                    ft = FinetuneConfig(task=task, world=cfg.world, student=cfg.student, teacher=cfg.teacher,
-                                        td=cfg.td.model_copy(update={"method": method}), batch_size=cfg.batch_size,
-                                        eval_batch_size=cfg.eval_batch_size, fraction=fraction, seed=seed,
-                                        train=cfg.train)
+                    ft = _cell(cfg, task, fraction, seed, method)
+                    chosen = (choices or {}).get(task.name, {}).get(f"{fraction:g}")
+                    if cfg.select is not None and method == cfg.select.method and chosen is not None:
+                        ft = with_variant(ft, cfg.select.variants[chosen])
                     cells.append((f"cells/{task.name}/f{fraction:g}-s{seed}/{method}", ft))
     return cells
 
@@ -127,11 +278,18 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
     # every split of every task opened (and hashed) up front: a bad folder or split name fails before training
     data_sha = {t.name: reader.data_sha256(t, cfg.world) for t in cfg.tasks}
     check_student(cfg.student)  # and a bad hf: student folder
-    rows: list[dict[str, Any]] = []
-    cells = list(cell_configs(cfg))
-    # plain lines even on a terminal: each cell's training draws its own bar, and rich allows one at a time
-    bar = StageProgress("protocol", len(cells), unit="cells", tty=False)
-    for rel, ft in cells:
+    floors: dict[tuple, tuple[int, dict]] = {}
+
+    def floor(ft: FinetuneConfig) -> tuple[int, dict[str, dict[str, float]]]:
+        """(training-set size, answer-prior metrics per split) of a cell's subset; one fit per task x fraction x
+        seed, shared by its methods."""
+        key = (ft.task.name, ft.fraction, ft.seed)
+        if key not in floors:
+            train_data, evals, train_ex = cell_data(ft, reader)
+            floors[key] = (len(train_ex), prior_metrics(ft.task.kind, train_ex, train_data.meta, evals))
+        return floors[key]
+
+    def run_cell(rel: str, ft: FinetuneConfig, only: tuple[str, ...] | None = None) -> dict[str, Any]:
         cell = out / rel
         result_path = cell / "result.json"
         current = ft.model_dump(mode="json", exclude=LOCATION_FIELDS)
@@ -145,22 +303,77 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
             progress(f"skip (done) {rel}")
         else:
             progress(f"run {rel}")
-            metrics = run_finetune(ft, cell, trainer=trainer, train_config=train_config, reader=reader, log=progress)
-            done = {"config": current, "data_sha256": data_sha[ft.task.name], "metrics": metrics}
+            metrics = run_finetune(ft, cell, trainer=trainer, train_config=train_config, reader=reader, log=progress,
+                                   only=only)
+            n_train, prior = floor(ft)
+            done = {"config": current, "data_sha256": data_sha[ft.task.name], "metrics": metrics,
+                    "train_examples": n_train, "minus_prior": minus_prior(metrics, prior)}
             atomic_write_text(result_path, json.dumps(done, indent=2))
         if not cfg.keep_checkpoints:  # only after result.json: a cell killed before it still resumes
             shutil.rmtree(cell / CKPT_DIR, ignore_errors=True)
-        rows += cell_rows(ft, done["metrics"])
         bar.advance()
+        return done
+
+    selecting = selection_cells(cfg)
+    # plain lines even on a terminal: each cell's training draws its own bar, and rich allows one at a time
+    bar = StageProgress("protocol", len(selecting) + len(cell_configs(cfg, {})), unit="cells", tty=False)
+    choices = None
+    if cfg.select is not None:
+        dev: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for rel, name, ft in selecting:  # scored on the dev carve alone: val and shift splits are not evaluated
+            done = run_cell(rel, ft, only=("train_dev",))
+            metric = task_kind(ft.task.kind).main_metric
+            dev[(ft.task.name, f"{ft.fraction:g}")][name].append(done["metrics"]["train_dev"][metric])
+        choices = choose(dev)
+        record = {task: {f: {"chosen": choices[task][f], "metric": "train_dev " + task_kind(
+            next(t.kind for t in cfg.tasks if t.name == task)).main_metric, "seeds": cfg.selection_seeds(),
+            "train_dev": {n: statistics.fmean(v) for n, v in dev[(task, f)].items()}} for f in by_f}
+            for task, by_f in choices.items()}
+        atomic_write_text(out / "selection.json", json.dumps(record, indent=2))
+    rows: list[dict[str, Any]] = []
+    extra: dict[tuple, dict[str, float]] = {}
+    for rel, ft in cell_configs(cfg, choices):
+        done = run_cell(rel, ft)
+        new_rows = cell_rows(ft, done["metrics"])
+        n_train, prior = floor(ft)  # a cell finished before these fields existed gets them here
+        below = minus_prior(done["metrics"], prior)
+        for r in new_rows:
+            split = "val" if r["regime"] in ("low_shot", "full") else r["regime"]
+            extra[_row_key(r)] = {"n_train": n_train, "minus_prior": below[split][r["metric"]]}
+        rows += new_rows
     bar.close()
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=2))
-    table = summarise(rows)
+    table = summarise(rows, extra)
     atomic_write_text(out / "results.json", json.dumps(table, indent=2))
     atomic_write_text(out / "results.md", to_markdown(table))
+    atomic_write_text(out / "results.csv", to_csv(table))
     summary = {"gain_points": gain_points(table, {t.name: t.kind for t in cfg.tasks}),
                "table": str(out / "results.md")}
+    if choices is not None:
+        summary["selection"] = str(out / "selection.json")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    return {"rows": rows, "table": table, "summary": summary}
+    return {"rows": rows, "table": table, "summary": summary, "choices": choices}
+
+
+def choose(dev: dict[tuple[str, str], dict[str, list[float]]]) -> dict[str, dict[str, str]]:
+    """{task: {fraction: variant}} with the highest mean dev-carve score (the first listed on a tie). Takes the
+    dev-carve scores alone: nothing else can sway the choice."""
+    choices: dict[str, dict[str, str]] = defaultdict(dict)
+    for (task, fraction), scores in dev.items():
+        means = {name: statistics.fmean(v) for name, v in scores.items()}
+        choices[task][fraction] = max(means, key=means.__getitem__)
+    return dict(choices)
+
+
+def minus_prior(metrics: dict[str, dict[str, float]], prior: dict[str, dict[str, float]]
+                ) -> dict[str, dict[str, float]]:
+    """{split: {metric: score - the answer prior's score}} (points), for every split both scored."""
+    return {split: {m: v - prior[split][m] for m, v in values.items() if m != "n" and m in prior.get(split, {})}
+            for split, values in metrics.items() if split in prior}
+
+
+def _row_key(r: dict[str, Any]) -> tuple:
+    return (r["task"], r["regime"], r["fraction"], r["method"], r["seed"], r["metric"])
 
 
 def cell_rows(ft: FinetuneConfig, metrics: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -177,17 +390,29 @@ def cell_rows(ft: FinetuneConfig, metrics: dict[str, dict[str, float]]) -> list[
     return rows
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean +- std over seeds per (task, regime, fraction, metric, method), with gains over the baseline."""
+def summarise(rows: list[dict[str, Any]], extra: dict[tuple, dict[str, float]] | None = None
+              ) -> list[dict[str, Any]]:
+    """Mean +- std over seeds per (task, regime, fraction, metric, method), with gains over the baseline; with
+    `extra` ({row key: {"n_train", "minus_prior"}}) also the training-set size and the mean score minus the
+    answer prior of the same subsets."""
     groups: dict[tuple, list[float]] = defaultdict(list)
+    more: dict[tuple, list[dict[str, float]]] = defaultdict(list)
     for r in rows:
-        groups[(r["task"], r["regime"], r["fraction"], r["metric"], r["method"])].append(r["value"])
+        key = (r["task"], r["regime"], r["fraction"], r["metric"], r["method"])
+        groups[key].append(r["value"])
+        if extra and _row_key(r) in extra:
+            more[key].append(extra[_row_key(r)])
     table = []
     for (task, regime, fraction, metric, method), vals in sorted(groups.items()):
         base = groups.get((task, regime, fraction, metric, "baseline"))
         mean = statistics.fmean(vals)
         entry = {"task": task, "regime": regime, "fraction": fraction, "metric": metric, "method": method,
                  "mean": mean, "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n_seeds": len(vals)}
+        got = more.get((task, regime, fraction, metric, method))
+        if got:  # subsets of one fraction have one size for every seed (stratified draws of round(f x N))
+            sizes = sorted({e["n_train"] for e in got})
+            entry["n_train"] = sizes[0] if len(sizes) == 1 else sizes
+            entry["minus_prior"] = statistics.fmean(e["minus_prior"] for e in got)
         if base:
             b = statistics.fmean(base)
             entry["gain_abs"] = mean - b
@@ -204,11 +429,32 @@ def gain_points(table: list[dict[str, Any]], kinds: dict[str, str]) -> dict[str,
 
 
 def to_markdown(table: list[dict[str, Any]]) -> str:
-    lines = ["| task | regime | fraction | metric | method | mean +- std | seeds | gain (abs) | gain (rel %) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| task | regime | fraction | metric | method | train n | mean +- std | seeds | - prior | gain (abs) | "
+             "gain (rel %) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in table:
         rel = e.get("gain_rel_pct")
+        below = e.get("minus_prior")
         lines.append(f"| {e['task']} | {e['regime']} | {e['fraction']:g} | {e['metric']} | {e['method']} | "
-                     f"{e['mean']:.2f} +- {e['std']:.2f} | {e['n_seeds']} | {e.get('gain_abs', 0.0):+.2f} | "
+                     f"{_size(e.get('n_train'))} | {e['mean']:.2f} +- {e['std']:.2f} | {e['n_seeds']} | "
+                     f"{'n/a' if below is None else f'{below:+.2f}'} | {e.get('gain_abs', 0.0):+.2f} | "
                      f"{'n/a' if rel is None else f'{rel:+.1f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def _size(n: int | list[int] | None) -> str:
+    return "n/a" if n is None else "/".join(map(str, n)) if isinstance(n, list) else str(n)
+
+
+CSV_COLUMNS = ["task", "regime", "fraction", "n_train", "metric", "method", "mean", "std", "n_seeds", "minus_prior",
+               "gain_abs", "gain_rel_pct"]
+
+
+def to_csv(table: list[dict[str, Any]]) -> str:
+    """The summary table as CSV (one row per table entry; an empty field where a value does not apply)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for e in table:
+        writer.writerow({**e, "n_train": _size(e["n_train"]) if "n_train" in e else "",
+                         "gain_rel_pct": "" if e.get("gain_rel_pct") is None else e["gain_rel_pct"]})
+    return buf.getvalue()

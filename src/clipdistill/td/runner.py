@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,13 @@ import torch
 from pydantic import Field, model_validator
 
 from clipdistill.config import StrictModel, dump_config
+from clipdistill.data.tasks import TaskData
+from clipdistill.errors import UserError
 from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest, write_manifest
 from clipdistill.safeload import save_tensors
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
+from clipdistill.td.examples import TaskExample
 from clipdistill.td.export_hf import export_vilt
 from clipdistill.td.prior import prior_metrics
 from clipdistill.td.samples import save_td_samples
@@ -70,21 +73,35 @@ def default_trainer() -> Trainer:
     return fit
 
 
-def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = None, train_config: Any = None,
-                 reader: TaskReader | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train + evaluate one configuration; returns {"val": metrics, "shift:NAME": metrics, ...} (+ "train_dev"
-    when the task carves a dev set from train).
-    `reader` lets a protocol share opened splits between its cells."""
-    from clipdistill.zoo import load_model
-
-    reader = reader or TaskReader(log)
+def cell_data(cfg: FinetuneConfig, reader: TaskReader) -> tuple[TaskData, dict[str, TaskData], list[TaskExample]]:
+    """(train split, {result name: split scored}, the training subset) of a run: "train_dev" (the dev carve, when
+    the task has one), "val" and "shift:NAME"; the subset is the fraction / seed draw from the rest of train."""
     spec = cfg.task
     train_data = reader.open(spec, cfg.world, spec.train_split)
     evals = {name: reader.open(spec, cfg.world, split) for name, split in spec.eval_splits().items()}
     pool, dev = split_dev(spec, train_data)
     if dev is not None:
         evals = {"train_dev": dev, **evals}
-    train_ex = low_shot_examples(spec, pool, cfg.fraction, cfg.seed)
+    return train_data, evals, low_shot_examples(spec, pool, cfg.fraction, cfg.seed)
+
+
+def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = None, train_config: Any = None,
+                 reader: TaskReader | None = None, log: Callable[[str], None] = print,
+                 only: Collection[str] | None = None) -> dict[str, Any]:
+    """Train + evaluate one configuration; returns {"val": metrics, "shift:NAME": metrics, ...} (+ "train_dev"
+    when the task carves a dev set from train).
+    `reader` lets a protocol share opened splits between its cells; `only` names the results to score (a
+    protocol's option selection: ("train_dev",), so val and the shift splits are never evaluated)."""
+    from clipdistill.zoo import load_model
+
+    reader = reader or TaskReader(log)
+    spec = cfg.task
+    train_data, evals, train_ex = cell_data(cfg, reader)
+    if only is not None:
+        missing = sorted(set(only) - set(evals))
+        if missing:
+            raise UserError(f"{spec.name}: no {missing} split to score (train_dev needs task.dev_fraction)")
+        evals = {name: data for name, data in evals.items() if name in only}
     check_student(cfg.student)  # a bad hf: folder fails before the run folder is written
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
