@@ -230,22 +230,29 @@ for spec in sys.argv[1:]:
     m = load_model(spec)
     ids = m.tokenizer([word, "a red square"])
     print(spec, tuple(ids.shape), flush=True)
+from clipdistill.td.align import teacher_spans  # CLIP-TD: its student's tokenizer, the teacher's token spans
+from clipdistill.td.student import StudentConfig, build_student
+print("td-student", tuple(build_student(StudentConfig())[0].tokenize([word, "a red square"]).shape), flush=True)
+spans = teacher_spans(m, [word, "a red square"], m.context_length)
+print("td-spans", [len(s) for s in spans], spans[0][1][0], flush=True)
 """
 
 
 @case("data", "a text of a million letters without a space reaching a model's tokenizer by a path that has no "
       "`max_caption_chars` (retrieval captions, zero-shot class prompts, task questions), for open_clip, `hf:` "
-      "CLIP and `hf:` SigLIP models", "every `ClipModel` tokenizer cuts each text to 20 x context_length "
-      "characters first (no real caption's tokens change): tokenised in seconds, not hours")
+      "CLIP and `hf:` SigLIP models and CLIP-TD's students and teacher token spans", "every `ClipModel` tokenizer "
+      "(and the CLIP-TD student's) cuts each text to 20 x context_length characters first (no real caption's "
+      "tokens change): tokenised in seconds, not hours")
 def test_huge_text_tokenises_in_seconds_for_every_backend(tmp_path, hf_folder):
     import subprocess
 
     from siglip_models import write_hf_siglip_folder
 
-    specs = ["open_clip:cd-student-xs-32", f"hf:{hf_folder}", f"hf:{write_hf_siglip_folder(tmp_path / 'siglip')}"]
+    specs = [f"hf:{write_hf_siglip_folder(tmp_path / 'siglip')}", f"hf:{hf_folder}", "open_clip:cd-student-xs-32"]
     # without the cap open_clip's BPE alone takes hours on this word: completing inside the timeout is the proof
     proc = subprocess.run([sys.executable, "-c", TOKENIZE_HUGE, *specs], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    assert [ln.split(" ")[0] for ln in lines] == specs, proc.stdout
-    assert lines[0].endswith("(2, 32)") and lines[1].endswith("(2, 32)") and lines[2].endswith("(2, 16)"), lines
+    assert [ln.split(" ")[0] for ln in lines] == [*specs, "td-student", "td-spans"], proc.stdout
+    assert lines[0].endswith("(2, 16)") and lines[1].endswith("(2, 32)") and lines[2].endswith("(2, 32)"), lines
+    assert lines[3] == "td-student (2, 32)" and lines[4] == "td-spans [32, 32] 0", lines

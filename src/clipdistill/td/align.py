@@ -17,6 +17,8 @@ import re
 
 import torch
 
+from clipdistill.zoo.base import cap_texts
+
 Span = tuple[int, int] | None
 WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -46,6 +48,8 @@ def open_clip_spans(tok, text: str, length: int) -> list[Span] | None:
 def teacher_spans(teacher, texts: list[str], length: int) -> list[list[Span] | None] | None:
     """Spans of the teacher's tokens for each text (None per text that cannot be aligned); None when the teacher's
     tokenizer gives no spans at all."""
+    # the prefix the teacher's (capped) tokenizer saw: spans of the kept tokens are the same, and BPE stays bounded
+    texts = cap_texts(list(texts), getattr(teacher, "context_length", length))
     fast = getattr(teacher, "_tok", None)  # hf: CLIPModel teachers keep their transformers tokenizer here
     if fast is not None and getattr(fast, "is_fast", False):
         enc = fast(list(texts), padding="max_length", truncation=True, max_length=length, return_offsets_mapping=True)

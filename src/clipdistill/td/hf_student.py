@@ -31,6 +31,7 @@ from torchvision import transforms as T
 
 from clipdistill.errors import UserError
 from clipdistill.manifest import sha256_file
+from clipdistill.zoo.base import cap_texts
 
 VILT_MEAN = VILT_STD = (0.5, 0.5, 0.5)  # ViltImageProcessor's defaults (IMAGENET_STANDARD)
 
@@ -121,7 +122,8 @@ class HFViltStudent(nn.Module):
                           T.CenterCrop(self.image_size), T.ToTensor(), T.Normalize(self.image_mean, self.image_std)])
 
     def _encode(self, texts: list[str], offsets: bool = False):
-        return self.hf_tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.context_length,
+        texts = cap_texts(list(texts), self.context_length)  # a prefix: offsets stay those of the full text
+        return self.hf_tokenizer(texts, padding="max_length", truncation=True, max_length=self.context_length,
                                  return_tensors="pt", return_offsets_mapping=offsets)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:

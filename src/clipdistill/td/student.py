@@ -119,7 +119,10 @@ class VLStudent(nn.Module):
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         import open_clip
 
-        return open_clip.tokenize(texts, context_length=self.cfg.context_length)
+        from clipdistill.zoo.base import cap_texts  # a million-letter word would hang open_clip's BPE
+
+        n = self.cfg.context_length
+        return open_clip.tokenize(cap_texts(list(texts), n), context_length=n)
 
     def image_transform(self) -> T.Compose:
         return student_transform(self.cfg.image_size)
