@@ -47,16 +47,24 @@ def current_umask() -> int:
     return mask
 
 
-def save_tensors(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+def save_tensors(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a safetensors file atomically (temp name + rename) with the permissions any other file of the
     user gets (0o666 & ~umask): safetensors itself creates files 0600, which other users and tools sharing a
     results folder cannot read."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
     os.chmod(tmp, 0o666 & ~current_umask())
     os.replace(tmp, path)
     return path
+
+
+def honour_umask(folder: str | Path) -> None:
+    """Give the `.safetensors` files a library wrote into `folder` (transformers' `save_pretrained` writes them
+    through safetensors, 0600) the mode any other file of the user gets, as `save_tensors` does."""
+    mode = 0o666 & ~current_umask()
+    for path in Path(folder).glob("*.safetensors"):
+        os.chmod(path, mode)
 
 
 def load_object(path: str | Path) -> Any:

@@ -204,6 +204,9 @@ def test_finetune_command_trains_an_hf_vilt_through_the_shared_loop(world, vilt,
                                  "--set", "train={epochs: 1, progress: false, tensorboard: false, device: cpu}"])
     assert r.exit_code == 0, r.output
     assert (out / "task_model_hf" / "model.safetensors").is_file() and (out / "checkpoints").is_dir()
+    from clipdistill.safeload import current_umask  # save_pretrained writes 0600: the export follows the umask
+
+    assert (out / "task_model_hf" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~current_umask()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["text_alignment"]["texts_aligned_by_words"] > 0 and manifest["schedule"]["total_steps"] > 0
 

@@ -74,6 +74,11 @@ def test_heads_round_trip(run):
     want, got = ours.state_dict(), back.state_dict()
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
+    # save_pretrained's and our own weight files get the umask's mode, not safetensors' 0600
+    from clipdistill.safeload import current_umask
+
+    weights = sorted((run_dir / "hf").glob("*.safetensors"))
+    assert len(weights) == 2 and {w.stat().st_mode & 0o777 for w in weights} == {0o666 & ~current_umask()}
 
 
 def test_probes_reported_per_attribute_type_with_majority_share(run):

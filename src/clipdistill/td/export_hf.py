@@ -20,6 +20,7 @@ import copy
 from pathlib import Path
 
 from clipdistill.errors import UserError
+from clipdistill.safeload import honour_umask
 
 FOLDER = "task_model_hf"
 
@@ -48,6 +49,7 @@ def export_vilt(task, run_dir: Path) -> Path:
     model.load_state_dict({**state, **mapped}, strict=True)
     out = run_dir / FOLDER
     model.save_pretrained(str(out), safe_serialization=True)
+    honour_umask(out)  # save_pretrained's safetensors files are 0600 whatever the umask
     student.hf_tokenizer.save_pretrained(str(out))
     ViltImageProcessor(size={"shortest_edge": student.image_size}, size_divisor=student.patch_size,
                        image_mean=list(student.image_mean), image_std=list(student.image_std)).save_pretrained(str(out))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from clipdistill.safeload import load_tensors
+from clipdistill.safeload import honour_umask, load_tensors, save_tensors
 from clipdistill.vlpretrain.config import StudentArch
 
 HEADS = "pretrain_heads.safetensors"  # the heads beside the HF folder's ViltModel weights (not a ViltModel's)
@@ -116,18 +116,18 @@ def image_processor(size: int, patch_size: int):
 def save_folder(model: ViltPretrainer, tokenizer, out: Path, image_size: int, patch_size: int) -> Path:
     """The HF folder: `ViltModel.save_pretrained` (config.json + model.safetensors), the tokenizer, the image
     processor, and the pretraining heads in `pretrain_heads.safetensors`."""
-    from safetensors.torch import save_file
     from transformers.utils import logging as hf_logging
 
     out.mkdir(parents=True, exist_ok=True)
     hf_logging.disable_progress_bar()  # transformers' per-shard bar: noise in the command's output
     model.vilt.save_pretrained(str(out), safe_serialization=True)
+    honour_umask(out)  # save_pretrained's safetensors files are 0600 whatever the umask
     # the folder's tokenizer cuts at the model's text positions by default, as ViLT's does (max 40)
     tokenizer.model_max_length = model.config.max_position_embeddings
     tokenizer.save_pretrained(str(out))
     image_processor(image_size, patch_size).save_pretrained(str(out))
     heads = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("vilt.")}
-    save_file(heads, str(out / HEADS), metadata={"format": "pt", "itc": json.dumps(model.has_itc)})
+    save_tensors(heads, out / HEADS, metadata={"format": "pt", "itc": json.dumps(model.has_itc)})
     return out
 
 
