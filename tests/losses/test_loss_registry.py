@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipdistill.errors import ConfigError, UserError
-from clipdistill.losses import LOSSES, LossInputs, build_loss
+from clipdistill.losses import LOSSES, LossInput, LossInputs, build_loss
 
 
 def batch(b=3, ds=4, dt=6, **kw):
@@ -132,6 +132,32 @@ def test_missing_inputs_are_clear_errors():
         build_loss({"cluster": {}}, 4, 6, centroids=torch.randn(5, 6))(
             batch(cluster_labels=torch.tensor([0, 5, 1]))
         )
+
+
+def test_declared_inputs_are_checked_once_when_built():
+    with pytest.raises(UserError, match=r"'fd' needs teacher \(teacher features: set teacher.models"):
+        build_loss({"clip": {}, "fd": {}}, 4, 6, provided=set())
+    with pytest.raises(UserError, match=r"'mfd' needs masked_image .*missing: masked_image_features"):
+        build_loss({"mfd": {}}, 4, 6, provided={LossInput.TEACHER})
+    with pytest.raises(UserError, match=r"'cluster' needs cluster_labels .*set data.keep"):
+        build_loss({"cluster": {}}, 4, 6, provided={LossInput.TEACHER})
+    # an ensemble without single features feeds only a term that averages members itself
+    with pytest.raises(UserError, match="differ in dim"):
+        build_loss({"fd": {}}, 4, 6, provided={LossInput.TEACHER_ENSEMBLE})
+    assert LOSSES["logit_kd"].averages_ensemble and not LOSSES["fd"].averages_ensemble
+    build_loss({"logit_kd": {}}, 4, 6, provided={LossInput.TEACHER_ENSEMBLE})
+    # declared at build: calls are not checked again (the caller promised the inputs)
+    loss = build_loss({"clip": {}, "fd": {}}, 4, 6, provided={LossInput.TEACHER})
+    assert loss.checked and loss.needs == {LossInput.TEACHER}
+    assert set(loss(batch())) == {"loss", "clip", "fd"}
+    assert not build_loss({"fd": {}}, 4, 6).checked
+
+
+def test_inputs_report_what_they_carry():
+    assert batch().provided() == {LossInput.TEACHER}
+    members = [(torch.randn(3, 6), torch.randn(3, 6))]
+    inp = LossInputs(torch.randn(3, 4), torch.randn(3, 4), 1.0, t_ensemble=members, cluster_labels=torch.zeros(3))
+    assert inp.provided() == {LossInput.TEACHER_ENSEMBLE, LossInput.CLUSTER_LABELS}
 
 
 def test_half_batches_equal_full_batch_only_for_per_sample_terms():

@@ -14,7 +14,7 @@ from clipdistill.distill.inherit import inherit_weights
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers, view_prefix
 from clipdistill.errors import UserError
-from clipdistill.losses import build_loss
+from clipdistill.losses import LossInput, build_loss
 from clipdistill.losses.base import loss_class
 from clipdistill.manifest import read_manifest, write_manifest
 from clipdistill.train import fit, init_distributed, shutdown
@@ -43,11 +43,14 @@ def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None
             raise UserError("student.init=inherit needs an online teacher (teacher.models) to inherit from")
         init.update(inherit_weights(student.inner, teachers.models[0].inner, cfg.student.inherit_layers))
     teacher_dim = teachers.dim if teachers else joins.teacher_dim if cached else None
+    # what the task hands the loss; build_loss refuses a term needing anything else, saying how to provide it
+    provided = {LossInput.MASKED_IMAGE}  # the task encodes the masked image itself
+    provided |= teachers.provides if teachers else {LossInput.TEACHER} if cached else set()
+    labelled = joins is not None and joins.balance is not None
+    if labelled:
+        provided.add(LossInput.CLUSTER_LABELS)
     clusters = {}
-    if any("cluster_labels" in loss_class(name).needs for name in cfg.loss):
-        if joins is None or joins.balance is None:
-            raise UserError(f"the losses {sorted(cfg.loss)} include a cluster term, which needs cluster labels "
-                            "and centres: set data.keep to a `clipdistill balance` output")
+    if labelled and any(LossInput.CLUSTER_LABELS in loss_class(name).needs for name in cfg.loss):
         t_hash = teachers.models[0].weights_hash() if teachers else joins.teacher_hash
         centres = joins.centres(t_hash)
         clusters = {"num_clusters": centres.shape[0], "centroids": centres}
@@ -58,10 +61,8 @@ def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None
             and any(m.logit_bias is not None for m in teachers.models)):
         raise UserError("loss 'logit_kd' does not average sigmoid (SigLIP) teachers: use one sigmoid teacher, "
                         "or an ensemble of CLIP teachers")
-    loss = build_loss(cfg.loss, student.embed_dim, teacher_dim, **clusters,
-                      student_bias=student.logit_bias is not None, teacher_sigmoid=bool(t_sigmoid))
-    if "teacher" in loss.needs and teachers is None and not cached:
-        raise UserError(f"the losses {sorted(cfg.loss)} need a teacher, but teacher.mode={cfg.teacher.mode}")
+    loss = build_loss(cfg.loss, student.embed_dim, teacher_dim, **clusters, student_bias=student.logit_bias is not None,
+                      teacher_sigmoid=bool(t_sigmoid), provided=provided)
     return DistillTask(student, loss, teachers, cfg.data.mask_ratio), init
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from clipdistill.distill.teacher import FrozenTeachers, TeacherOutputs
 from clipdistill.errors import UserError
-from clipdistill.losses import LossInputs, WeightedLoss, masked_encode_image
+from clipdistill.losses import LossInput, LossInputs, WeightedLoss, masked_encode_image
 from clipdistill.zoo import ClipModel
 
 
@@ -43,7 +43,7 @@ class DistillTask:
         # Teacher first: run while the student's autograd graph is not yet alive, its activations reuse
         # freed memory instead of adding to the peak (measured: online step 1.17x -> 1.00x of teacher
         # forward + plain step, benchmarks/bench_distill.py).
-        t = self.teacher_outputs(batch) if "teacher" in self.loss.needs else None
+        t = self.teacher_outputs(batch) if LossInput.TEACHER in self.loss.needs else None
         out = self.student(batch["image"], batch["text"])
         inputs = LossInputs(out["image_features"], out["text_features"], out["logit_scale"],
                             logit_bias=out.get("logit_bias"))
@@ -55,9 +55,9 @@ class DistillTask:
             inputs.t_sigmoid = t.sigmoid
             if len(t.members) > 1:
                 inputs.t_ensemble = t.members
-        if "masked_image" in self.loss.needs:
+        if LossInput.MASKED_IMAGE in self.loss.needs:
             inputs.masked_image_features = masked_encode_image(self.student, batch["image"], self.mask_ratio)
-        if "cluster_labels" in self.loss.needs:
+        if LossInput.CLUSTER_LABELS in self.loss.needs:
             inputs.cluster_labels = self._labels(batch)
         return self.loss(inputs)
 

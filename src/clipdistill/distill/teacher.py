@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from clipdistill.losses import LossInput
 from clipdistill.zoo import ClipModel, load_model
 
 
@@ -47,6 +48,14 @@ class FrozenTeachers:
     @property
     def dim(self) -> int:
         return self.models[0].embed_dim
+
+    @property
+    def provides(self) -> frozenset[LossInput]:
+        """What the loss gets from these teachers: every member (an ensemble), and one pair of teacher
+        features unless members of different dims leave no mean (`TeacherOutputs.single`)."""
+        ensemble = {LossInput.TEACHER_ENSEMBLE} if len(self.models) > 1 else set()
+        single = {LossInput.TEACHER} if len({m.embed_dim for m in self.models}) == 1 else set()
+        return frozenset(ensemble | single)
 
     @property
     def sigmoid(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 
 from clipdistill.config import StrictModel, build_config
-from clipdistill.errors import ConfigError
+from clipdistill.errors import ConfigError, UserError
 from clipdistill.losses.features import FeatureView
+from clipdistill.losses.inputs import LossInput
 
 # CLIP-KD / CLIP-RD initialise their learnable cross/fusion scales to log(1/0.07) and use them raw.
 RAW_SCALE_INIT = math.log(1 / 0.07)
@@ -42,8 +44,10 @@ class DistillLoss(nn.Module):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[LossOptions]] = LossOptions
-    # what the task must compute for this term: "teacher", "masked_image", "cluster_labels"
-    needs: ClassVar[frozenset[str]] = frozenset()
+    # what the caller must supply beyond the student's features (checked by `build_loss`)
+    needs: ClassVar[frozenset[LossInput]] = frozenset()
+    # the term averages a teacher ensemble itself, so `TEACHER_ENSEMBLE` meets its `TEACHER` need
+    averages_ensemble: ClassVar[bool] = False
     # whether the term uses student features projected to the teacher dim (shared projector)
     projects: ClassVar[bool] = False
 
@@ -51,6 +55,22 @@ class DistillLoss(nn.Module):
         super().__init__()
         self.opts = opts
         self.dims = dims
+
+    @classmethod
+    def require(cls, provided: Set[LossInput]) -> None:
+        """Refuse a term whose inputs `provided` lacks, naming the first missing one and how to supply it."""
+        have = set(provided)
+        if cls.averages_ensemble and LossInput.TEACHER_ENSEMBLE in have:
+            have.add(LossInput.TEACHER)
+        missing = sorted(cls.needs - have)
+        if not missing:
+            return
+        need = missing[0]
+        hint = need.how
+        if need is LossInput.TEACHER and LossInput.TEACHER_ENSEMBLE in have:
+            hint = ("this teacher ensemble's members differ in dim, so there are no single teacher features; "
+                    "only terms that average members (logit_kd) take it")
+        raise UserError(f"loss {cls.name!r} needs {need} ({hint}); missing: {', '.join(need.fields)}")
 
     def forward(self, f: FeatureView) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -17,6 +17,7 @@ from pydantic import Field
 from clipdistill.errors import UserError
 from clipdistill.losses.base import DistillLoss, LossDims, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView
+from clipdistill.losses.inputs import LossInput
 
 
 def arcface_logits(cos: torch.Tensor, labels: torch.Tensor, margin: float, scale: float) -> torch.Tensor:
@@ -58,7 +59,7 @@ class ClusterOptions(LossOptions):
 @register_loss("cluster")
 class ClusterDiscrimination(DistillLoss):
     Options = ClusterOptions
-    needs = frozenset({"cluster_labels"})
+    needs = frozenset({LossInput.CLUSTER_LABELS})
     projects = True
 
     def __init__(self, opts: ClusterOptions, dims: LossDims):

@@ -10,6 +10,7 @@ from torch import nn
 
 from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView, contrastive_ce
+from clipdistill.losses.inputs import LossInput
 
 
 @register_loss("clip")
@@ -36,7 +37,7 @@ class InteractiveContrastive(DistillLoss):
     *raw* (not exponentiated)."""
 
     Options = RawScaleOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
     projects = True
 
     def __init__(self, opts: RawScaleOptions, dims: LossDims):
@@ -63,7 +64,7 @@ class InstanceDiscrimination(DistillLoss):
     exp(.) clamped at `max_scale`, initialised to `scale` (1/0.07)."""
 
     Options = InstanceOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
     projects = True
 
     def __init__(self, opts: InstanceOptions, dims: LossDims):
@@ -86,7 +87,7 @@ class AugmentedFeatureDistillation(DistillLoss):
     two readings coincide)."""
 
     Options = RawScaleOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
 
     def __init__(self, opts: RawScaleOptions, dims: LossDims):
         super().__init__(opts, dims)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView
+from clipdistill.losses.inputs import LossInput
 
 
 class FDOptions(LossOptions):
@@ -20,7 +21,7 @@ class FeatureDistillation(DistillLoss):
     DDP gradient average of per-rank means is the global mean."""
 
     Options = FDOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
     projects = True
 
     def forward(self, f: FeatureView) -> torch.Tensor:

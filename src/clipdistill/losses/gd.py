@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView
+from clipdistill.losses.inputs import LossInput
 
 
 def infonce_grads(
@@ -34,7 +35,7 @@ class GradientDistillation(DistillLoss):
     anchors), whatever `local_loss` says."""
 
     Options = GDOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
     projects = True
 
     def _mult(self, scale):

@@ -3,8 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
+
+
+class LossInput(StrEnum):
+    """An input a loss term needs beyond the student's own features (`DistillLoss.needs`). The caller of
+    `build_loss` says which it will supply, and a term needing another is refused there."""
+
+    TEACHER = "teacher"  # one (image, text) pair of teacher features
+    TEACHER_ENSEMBLE = "teacher_ensemble"  # every member's features (`LossInputs.t_ensemble`)
+    MASKED_IMAGE = "masked_image"  # student features of a masked image
+    CLUSTER_LABELS = "cluster_labels"  # k-means pseudo-label of each pair
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The `LossInputs` fields that carry it."""
+        return _FIELDS[self]
+
+    @property
+    def how(self) -> str:
+        """What it is and how a distill config provides it, for the error naming a missing one."""
+        return _HOW[self]
+
+
+_FIELDS = {
+    LossInput.TEACHER: ("t_image_features", "t_text_features"),
+    LossInput.TEACHER_ENSEMBLE: ("t_ensemble",),
+    LossInput.MASKED_IMAGE: ("masked_image_features",),
+    LossInput.CLUSTER_LABELS: ("cluster_labels",),
+}
+_HOW = {
+    LossInput.TEACHER: "teacher features: set teacher.models (mode online) or teacher.features (mode cached)",
+    LossInput.TEACHER_ENSEMBLE: "a teacher ensemble: set teacher.mode=ensemble with several teacher.models",
+    LossInput.MASKED_IMAGE: "student features of a masked image: computed by the distill task (mfd)",
+    LossInput.CLUSTER_LABELS: "cluster labels and centres: set data.keep to a `clipdistill balance` output",
+}
 
 
 @dataclass
@@ -32,6 +67,10 @@ class LossInputs:
     # scale (`t_logit_scale`, TinyCLIP's 50) is a softmax convention and never replaces the scale paired with the bias.
     logit_bias: torch.Tensor | float | None = None
     t_sigmoid: tuple[torch.Tensor | float, torch.Tensor | float] | None = None
+
+    def provided(self) -> frozenset[LossInput]:
+        """The inputs these features carry (every field of each not None)."""
+        return frozenset(i for i in LossInput if all(getattr(self, f) is not None for f in i.fields))
 
     @property
     def has_teacher(self) -> bool:

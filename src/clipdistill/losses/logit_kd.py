@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from clipdistill.errors import ConfigError, UserError
 from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView, distill_kl, soft_ce
+from clipdistill.losses.inputs import LossInput
 
 
 class LogitKDOptions(LossOptions):
@@ -30,7 +31,8 @@ class LogitKD(DistillLoss):
     `_sigmoid_kd` and the pairing table in docs/losses.md."""
 
     Options = LogitKDOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
+    averages_ensemble = True
 
     def __init__(self, opts: LogitKDOptions, dims: LossDims):
         super().__init__(opts, dims)
@@ -79,8 +81,6 @@ class LogitKD(DistillLoss):
         return torch.stack(i2t).mean(0).softmax(1), torch.stack(t2i).mean(0).softmax(1)
 
     def forward(self, f: FeatureView) -> torch.Tensor:
-        if f.inputs.t_ensemble is None and not f.inputs.has_teacher:
-            raise UserError("loss 'logit_kd' needs teacher features or a teacher ensemble")
         if self.dims.teacher_sigmoid:
             return self._sigmoid_kd(f)
         if f.inputs.t_sigmoid is not None:
@@ -105,7 +105,7 @@ class ContrastiveRelationalDistillation(DistillLoss):
     distributions, both directions, T=1, batchmean. Student logits use the student's own (unprojected) features."""
 
     Options = CRDOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
 
     def forward(self, f: FeatureView) -> torch.Tensor:
         s, ts, T = (
@@ -131,7 +131,7 @@ class CrossKD(DistillLoss):
     term owns its scale."""
 
     Options = CrossKDOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
     projects = True
 
     def __init__(self, opts: CrossKDOptions, dims: LossDims):

@@ -14,6 +14,7 @@ from torch import nn
 from clipdistill.errors import UserError
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView
+from clipdistill.losses.inputs import LossInput
 
 
 def keep_indices(
@@ -74,7 +75,7 @@ class MaskedFeatureDistillation(DistillLoss):
     """FD with the student image branch on the masked image: MSE(norm(P v_s^masked), v_t) [+ text FD]."""
 
     Options = MFDOptions
-    needs = frozenset({"teacher", "masked_image"})
+    needs = frozenset({LossInput.TEACHER, LossInput.MASKED_IMAGE})
     projects = True
 
     def forward(self, f: FeatureView) -> torch.Tensor:

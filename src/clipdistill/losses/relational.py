@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from clipdistill.losses.base import DistillLoss, LossDims, register_loss
 from clipdistill.losses.contrastive import RawScaleOptions
 from clipdistill.losses.features import FeatureView, distill_kl
+from clipdistill.losses.inputs import LossInput
 
 
 @register_loss("vrd")
@@ -20,7 +21,7 @@ class VerticalRelationalDistillation(DistillLoss):
     The value is their sum, as CLIP-RD weights them with one coefficient."""
 
     Options = RawScaleOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
     projects = True
 
     def __init__(self, opts: RawScaleOptions, dims: LossDims):
@@ -48,7 +49,7 @@ class CrossRelationalDistillation(DistillLoss):
     each target detached. CLIP-RD shares c with ICL; here the term owns its scale."""
 
     Options = RawScaleOptions
-    needs = frozenset({"teacher"})
+    needs = frozenset({LossInput.TEACHER})
     projects = True
 
     def __init__(self, opts: RawScaleOptions, dims: LossDims):

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Set
 from typing import Any
 
 import torch
 from torch import nn
 
-from clipdistill.errors import ConfigError, UserError
+from clipdistill.errors import ConfigError
 from clipdistill.losses.base import DistillLoss, LossDims, loss_class, parse_options
 from clipdistill.losses.dist import DistContext
 from clipdistill.losses.features import FeatureView
-from clipdistill.losses.inputs import LossInputs
-
-_NEED_FIELDS = {
-    "teacher": ("t_image_features", "t_text_features"),
-    "masked_image": ("masked_image_features",),
-    "cluster_labels": ("cluster_labels",),
-}
+from clipdistill.losses.inputs import LossInput, LossInputs
 
 
 class WeightedLoss(nn.Module):
@@ -27,13 +22,16 @@ class WeightedLoss(nn.Module):
     are in `state_dict()` / `parameters()` and get optimised and checkpointed with the student."""
 
     def __init__(
-        self, terms: dict[str, DistillLoss], weights: dict[str, float], dims: LossDims, local_loss: bool
+        self, terms: dict[str, DistillLoss], weights: dict[str, float], dims: LossDims, local_loss: bool,
+        checked: bool = False,
     ):
         super().__init__()
         self.terms = nn.ModuleDict(terms)
         self.weights = dict(weights)
         self.local_loss = local_loss
-        self.needs: set[str] = set().union(*(t.needs for t in terms.values()))
+        self.needs: frozenset[LossInput] = frozenset().union(*(t.needs for t in terms.values()))
+        # the caller declared what it supplies and build_loss checked it; else each call's inputs are checked
+        self.checked = checked
         project = any(t.projects for t in terms.values()) and dims.teacher not in (None, dims.student)
         self.image_proj: nn.Module = nn.Linear(dims.student, dims.teacher) if project else nn.Identity()
         self.text_proj: nn.Module = nn.Linear(dims.student, dims.teacher) if project else nn.Identity()
@@ -44,17 +42,11 @@ class WeightedLoss(nn.Module):
             self.sigmoid_log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
             self.sigmoid_bias = nn.Parameter(torch.tensor(-10.0))
 
-    def _check(self, inputs: LossInputs) -> None:
-        for name, term in self.terms.items():
-            for need in term.needs:
-                if need == "teacher" and name == "logit_kd" and inputs.t_ensemble:
-                    continue
-                missing = [f for f in _NEED_FIELDS[need] if getattr(inputs, f) is None]
-                if missing:
-                    raise UserError(f"loss {name!r} needs {need} ({', '.join(missing)} is None)")
-
     def forward(self, inputs: LossInputs) -> dict[str, torch.Tensor]:
-        self._check(inputs)
+        if not self.checked:
+            provided = inputs.provided()
+            for term in self.terms.values():
+                term.require(provided)
         # exp'd and clamped at 100 as open_clip clamps the log scale at log(100) and ClipModel.logit_scale does
         sigmoid = (self.sigmoid_log_scale.exp().clamp(max=100), self.sigmoid_bias) if self.owns_sigmoid else None
         view = FeatureView(inputs, DistContext.current(self.local_loss), self.image_proj, self.text_proj, sigmoid)
@@ -84,11 +76,14 @@ def build_loss(
     local_loss: bool = False,
     student_bias: bool = False,
     teacher_sigmoid: bool = False,
+    provided: Set[LossInput] | None = None,
 ) -> WeightedLoss:
     """spec = {"clip": {"weight": 1.0}, "fd": {"weight": 2000}, "cluster": {"margin": 0.5}, ...}.
 
     A term's missing `weight` takes that term's default (e.g. fd 2000, gd 1e8, others 1).
     `student_bias`: the student has its own logit bias (SigLIP architecture); `teacher_sigmoid`: the teacher has one.
+    `provided`: the inputs the caller will supply; a term needing another is refused here, naming it. None (a
+    caller building `LossInputs` by hand): each call's inputs are checked instead.
     Example:
         build_loss({"clip": {}, "crd": {}, "fd": {}, "icl": {}}, student_dim=256, teacher_dim=512)
     """
@@ -99,11 +94,15 @@ def build_loss(
     dims = LossDims(student_dim, teacher_dim, num_clusters, centroids, student_bias, teacher_sigmoid)
     terms: dict[str, DistillLoss] = {}
     weights: dict[str, float] = {}
+    classes = {name: loss_class(name) for name in spec}
+    if provided is not None:
+        for cls in classes.values():
+            cls.require(provided)
     for name, raw in spec.items():
-        cls = loss_class(name)
+        cls = classes[name]
         opts = parse_options(name, raw)
-        if "teacher" in cls.needs and teacher_dim is None:
+        if LossInput.TEACHER in cls.needs and teacher_dim is None:
             raise ConfigError(f"loss {name!r} distils from a teacher: build_loss needs teacher_dim")
         terms[name] = cls(opts, dims)
         weights[name] = opts.weight
-    return WeightedLoss(terms, weights, dims, local_loss)
+    return WeightedLoss(terms, weights, dims, local_loss, checked=provided is not None)
