@@ -188,7 +188,8 @@ def run_fractions(cfg: ProtocolConfig) -> list[float]:
 
 
 def _cell(cfg: ProtocolConfig, task: TaskConfig, fraction: float, seed: int, method: str) -> FinetuneConfig:
-    train = cfg.train if cfg.budget is None else cfg.budget.train_for(cfg.train, fraction)
+    # a prior cell trains nothing: the budget is no part of what it computes (nor of its identity)
+    train = cfg.train if cfg.budget is None or method == "prior" else cfg.budget.train_for(cfg.train, fraction)
     return FinetuneConfig(task=task, world=cfg.world, student=cfg.student, teacher=cfg.teacher,
                           td=cfg.td.model_copy(update={"method": method}), batch_size=cfg.batch_size,
                           eval_batch_size=cfg.eval_batch_size, fraction=fraction, seed=seed, train=train)

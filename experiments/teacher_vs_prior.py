@@ -1,0 +1,111 @@
+"""Does a teacher know what the VQA questions ask? Per question type, its answer choice against the answer prior.
+
+CLIP-TD's VQA confidence weights read the teacher's probabilities over "question answer" prompts (td/tasks/vqa.py:
+the ground-truth answer and the most frequent other answers of the training vocabulary, `td.vqa_distractors`). A
+teacher that does not beat the answer prior on a question type has nothing to teach there. Two measures per
+question type, both scored with the official VQA accuracy on the eval split:
+- `candidates`: the CLIP-TD candidate set of each question (its answer + the distractors). teacher = the argmax
+  of its candidate probabilities (`td.weighting.choice_probs`); prior = the candidate the type's training answers
+  name most often. Chance is 1 / (1 + distractors).
+- `open`: every answer the training split gives for that question type. teacher = the argmax over them; prior =
+  the type's most frequent training answer (the protocol's `prior` method).
+
+  .venv/bin/python experiments/teacher_vs_prior.py --teacher run:runs/demo/teacher --world runs/demo/world
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+
+import clipdistill  # noqa: F401  (before open_clip / torchvision)
+from clipdistill.data.tasks import open_task
+from clipdistill.td.heads import build_answer_vocab
+from clipdistill.td.metrics import normalize_answer, vqa_accuracy
+from clipdistill.td.tasks.vqa import candidate_answers, question_type
+from clipdistill.td.weighting import choice_probs
+
+
+def _most_frequent(counts: Counter, overall: Counter, among: list[str]) -> str:
+    """The candidate the type's training answers name most; ties by overall frequency, then alphabetically (never
+    by position: the ground truth is always the first candidate)."""
+    return max(sorted(among), key=lambda a: (counts[a], overall[a]))
+
+
+@torch.no_grad()
+def measure(teacher, world: Path, split: str, distractors: int, batch_size: int) -> dict[str, dict[str, float]]:
+    folder = world / "tasks" / "vqa"
+    train, data = open_task("vqa", folder, "train"), open_task("vqa", folder, split)
+    vocab = build_answer_vocab([ex.answers for ex in train.examples], 3129)
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for ex in train.examples:
+        by_type[question_type(ex, train.meta)].update(normalize_answer(a) for a in ex.answers)
+    overall = sum(by_type.values(), Counter())
+    memo: dict[str, torch.Tensor] = {}
+
+    def texts(prompts: list[str]) -> torch.Tensor:  # the teacher's text features, once per prompt
+        new = [p for p in dict.fromkeys(prompts) if p not in memo]
+        for i in range(0, len(new), 256):
+            chunk = new[i : i + 256]
+            memo.update(zip(chunk, teacher.encode_text(teacher.tokenizer(chunk)), strict=True))
+        return torch.stack([memo[p] for p in prompts])
+
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    scale = teacher.logit_scale
+    for i in range(0, len(data.examples), batch_size):
+        batch = data.examples[i : i + batch_size]
+        images = torch.stack([teacher.eval_transform(ex.load_image()) for ex in batch])
+        pooled, _ = teacher.encode_image_tokens(images)  # the image feature CLIP-TD's teacher signals use
+        for ex, img in zip(batch, pooled, strict=True):
+            qtype = question_type(ex, data.meta)
+            counts = by_type.get(qtype, overall)
+            cands = candidate_answers(ex.answers, vocab, distractors)
+            p = choice_probs(img[None], texts([f"{ex.text} {a}" for a in cands])[None], scale)[0]
+            row = scores[qtype]
+            row["teacher_candidates"].append(vqa_accuracy(cands[int(p.argmax())], ex.answers))
+            row["prior_candidates"].append(vqa_accuracy(_most_frequent(counts, overall, cands), ex.answers))
+            open_set = sorted(counts) if qtype in by_type else sorted(overall)
+            p = choice_probs(img[None], texts([f"{ex.text} {a}" for a in open_set])[None], scale)[0]
+            row["teacher_open"].append(vqa_accuracy(open_set[int(p.argmax())], ex.answers))
+            row["prior_open"].append(vqa_accuracy(counts.most_common(1)[0][0], ex.answers))
+    return {q: {"n": len(r["teacher_open"]), **{k: sum(v) / len(v) for k, v in r.items()}}
+            for q, r in sorted(scores.items())}
+
+
+def to_markdown(table: dict[str, dict[str, float]], chance: float) -> str:
+    lines = ["| question type | n | candidates: teacher | prior | teacher - prior | open: teacher | prior | "
+             "teacher - prior | teacher beats prior (open) |", "|" + " --- |" * 9]
+    for q, r in table.items():
+        lines.append(f"| {q} | {r['n']} | {r['teacher_candidates']:.1f} | {r['prior_candidates']:.1f} | "
+                     f"{r['teacher_candidates'] - r['prior_candidates']:+.1f} | {r['teacher_open']:.1f} | "
+                     f"{r['prior_open']:.1f} | {r['teacher_open'] - r['prior_open']:+.1f} | "
+                     f"{'yes' if r['teacher_open'] > r['prior_open'] else 'no'} |")
+    lines.append(f"\nVQA accuracy (%) on the split; candidate sets: chance {100 * chance:.1f}%")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True, help="zoo SPEC, e.g. run:runs/demo/teacher")
+    ap.add_argument("--world", required=True, type=Path, help="an embedded world (`clipdistill world`)")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--distractors", type=int, default=7, help="td.vqa_distractors of the protocol")
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args(argv)
+    from clipdistill.zoo import load_model
+
+    teacher = load_model(args.teacher).eval()
+    table = measure(teacher, args.world, args.split, args.distractors, args.batch_size)
+    for row in table.values():
+        for k in ("teacher_candidates", "prior_candidates", "teacher_open", "prior_open"):
+            row[k] *= 100
+    sys.stdout.write(to_markdown(table, 1 / (1 + args.distractors)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
