@@ -73,7 +73,8 @@ def encode_images(model: ClipModel, images: ImageSet, *, batch_size: int = 64, n
     loader = DataLoader(TransformedImages(images, model.eval_transform, n), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_images)
     feats, index, skipped, seconds = [], [], 0, 0.0
-    with eval_mode(model), StageProgress(f"encoding {label}", n, unit=label, enabled=progress, transient=True) as bar:
+    bar = StageProgress(f"encoding {label}", n, unit="images", enabled=progress, transient=True)
+    with eval_mode(model), bar:
         for x, idx, n_skipped in loader:
             skipped += n_skipped
             if x is not None:
