@@ -1,0 +1,33 @@
+"""experiments/teacher_vs_prior.py: its prior columns are the protocol's answer prior, split by question type."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from clipdistill.data.tasks import open_task
+from clipdistill.td.tasks import task_kind
+
+SCRIPT = Path(__file__).parents[2] / "experiments" / "teacher_vs_prior.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("teacher_vs_prior", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_prior_columns_are_the_protocols_prior_by_question_type(world, teacher, capsys):
+    mod = _script()
+    table = mod.measure(teacher.eval(), world, "val", distractors=7, batch_size=64)
+    folder = world / "tasks" / "vqa"
+    train, val = open_task("vqa", folder, "train"), open_task("vqa", folder, "val")
+    assert sum(r["n"] for r in table.values()) == len(val.examples) and len(table) > 1
+    overall = task_kind("vqa").prior(train.examples, train.meta, {"val": val})["val"]["accuracy"]
+    assert 100 * sum(r["prior_open"] * r["n"] for r in table.values()) / len(val.examples) == pytest.approx(overall)
+    assert all(0 <= r[k] <= 1 for r in table.values() for k in r if k != "n")
+
+    assert mod.main(["--teacher", "open_clip:cd-student-xs-32", "--world", str(world)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| question type | n |") and "chance 12.5%" in out
