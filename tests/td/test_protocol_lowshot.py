@@ -124,6 +124,10 @@ def test_options_are_chosen_on_the_dev_carve_and_never_read_val(world, tmp_path,
     seen.clear()  # a rerun reuses the selection and every cell, the chosen one included
     run_protocol(cfg, trainer=None, progress=seen.append)
     assert len(seen) == 4 and all(s.startswith("skip") for s in seen)
+    assert dict(cell_configs(cfg))["cells/vqa/f0.25-s0/clip_td"].td.lam == 0.5  # what the stop hook reads
+
+    renamed = cfg.model_copy(update={"select": cfg.select.model_copy(update={"variants": {"other": {"td.lam": 3.0}}})})
+    assert dict(cell_configs(renamed))["cells/vqa/f0.25-s0/clip_td"].td.lam == cfg.td.lam  # stale choice ignored
 
 
 def test_choice_takes_the_mean_over_seeds_and_the_first_listed_on_a_tie():

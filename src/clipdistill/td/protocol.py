@@ -232,7 +232,8 @@ def cell_configs(cfg: ProtocolConfig, choices: dict[str, dict[str, str]] | None 
                 for method in cfg.methods:
                     ft = _cell(cfg, task, fraction, seed, method)
                     chosen = (choices or {}).get(task.name, {}).get(f"{fraction:g}")
-                    if cfg.select is not None and method == cfg.select.method and chosen is not None:
+                    # a stale selection.json (variants renamed since) names none of them: the config's options
+                    if cfg.select is not None and method == cfg.select.method and chosen in cfg.select.variants:
                         ft = with_variant(ft, cfg.select.variants[chosen])
                     cells.append((f"cells/{task.name}/f{fraction:g}-s{seed}/{method}", ft))
     return cells
