@@ -24,7 +24,10 @@ def register(app: typer.Typer) -> None:
 
         Task data is read from each task's folder (relative ones under `world`). Finished cells are skipped on
         rerun; a cell stopped by SIGTERM / SIGINT / SIGUSR1 (checkpoint at its optimizer step, exit 128+signal)
-        continues from that checkpoint. Writes OUT/rows.json, OUT/results.json, OUT/results.md and OUT/summary.json.
+        continues from that checkpoint. Writes OUT/rows.json, OUT/results.json / .md / .csv (with each cell's
+        training-set size and score minus the answer prior) and OUT/summary.json; `budget` sets each cell's steps
+        (per fraction), warmup share and body / head lr; `select` chooses options on each task's dev carve
+        (OUT/selection.json), never on val.
 
         Example (one seed, one fraction, one epoch; without the --set lines the whole grid runs):
         clipdistill protocol configs/td/protocol_tiny.yaml --set world=world_tiny --set out=runs/td_tiny \\
