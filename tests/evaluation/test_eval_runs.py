@@ -74,11 +74,13 @@ def test_zeroshot_matches_clip_benchmark_reference_and_schema(model, imagefolder
     assert rec["efficiency"]["params"]["total"] == model.num_params()["total"]
 
 
-def test_imagefolder_reads_every_image_suffix_the_training_sources_read(tmp_path):
-    """One suffix list for training sources and evaluation sets: .gif / .tif / .pgm (any case) are images."""
+def test_imagefolder_reads_exactly_torchvisions_suffixes(tmp_path):
+    """Evaluation folders read what torchvision's ImageFolder (so CLIP_benchmark) reads, any case: a .gif in a class
+    folder is not scored, as there; .tif / .pgm / .webp are."""
     from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from clipdistill.data.sources import IMAGE_EXTS
+    from clipdistill.evaluation.datasets import IMAGE_EXTS
 
     for cls, names in {"cat": ["a.gif", "b.TIF", "c.pgm", "notes.txt"], "dog": ["d.tiff", "e.JPG", "f.webp"]}.items():
         (tmp_path / cls).mkdir()
@@ -90,9 +92,9 @@ def test_imagefolder_reads_every_image_suffix_the_training_sources_read(tmp_path
                 mode = "L" if n.endswith(".pgm") else "RGB"
                 Image.new(mode, (8, 8), 90).save(tmp_path / cls / n, format=fmt[n.rsplit(".", 1)[1].lower()])
     ds = open_imagefolder(tmp_path)
-    assert sorted(p.name for p in ds.paths) == ["a.gif", "b.TIF", "c.pgm", "d.tiff", "e.JPG", "f.webp"]
-    assert ds.labels == [0, 0, 0, 1, 1, 1] and all(ds.load(i) is not None for i in range(len(ds.paths)))
-    assert {"gif", "tif", "pgm"} <= IMAGE_EXTS
+    assert sorted(p.name for p in ds.paths) == ["b.TIF", "c.pgm", "d.tiff", "e.JPG", "f.webp"]
+    assert ds.labels == [0, 0, 1, 1, 1] and all(ds.load(i) is not None for i in range(len(ds.paths)))
+    assert set(IMAGE_EXTS) == set(IMG_EXTENSIONS)
 
 
 def test_undecodable_image_is_a_counted_skip(model, tmp_path):

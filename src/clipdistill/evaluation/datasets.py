@@ -19,9 +19,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from clipdistill.data.sources import IMAGE_EXTS, read_table
+from clipdistill.data.sources import read_table
 from clipdistill.errors import DataError
 
+# torchvision 0.28's ImageFolder list (`torchvision.datasets.folder.IMG_EXTENSIONS`), which CLIP_benchmark reads
+# through: a class folder holding other files (.gif) must score as it does there, so this is not the training list.
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEFAULT_TEMPLATES = ["a photo of a {c}."]
 IMAGE_KEYS = ("image", "filepath", "file_name", "path")
 CAPTION_KEYS = ("caption", "text", "title")
@@ -93,12 +96,11 @@ def open_imagefolder(root: str | Path, *, classnames_file: str | Path | None = N
     paths, labels = [], []
     for label, d in enumerate(folders):
         for p in sorted(d.rglob("*")):
-            # the training sources' list: torchvision's ImageFolder list plus .gif (which torchvision would skip)
-            if p.suffix.lower().lstrip(".") in IMAGE_EXTS and p.is_file():
+            if p.suffix.lower() in IMAGE_EXTS and p.is_file():
                 paths.append(p)
                 labels.append(label)
     if not paths:
-        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) in the class folders")
+        raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTS)}) in the class folders")
     cn_path = Path(classnames_file) if classnames_file else root / "classnames.txt"
     if cn_path.is_file():
         classnames = _read_lines(cn_path)
