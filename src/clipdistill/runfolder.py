@@ -202,7 +202,8 @@ def _claim_locked(path: Path, command: str, fd: int, *, resume: bool, overwrite:
         raise UserError(f"--out {path} holds {_describe(marker)}, not a `{command}` run: give another --out "
                         "(or --overwrite to replace it)")
     elif resume or continues:
-        return RunFolder(path, command, marker, fd, True)  # the marker stays as it is: a refused resume changes nothing
+        # the marker is not rewritten: a resume that a later check refuses (another architecture) changes nothing
+        return RunFolder(path, command, marker, fd, True)
     else:
         hint = "--resume latest to continue it, " if command in RESUME_FLAG else ""
         raise UserError(f"--out {path} already holds {_describe(marker)}: {hint}--overwrite to replace it, or "
@@ -241,6 +242,7 @@ def _legacy_run(path: Path, command: str) -> bool:
 def _clear(path: Path, marker: dict[str, Any]) -> None:
     """Remove the names the marker lists (what the toolkit wrote); anything else in the folder stays."""
     patterns = [p for p in marker.get("writes", []) if isinstance(p, str)]
+    patterns += WRITES.get(str(marker.get("command")), [])  # names this version adds for that command
     for entry in path.iterdir():
         if entry.name in (LOCK, MARKER) or not _ours(entry.name, patterns):
             continue

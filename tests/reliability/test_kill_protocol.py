@@ -71,4 +71,6 @@ def test_sigterm_protocol_mid_cell_then_rerun(tmp_path):
     again = cli("protocol", str(tmp_path / "p.yaml"))
     assert again.returncode == 0, again.stderr
     assert "skip (done) cells/vqa/f0.25-s0/baseline" in again.stdout
+    # resumed, not retrained: a fresh start (save_every 100) would have left only the final step's checkpoint
+    assert (cells / "naive" / "checkpoints" / "step_0000001").is_dir()
     assert json.loads((tmp_path / "stopped" / "rows.json").read_text()) == reference["rows"]
