@@ -131,3 +131,48 @@ def test_ddp_ranks_agree_on_the_stop_step(tmp_path):
         assert torch.equal(got[k], v), k
     steps = [json.loads(line)["step"] for line in (tmp_path / "run-run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
+
+
+@case("stop", "SIGTERM sent to `torchrun --nproc_per_node 2 ... distill` (as SLURM or a scheduler does) after "
+      "its 2nd checkpoint",
+      "torchrun forwards it; both ranks finish the same step, rank 0 writes that step's checkpoint and alone "
+      "prints the resume command; the resumed torchrun run's weights are bitwise equal to an uninterrupted one")
+def test_torchrun_sigterm_then_resume(tmp_path, pairs):
+    import time
+
+    from rel_helpers import REPO, tiny_distill_config
+
+    from clipdistill.safeload import load_tensors
+
+    cfg = tiny_distill_config(tmp_path / "c.yaml", str(pairs), epochs=4, save_every=2, keep_last=10,
+                              collective_timeout_s=60)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "clipdistill", "distill", cfg, "--set", "data.batch_size=4"]
+
+    def run(out: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*torchrun, "--out", out, *extra], capture_output=True, text=True, timeout=600,
+                              env=env, cwd=REPO)
+
+    ref = run(str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*torchrun, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "step_0000004").is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended or stalled before step 4"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0, stderr[-3000:]
+    assert stderr.count("Continue with: clipdistill distill") == 1, stderr[-3000:]  # rank 0 only
+    stopped = int(stderr.split("after optimizer step ")[1].split(" ")[0])
+    assert 4 <= stopped < 16 and (out / "checkpoints" / f"step_{stopped:07d}").is_dir(), stderr[-3000:]
+    assert not (out / "model.safetensors").exists()
+    resumed = run(str(out), "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got, want = load_tensors(out / "model.safetensors"), load_tensors(tmp_path / "ref" / "model.safetensors")
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
