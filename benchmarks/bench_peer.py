@@ -239,8 +239,12 @@ def main() -> int:
         print(f"SKIP: {why}")
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
-        for name, fn in variants.items():  # ours then theirs, kind by kind, every round
-            times[name].append(fn())
+        # kind by kind; ours first in even rounds, theirs first in odd ones, so load that drifts over a round
+        # does not always favour the side that runs second
+        names = list(variants)
+        pairs = [names[i:i + 2] for i in range(0, len(names), 2)]
+        for name in [n for pair in pairs for n in (pair if r % 2 == 0 else pair[::-1])]:
+            times[name].append(variants[name]())
             print(f"round {r}: {name:<16} {times[name][-1]:7.1f} s", flush=True)
     report["seconds"] = times
     for kind in ("plain", "distill", "zeroshot"):
