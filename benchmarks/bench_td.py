@@ -27,7 +27,7 @@ from clipdistill.data.tasks import open_task
 from clipdistill.features.embed import EmbedOptions, embed_features
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.heads import build_answer_vocab
-from clipdistill.td.student import StudentConfig, VLStudent
+from clipdistill.td.student import VLStudent, VLStudentConfig
 from clipdistill.td.task import CandidateMemo, Collator, TDConfig, TDTask
 from clipdistill.world.build import build_world
 from clipdistill.zoo import load_model
@@ -60,7 +60,7 @@ def main() -> None:
         teacher = load_model(spec)
         exs = open_task("vqa", world / "tasks" / "vqa", "train").examples[: args.batch]
         vocab = build_answer_vocab([e.answers for e in exs], 50)
-        student_cfg = StudentConfig(image_size=64, patch_size=8, width=128, layers=4, heads=4, context_length=32)
+        student_cfg = VLStudentConfig(image_size=64, patch_size=8, width=128, layers=4, heads=4, context_length=32)
         tasks = {m: TDTask("vqa", VLStudent(student_cfg), TDConfig(method=m), teacher, vocab)
                  for m in ("baseline", "clip_td")}
         no_memo = TDTask("vqa", tasks["clip_td"].student, TDConfig(method="clip_td"), teacher, vocab)

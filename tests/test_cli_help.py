@@ -205,3 +205,18 @@ def test_every_example_runs(tmp_path):
         log.append({"verb": verb, "rc": out.returncode})
         assert out.returncode == 0, f"clipdistill {shlex.join(argv)}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
     assert (tmp_path / "report" / "report.html").is_file(), json.dumps(log)
+
+
+# verbs that write a folder take it as --out (finetune / protocol also read a config's `out:` when it is absent);
+# eval's verbs write one JSON file, named by --output (eval build writes a CSV by --out)
+FOLDER_VERBS = ["world", "splits", "embed", "balance", "distill", "vlpretrain", "finetune", "protocol", "report",
+                "export", "demo"]
+
+
+def test_every_folder_writing_verb_takes_out():
+    verbs = dict(commands(typer.main.get_command(app)))
+    for verb in FOLDER_VERBS:
+        flags = {opt for p in verbs[verb].params for opt in getattr(p, "opts", [])}
+        assert "--out" in flags, f"{verb}: {sorted(flags)}"
+    for verb in ("eval zeroshot", "eval retrieval", "eval linear-probe"):
+        assert "--output" in {opt for p in verbs[verb].params for opt in p.opts}, verb

@@ -201,6 +201,16 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
     return build_config(cls, data, source=str(path) if path else "--set")
 
 
+def with_out(cfg: M, out: str | Path | None) -> M:
+    """The output folder of a verb whose config has an `out` key (finetune, protocol): the `--out` flag, which
+    every folder-writing verb takes, wins; without it the config's `out` (YAML or `--set out=`) is used."""
+    if out is not None:
+        return cfg.model_copy(update={"out": str(out)})
+    if getattr(cfg, "out", None) is None:
+        raise ConfigError("no output folder: pass --out DIR (or set `out:` in the config)")
+    return cfg
+
+
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config (what actually ran) as YAML."""
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -231,8 +231,8 @@ for spec in sys.argv[1:]:
     ids = m.tokenizer([word, "a red square"])
     print(spec, tuple(ids.shape), flush=True)
 from clipdistill.td.align import teacher_spans  # CLIP-TD: its student's tokenizer, the teacher's token spans
-from clipdistill.td.student import StudentConfig, build_student
-print("td-student", tuple(build_student(StudentConfig())[0].tokenize([word, "a red square"]).shape), flush=True)
+from clipdistill.td.student import VLStudentConfig, build_student
+print("td-student", tuple(build_student(VLStudentConfig())[0].tokenize([word, "a red square"]).shape), flush=True)
 spans = teacher_spans(m, [word, "a red square"], m.context_length)
 print("td-spans", [len(s) for s in spans], spans[0][1][0], flush=True)
 """

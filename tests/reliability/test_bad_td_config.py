@@ -94,3 +94,20 @@ def test_init_with_hf_student_refused(tmp_path, world):
     code, out = run_main("finetune", str(tmp_path / "f.yaml"))
     assert code == 2 and "error: invalid config" in out and "brings its own weights" in out, out
     assert not (tmp_path / "ft").exists()
+
+
+@case("config", "`protocol` config without `out:` and no `--out` flag",
+      "`error: no output folder: pass --out DIR (or set `out:` in the config)` (exit 2); nothing is written")
+def test_protocol_without_an_output_folder_is_refused(tmp_path, world, monkeypatch):
+    path = _protocol(tmp_path, world)
+    cfg = yaml.safe_load(open(path))
+    del cfg["out"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    code, out = run_main("protocol", path)
+    assert code == 2 and "Traceback" not in out and "pass --out DIR" in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+    # the flag alone is enough, and it wins over a config's own `out:`
+    code, out = run_main("protocol", _protocol(tmp_path, world, methods=["prior"]), "--out", str(tmp_path / "flag"))
+    assert code == 0, out
+    assert (tmp_path / "flag" / "results.md").is_file() and not (tmp_path / "p").exists()

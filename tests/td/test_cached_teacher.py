@@ -11,7 +11,7 @@ from clipdistill.features.embed import EmbedOptions, embed_features
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.runner import FinetuneConfig, run_finetune
-from clipdistill.td.student import StudentConfig, VLStudent
+from clipdistill.td.student import VLStudent, VLStudentConfig
 from clipdistill.td.task import CandidateMemo, Collator, TDConfig, TDTask
 from clipdistill.zoo import load_model
 
@@ -51,7 +51,7 @@ def test_stored_image_signals_match_the_online_teacher(world, saved_teacher, sto
     vocab = build_answer_vocab([e.answers for e in open_examples(world, "vqa")], 10)
     torch.manual_seed(0)
     td = TDConfig(method="clip_td", pooled_weight=0.5, weights={"beta": 1.0})  # beta 1: a random teacher's
-    task = TDTask("vqa", VLStudent(StudentConfig(**TINY_STUDENT)), td, teacher, vocab)  # wrong items count too
+    task = TDTask("vqa", VLStudent(VLStudentConfig(**TINY_STUDENT)), td, teacher, vocab)  # wrong items count too
     online = task.training_step(Collator("vqa", task.student, teacher, vocab)(exs))
     read = task.training_step(Collator("vqa", task.student, teacher, vocab, cached=cached)(exs))
     assert "teacher_image" not in Collator("vqa", task.student, teacher, vocab, cached=cached)(exs)

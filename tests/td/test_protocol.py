@@ -3,6 +3,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from td_helpers import TASKS, TINY_STUDENT, stand_in_fit
 from typer.testing import CliRunner
 
@@ -146,10 +147,12 @@ def test_finetune_command_reads_the_world(world, tmp_path):
     out = tmp_path / "ft"
     config = Path(__file__).parents[2] / "configs" / "td" / "finetune_tiny.yaml"
     r = CliRunner().invoke(app, ["finetune", str(config), "--set", f"world={world}",
-                                 "--set", "td.method=baseline", "--set", "fraction=0.1", "--set", f"out={out}",
+                                 "--set", "td.method=baseline", "--set", "fraction=0.1", "--out", str(out),
                                  "--set", f"student={json.dumps(TINY_STUDENT)}", "--set",
                                  "train={epochs: 1, progress: false, tensorboard: false, device: cpu}"])
     assert r.exit_code == 0, r.output
+    # --out wins over the config's own `out:` (finetune_tiny.yaml names runs/td_finetune_tiny)
+    assert yaml.safe_load((out / "config.yaml").read_text())["out"] == str(out)
     results = json.loads(r.output[r.output.index('{\n  "val"'):])
     assert set(results) == {"val", "shift:shift_style"} and results["val"]["n"] > 0
     assert json.loads((out / "task_model.json").read_text())["data"]["train_split"] == "train"

@@ -12,7 +12,7 @@ from clipdistill.data.tasks import open_task
 from clipdistill.td import runner
 from clipdistill.td.data import TaskConfig, split_dev
 from clipdistill.td.protocol import ProtocolConfig, cell_configs, run_protocol, selection_cells
-from clipdistill.td.student import StudentConfig, build_student
+from clipdistill.td.student import VLStudentConfig, build_student
 from clipdistill.td.task import TDTask
 from clipdistill.train.optim import build_optimizer
 from clipdistill.train.schedule import lr_factor
@@ -69,7 +69,7 @@ def test_body_lr_scale_moves_every_student_parameter_and_leaves_the_heads_at_lr(
     cfg = _cfg(world, tmp_path / "p", student=student_cfg, methods=["clip_td"], fractions=[0.25],
                budget={"steps": 4, "body_lr_scale": 0.1})
     [(_, ft)] = cell_configs(cfg)
-    student, _ = build_student(StudentConfig(**ft.student.model_dump()))
+    student, _ = build_student(VLStudentConfig(**ft.student.model_dump()))
     assert getattr(student, "family", "clipdistill") == family
     from clipdistill.zoo import load_model
 

@@ -4,10 +4,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from clipdistill.td.examples import vcr_items
 from clipdistill.td.heads import build_answer_vocab
-from clipdistill.td.student import StudentConfig, VLStudent, build_student, init_from_clip
+from clipdistill.td.student import VLStudent, VLStudentConfig, build_student, init_from_clip
 from clipdistill.td.task import Collator, TDConfig, TDTask
 
-SMALL = StudentConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2, context_length=16)
+SMALL = VLStudentConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2, context_length=16)
 
 
 def _flops(modules, batch, kind):
@@ -51,7 +51,7 @@ def test_every_task_trains_one_step_with_each_rule(world, teacher):
 
 
 def test_student_seeded_from_clip_towers(teacher):
-    student, info = build_student(StudentConfig(init="open_clip:cd-student-xs-32", context_length=16))
+    student, info = build_student(VLStudentConfig(init="open_clip:cd-student-xs-32", context_length=16))
     assert student.width == 64 and len(student.blocks) == 2 and student.grid == 8
     assert {"conv1", "token_embedding", "blocks.0", "blocks.1"} <= set(info["inherited"])
     fresh = VLStudent(student.cfg)

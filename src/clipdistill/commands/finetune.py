@@ -12,10 +12,11 @@ def register(app: typer.Typer) -> None:
     @app.command("finetune")
     def finetune_cmd(
         config: Path = typer.Argument(..., help="YAML config (see configs/td/*.yaml)"),
+        out: Path | None = typer.Option(None, "--out", help="run folder (default: the config's `out`)"),
         overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set td.lam=0.5"),
-        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in `out`) "
+        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in --out) "
                                           "or a checkpoint folder"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in `out`: removes only what "
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out: removes only what "
                                        "clipdistill wrote there"),
     ) -> None:
         """Fine-tune a VL task student (VQA / SNLI-VE / VCR); `td.method` picks baseline, naive or clip_td.
@@ -23,20 +24,20 @@ def register(app: typer.Typer) -> None:
         The task is read from `task.folder` (relative to `world` when set), e.g. the embedded world's tasks/vqa.
 
         Example: clipdistill finetune configs/td/finetune_tiny.yaml --set world=world_tiny --set td.method=baseline \\
-            --set out=runs/ft
+            --out runs/ft
 
-        An `out` holding another run or other files is refused unless --resume or --overwrite says what to do.
+        An --out folder holding another run or other files is refused unless --resume or --overwrite says what to do.
         SIGTERM / SIGINT / SIGUSR1 finish the optimizer step, checkpoint, and exit 128+signal.
         """
         from functools import partial
 
-        from clipdistill.config import load_config
+        from clipdistill.config import load_config, with_out
         from clipdistill.runfolder import claim
         from clipdistill.td.runner import FinetuneConfig, run_finetune
         from clipdistill.train import fit
         from clipdistill.train.distributed import launched_as_main
 
-        cfg = load_config(FinetuneConfig, config, overrides)
+        cfg = with_out(load_config(FinetuneConfig, config, overrides), out)
         out = Path(cfg.out)
         with claim(out, "finetune", resume=resume is not None, overwrite=overwrite, main=launched_as_main()):
             if resume is not None:
@@ -64,4 +65,4 @@ def _same_model(out: Path, cfg) -> None:
     changed = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
     if changed:
         raise UserError(f"--resume: the config's {', '.join(changed)} differ from the run's {path}; resume with "
-                        "that config (train.* may change), or start a new run in another `out`")
+                        "that config (train.* may change), or start a new run in another --out")

@@ -16,8 +16,9 @@ def register(app: typer.Typer) -> None:
     @app.command("protocol")
     def protocol_cmd(
         config: Path = typer.Argument(..., help="YAML config (see configs/td/protocol_tiny.yaml)"),
+        out: Path | None = typer.Option(None, "--out", help="sweep folder (default: the config's `out`)"),
         overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set seeds=[0]"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="start the sweep in `out` again: removes only "
+        overwrite: bool = typer.Option(False, "--overwrite", help="start the sweep in --out again: removes only "
                                        "what clipdistill wrote there"),
     ) -> None:
         """Train and evaluate baseline / naive distillation / CLIP-TD for every task x regime x seed.
@@ -30,17 +31,17 @@ def register(app: typer.Typer) -> None:
         (OUT/selection.json), never on val.
 
         Example (one seed, one fraction, one epoch; without the --set lines the whole grid runs):
-        clipdistill protocol configs/td/protocol_tiny.yaml --set world=world_tiny --set out=runs/td_tiny \\
+        clipdistill protocol configs/td/protocol_tiny.yaml --set world=world_tiny --out runs/td_tiny \\
             --set seeds=[0] --set fractions=[0.25] --set full=false --set train.epochs=1
         """
         from functools import partial
 
-        from clipdistill.config import load_config
+        from clipdistill.config import load_config, with_out
         from clipdistill.runfolder import StopSignals, claim
         from clipdistill.td.protocol import ProtocolConfig, run_protocol
         from clipdistill.train import fit
 
-        cfg = load_config(ProtocolConfig, config, overrides)
+        cfg = with_out(load_config(ProtocolConfig, config, overrides), out)
         with claim(cfg.out, "protocol", overwrite=overwrite, continues=True), StopSignals() as stop:
             result = run_protocol(cfg, trainer=partial(fit, resume="latest"), progress=_cell_hook(cfg, stop))
         typer.echo((Path(cfg.out) / "results.md").read_text())

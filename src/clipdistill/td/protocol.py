@@ -38,14 +38,13 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_core import to_jsonable_python
 
 from clipdistill.config import StrictModel
-from clipdistill.errors import ManifestMismatch
+from clipdistill.errors import ConfigError, ManifestMismatch
 from clipdistill.manifest import atomic_write_text
 from clipdistill.progress import StageProgress
 from clipdistill.td.data import TaskConfig, TaskReader
 from clipdistill.td.prior import prior_metrics
-from clipdistill.td.runner import FinetuneConfig, Trainer, cell_data, run_finetune
-from clipdistill.td.student import StudentConfig, check_student
-from clipdistill.td.task import TDConfig
+from clipdistill.td.runner import FinetuneConfig, TDRunSettings, Trainer, cell_data, run_finetune, shared_settings
+from clipdistill.td.student import check_student
 from clipdistill.td.tasks import task_kind
 from clipdistill.train.checkpoint import CKPT_DIR
 from clipdistill.train.config import TrainConfig
@@ -122,20 +121,16 @@ def with_variant(ft: FinetuneConfig, options: dict[str, Any]) -> FinetuneConfig:
     return FinetuneConfig.model_validate(data)
 
 
-class ProtocolConfig(StrictModel):
+class ProtocolConfig(TDRunSettings):
+    """The shared sections (world, student, teacher, td, batch sizes, train, out) are every cell's; td's naive /
+    baseline cells derive from its CLIP-TD settings, and train.seed defaults to each cell's seed."""
+
     tasks: list[TaskConfig]
-    world: str | None = None  # embedded world (or any root): relative task folders are resolved under it
     fractions: list[float] = [0.01, 0.05, 0.1, 0.25]
     seeds: list[int] = [0, 1, 2]
     full: bool = True
     methods: list[Method] = ["baseline", "naive", "clip_td"]
-    student: StudentConfig = StudentConfig()
-    teacher: str
-    td: TDConfig = TDConfig()  # the CLIP-TD settings; naive / baseline derive from it
-    batch_size: int = 16
-    eval_batch_size: int = 32
-    train: TrainConfig = TrainConfig()  # every cell's loop settings; train.seed defaults to each cell's seed
-    out: str = "runs/protocol"
+    teacher: str  # every sweep distils (naive, clip_td), so the teacher is required here
     keep_checkpoints: bool = True  # false: a finished cell's checkpoints/ go (not part of a cell's identity)
     budget: Budget | None = None  # step budget, warmup share and body / head lr of every cell; none: `train` as is
     select: Select | None = None  # options chosen on each task's dev carve before the method's cells run
@@ -169,8 +164,7 @@ class ProtocolConfig(StrictModel):
             if no_dev:
                 raise ValueError(f"select chooses options on each task's dev carve, and tasks {no_dev} have none: "
                                  "set their dev_fraction (never chosen on val)")
-            base = FinetuneConfig(task=self.tasks[0], teacher=self.teacher, td=self.td, train=self.train,
-                                  student=self.student)
+            base = FinetuneConfig(**shared_settings(self), task=self.tasks[0])
             for name, options in self.select.variants.items():  # a misspelt option fails before any cell runs
                 try:
                     with_variant(base, options)
@@ -190,9 +184,8 @@ def run_fractions(cfg: ProtocolConfig) -> list[float]:
 def _cell(cfg: ProtocolConfig, task: TaskConfig, fraction: float, seed: int, method: str) -> FinetuneConfig:
     # a prior cell trains nothing: the budget is no part of what it computes (nor of its identity)
     train = cfg.train if cfg.budget is None or method == "prior" else cfg.budget.train_for(cfg.train, fraction)
-    return FinetuneConfig(task=task, world=cfg.world, student=cfg.student, teacher=cfg.teacher,
-                          td=cfg.td.model_copy(update={"method": method}), batch_size=cfg.batch_size,
-                          eval_batch_size=cfg.eval_batch_size, fraction=fraction, seed=seed, train=train)
+    return FinetuneConfig(**{**shared_settings(cfg), "td": cfg.td.model_copy(update={"method": method}),
+                             "train": train}, task=task, fraction=fraction, seed=seed)
 
 
 def selection_cells(cfg: ProtocolConfig) -> list[tuple[str, str, FinetuneConfig]]:
@@ -223,7 +216,7 @@ def cell_configs(cfg: ProtocolConfig, choices: dict[str, dict[str, str]] | None 
     """(cell path relative to out, its FinetuneConfig) for every cell, in run order. With `select`, the selected
     method's cells take the variant `choices` names for their task and fraction (read from OUT/selection.json
     when not given; before the selection ran they are listed with the config's own options)."""
-    if cfg.select is not None and choices is None:
+    if cfg.select is not None and choices is None and cfg.out is not None:
         choices = read_choices(Path(cfg.out))
     cells = []
     for task in cfg.tasks:
@@ -275,6 +268,8 @@ def _check_same(recorded: dict, current: dict, where: str, prefix: str = "") -> 
 
 def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_config: Any = None,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
+    if cfg.out is None:
+        raise ConfigError("protocol: no output folder: pass --out DIR (or set `out:` in the config)")
     out = Path(cfg.out)
     reader = TaskReader(progress)
     # every split of every task opened (and hashed) up front: a bad folder or split name fails before training

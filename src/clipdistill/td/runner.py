@@ -23,7 +23,7 @@ from clipdistill.td.examples import TaskExample
 from clipdistill.td.export_hf import export_vilt
 from clipdistill.td.prior import prior_metrics
 from clipdistill.td.samples import save_td_samples
-from clipdistill.td.student import StudentConfig, build_student, check_student
+from clipdistill.td.student import VLStudentConfig, build_student, check_student
 from clipdistill.td.task import Collator, TDConfig, TDTask, evaluate
 from clipdistill.td.tasks import task_kind
 from clipdistill.train.config import TrainConfig
@@ -31,20 +31,31 @@ from clipdistill.train.config import TrainConfig
 Trainer = Callable[..., Any]  # fit(task, loader_factory, train_cfg, run_dir) from clipdistill.train
 
 
-class FinetuneConfig(StrictModel):
-    task: TaskConfig
+class TDRunSettings(StrictModel):
+    """The sections a `finetune` run and a `protocol` sweep share; the protocol hands them to every cell as
+    they are (`shared_settings`)."""
+
     world: str | None = None  # embedded world (or any root): relative task folders are resolved under it
-    student: StudentConfig = StudentConfig()
+    student: VLStudentConfig = VLStudentConfig()
     teacher: str | None = None  # zoo SPEC; required unless td.method == baseline
     td: TDConfig = TDConfig()
     batch_size: int = 16
     eval_batch_size: int = 32
+    # the shared loop's settings, validated with the rest of the config (a misspelt key fails before anything
+    # runs); a finetune's / cell's train.seed defaults to its `seed`, so the recorded config names the seed used
+    train: TrainConfig = TrainConfig()
+    out: str | None = None  # the output folder when the command is given no --out (config.with_out)
+
+
+def shared_settings(cfg: TDRunSettings) -> dict[str, Any]:
+    """`cfg`'s shared sections (all but the location `out`), as keyword arguments of a FinetuneConfig."""
+    return {name: getattr(cfg, name) for name in TDRunSettings.model_fields if name != "out"}
+
+
+class FinetuneConfig(TDRunSettings):
+    task: TaskConfig
     fraction: float = Field(1.0, gt=0, le=1)  # of the training split (nested, stratified low-shot subset)
     seed: int = 0
-    # the shared loop's settings, validated with the rest of the config (a misspelt key fails before anything
-    # runs); train.seed defaults to `seed`, so the recorded config names the seed the loop used
-    train: TrainConfig = TrainConfig()
-    out: str = "runs/finetune"
 
     @model_validator(mode="before")
     @classmethod

@@ -22,7 +22,10 @@ from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
 
 
-class StudentConfig(StrictModel):
+class VLStudentConfig(StrictModel):
+    """A VL task student (finetune / protocol `student:`); `init` is a SPEC whose towers seed it. Not the
+    distill student (`distill.config.StudentConfig`, a CLIP whose `init` is scratch / inherit)."""
+
     # "clipdistill": our ViLT-like student shaped by the fields below; "hf:DIR": a local transformers ViLT folder
     # (td/hf_student.py), whose own config sets image / patch size, width, depth and tokenizer (only
     # context_length applies, capped at its max_position_embeddings)
@@ -46,7 +49,7 @@ class StudentConfig(StrictModel):
         return model
 
     @model_validator(mode="after")
-    def _init_is_for_our_student(self) -> StudentConfig:
+    def _init_is_for_our_student(self) -> VLStudentConfig:
         if self.model != "clipdistill" and self.init != "scratch":
             raise ValueError(f"student.init seeds our own student from a CLIP; {self.model} brings its own weights")
         return self
@@ -89,7 +92,7 @@ class VLStudent(nn.Module):
     family = "clipdistill"
     token_spans = None
 
-    def __init__(self, cfg: StudentConfig):
+    def __init__(self, cfg: VLStudentConfig):
         super().__init__()
         if cfg.image_size % cfg.patch_size:
             raise UserError(f"student image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
@@ -204,7 +207,7 @@ def init_from_clip(student: VLStudent, clip_inner: nn.Module) -> dict[str, list[
     return {"inherited": done, "skipped": skipped}
 
 
-def check_student(cfg: StudentConfig) -> None:
+def check_student(cfg: VLStudentConfig) -> None:
     """Refuse an hf: student folder that cannot load, before anything runs (UserError)."""
     if cfg.model.startswith("hf:"):
         from clipdistill.td.hf_student import check_folder
@@ -212,7 +215,7 @@ def check_student(cfg: StudentConfig) -> None:
         check_folder(cfg.model)
 
 
-def build_student(cfg: StudentConfig) -> tuple[nn.Module, dict]:
+def build_student(cfg: VLStudentConfig) -> tuple[nn.Module, dict]:
     """A student from scratch, or shaped like (and seeded from) the CLIP named by `cfg.init`.
 
     When seeded, image size, patch size, width, heads and layers come from the CLIP's vision tower

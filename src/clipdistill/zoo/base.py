@@ -70,6 +70,17 @@ class ClipModel(nn.Module):
         self.inner = inner
         self.load_warnings: list[str] = []  # problems that did not stop the load; `describe()` -> manifests
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the wrapped model (`train.grad_checkpointing`): the training loop asks the
+        model, never its wrapper's internals. open_clip models have it; a backend without it is refused."""
+        fn = getattr(self.inner, "set_grad_checkpointing", None)
+        if fn is None:
+            from clipdistill.errors import UserError
+
+            raise UserError(f"train.grad_checkpointing: {getattr(self, 'spec', '')} "
+                            f"({type(self.inner).__name__}) cannot do it")
+        fn(enable)
+
     def warn(self, message: str) -> None:
         """Record a loading problem that does not stop the load, and show it now (a UserWarning)."""
         import warnings
