@@ -120,11 +120,10 @@ def count_batches(factory: LoaderFactory) -> int:
 
 def enable_grad_checkpointing(modules: dict[str, nn.Module]) -> None:
     for name, m in modules.items():
-        target = getattr(m, "inner", m)  # zoo ClipModels wrap the open_clip model in .inner
-        if hasattr(target, "set_grad_checkpointing"):
-            target.set_grad_checkpointing(True)
+        if hasattr(m, "set_grad_checkpointing"):  # open_clip's own name; a wrapper (zoo.ClipModel) forwards it
+            m.set_grad_checkpointing(True)
         elif any(p.requires_grad for p in m.parameters()) and name != "loss":
-            raise UserError(f"train.grad_checkpointing: module {name!r} ({type(target).__name__}) cannot do it")
+            raise UserError(f"train.grad_checkpointing: module {name!r} ({type(m).__name__}) cannot do it")
 
 
 def seed_everything(seed: int) -> None:
