@@ -14,7 +14,7 @@ BAD_OPTIM = param_cases("config", "test_bad_train_config.py::test_non_finite_opt
     ("betas-nan", "`train.betas=[0.9, .nan]`", "`train.betas.1: Input should be a finite number` (exit 2)",
      ("train.betas=[0.9, .nan]", "train.betas.1")),
     ("lr-inf", "`train.lr=inf`", "`train.lr: Input should be a finite number` (exit 2)", ("train.lr=inf", "train.lr")),
-    ("beta-one", "`train.betas=[1.0, 0.98]` (no decay: the moment estimates never forget)",
+    ("beta-one", "`train.betas=[1.0, 0.98]` (AdamW's bias correction 1 - beta^t is 0: NaN weights)",
      "`train.betas.0: Input should be less than 1` (exit 2)", ("train.betas=[1.0, 0.98]", "train.betas.0")),
 ])
 
