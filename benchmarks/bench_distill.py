@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 import clipdistill  # noqa: F401
+from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
+from clipdistill.features import CachedFeatures
 from clipdistill.losses import build_loss
 from clipdistill.zoo import load_model
 from interleave import interleaved_medians, task_step
@@ -59,6 +61,7 @@ def main() -> None:
     t = teachers.models[0]
     b = args.batch
     batch = {
+        "key": [str(i) for i in range(b)],
         "image": torch.randn(b, 3, student.image_size, student.image_size),
         "text": torch.randint(1, 1000, (b, student.context_length)),
         "teacher_image": torch.randn(b, 3, t.image_size, t.image_size),
@@ -66,8 +69,10 @@ def main() -> None:
         "index": torch.arange(b),
     }
     with torch.no_grad():
-        cached = {"cached_t_image": t.encode_image(batch["teacher_image"], normalize=True),
-                  "cached_t_text": t.encode_text(batch["teacher_text"], normalize=True)}
+        cached = CachedFeatures(t.encode_image(batch["teacher_image"], normalize=True),
+                                t.encode_text(batch["teacher_text"], normalize=True), torch.tensor(100.0))
+    online_batch = DistillBatch.from_loader(batch, TeacherMode.ONLINE, 1)
+    cached_batch = DistillBatch.from_loader(batch, TeacherMode.CACHED, cached=cached)
     online_loss = build_loss(KD, student.embed_dim, t.embed_dim)
     cached_loss = build_loss(KD, student.embed_dim, t.embed_dim)
     online = DistillTask(student, online_loss, teachers)
@@ -77,13 +82,13 @@ def main() -> None:
 
     def teacher_forward():
         with torch.no_grad():
-            teachers(batch)
+            teachers(online_batch.teachers)
 
     variants = {
         "plain": lambda: plain_step(student, opt, batch),
         "teacher_forward": teacher_forward,
-        "cached": lambda: task_step(cached_task, opt, {**batch, **cached}),
-        "online": lambda: task_step(online, opt, batch),
+        "cached": lambda: task_step(cached_task, opt, cached_batch),
+        "online": lambda: task_step(online, opt, online_batch),
     }
     med = interleaved_medians(variants, args.rounds)
     cached_ratio = med["cached"] / med["plain"]

@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 
 import clipdistill  # noqa: F401  (torchvision shim before open_clip)
+from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.task import DistillTask
+from clipdistill.features import CachedFeatures
 from clipdistill.losses import build_loss
 from clipdistill.train import TrainConfig, fit
 from clipdistill.train.optim import build_optimizer
@@ -51,14 +53,14 @@ class Sizes:
         self.matmul_n = 512 if dry else 8192
 
 
-def cached_batch(model, teacher_dim: int, batch: int, device: torch.device) -> dict:
+def cached_batch(model, teacher_dim: int, batch: int, device: torch.device) -> DistillBatch:
     g = torch.Generator().manual_seed(0)
-    b = {"image": torch.randn(batch, 3, model.image_size, model.image_size, generator=g),
-         "text": torch.randint(1, 1000, (batch, model.context_length), generator=g),
-         "cached_t_image": F.normalize(torch.randn(batch, teacher_dim, generator=g), dim=-1),
-         "cached_t_text": F.normalize(torch.randn(batch, teacher_dim, generator=g), dim=-1),
-         "index": torch.arange(batch)}
-    return {k: v.to(device) for k, v in b.items()}
+    b = {"key": [str(i) for i in range(batch)],
+         "image": torch.randn(batch, 3, model.image_size, model.image_size, generator=g),
+         "text": torch.randint(1, 1000, (batch, model.context_length), generator=g), "index": torch.arange(batch)}
+    cached = CachedFeatures(F.normalize(torch.randn(batch, teacher_dim, generator=g), dim=-1),
+                            F.normalize(torch.randn(batch, teacher_dim, generator=g), dim=-1), torch.tensor(100.0))
+    return DistillBatch.from_loader(b, TeacherMode.CACHED, cached=cached).to(device)
 
 
 def make_task(sizes: Sizes) -> DistillTask:
@@ -115,7 +117,7 @@ def check_ddp(sizes: Sizes, dry: bool) -> dict:
         batch = cached_batch(student, sizes.teacher_dim, sizes.batch, device)
         losses = []
         for _ in range(2):
-            out = ddp(batch["image"], batch["text"])
+            out = ddp(batch.student.image, batch.student.text)
             img, txt = F.normalize(out["image_features"], dim=-1), F.normalize(out["text_features"], dim=-1)
             logits = out["logit_scale"] * img @ txt.T
             labels = torch.arange(len(logits), device=device)

@@ -5,6 +5,7 @@ shows the student the very view whose teacher embedding it reads."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from clipdistill.data import open_source
+from clipdistill.distill.batch import DistillBatch
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.run import run_distill
 from clipdistill.distill.task import DistillTask
@@ -77,12 +79,12 @@ def metrics(run: Path) -> list[dict]:
 
 
 @pytest.fixture
-def spy(monkeypatch) -> list[tuple[DistillTask, dict]]:
+def spy(monkeypatch) -> list[tuple[DistillTask, DistillBatch]]:
     """Every (task, batch) a training step sees."""
     seen, real = [], DistillTask.training_step
 
     def step(self, batch):
-        seen.append((self, {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()}))
+        seen.append((self, copy.deepcopy(batch)))
         return real(self, batch)
 
     monkeypatch.setattr(DistillTask, "training_step", step)
@@ -117,12 +119,12 @@ def test_keep_trains_on_kept_keys_with_the_balance_labels(world, store, balance,
     bal = BalanceResult(balance)
     kept = bal.kept_keys
     assert 0 < len(kept) < len(open_source(f"world:{world}"))
-    keys = [k for _, b in spy for k in b["key"]]
+    keys = [k for _, b in spy for k in b.keys]
     assert len(spy) == len(metrics(run)) == len(kept) // BATCH  # steps in the epoch: the kept count, not all
     assert len(set(keys)) == len(keys) == len(spy) * BATCH and set(keys) <= set(kept)
     for (_, b), labels in zip(spy, got_labels, strict=True):
-        want = torch.from_numpy(bal.labels_for(list(b["key"])))
-        assert torch.equal(labels, want) and torch.equal(b["cluster_label"], want)
+        want = torch.from_numpy(bal.labels_for(b.keys))
+        assert torch.equal(labels, want) and torch.equal(b.cluster_labels, want)
     centres = spy[0][0].loss.terms["cluster"].centres
     assert torch.equal(centres, torch.from_numpy(bal.centroids()))
     keep = json.loads((run / "manifest.json").read_text())["data"]["keep"]
@@ -135,7 +137,7 @@ def test_keep_without_filter_trains_on_all_samples_with_labels(world, store, bal
     n = len(open_source(f"world:{world}"))
     assert len(metrics(run)) == n // BATCH > len(BalanceResult(balance).kept_keys) // BATCH
     batch = spy[0][1]
-    assert torch.equal(batch["cluster_label"], torch.from_numpy(BalanceResult(balance).labels_for(list(batch["key"]))))
+    assert torch.equal(batch.cluster_labels, torch.from_numpy(BalanceResult(balance).labels_for(batch.keys)))
     assert json.loads((run / "manifest.json").read_text())["data"]["keep"]["filter"] is False
 
 
@@ -173,16 +175,16 @@ def test_augs_store_shows_the_student_the_replayed_view(world, teacher, tmp_path
     student = load_model(ARCH)
     picked = set()
     for _, b in spy:
-        rows = cached.store.rows_of(list(b["key"]))
-        for i, (key, index) in enumerate(zip(b["key"], b["index"].tolist(), strict=True)):
+        rows = cached.store.rows_of(b.keys)
+        for i, (key, index) in enumerate(zip(b.keys, b.index.tolist(), strict=True)):
             view = cached.pick_view(key, 0)  # epoch 0, train.seed 0
             picked.add(view)
             sample, _ = source.load(index)
             assert sample.key == key
             want = student.eval_transform(cached.view_image(key, sample.image, view))
-            assert torch.equal(b["image"][i], want), key
+            assert torch.equal(b.student.image[i], want), key
             stored = cached.store.rows("aug_image", rows[i:i + 1])[0, view].astype(np.float32)
-            assert torch.equal(b["cached_t_image"][i], torch.from_numpy(stored)), key
+            assert torch.equal(b.cached.image[i], torch.from_numpy(stored)), key
     assert picked == {0, 1}  # views really vary by key
 
 
@@ -193,14 +195,14 @@ def test_keep_random_trains_on_a_seeded_same_size_sample(world, store, balance, 
                 data={"keep": str(balance), "filter": "random"}, loss=CID)
         c.train.seed = seed
         out = run_distill(c, tmp_path / name)
-        return out, {k for _, b in spy[start:] for k in b["key"]}
+        return out, {k for _, b in spy[start:] for k in b.keys}
 
     bal = BalanceResult(balance)
     out, seen = run(0, "r0")
     assert len(metrics(out)) == len(bal.kept_keys) // BATCH  # the kept-list's size, so its steps per epoch
     assert seen <= set(bal.keys) and not seen <= set(bal.kept_keys)  # not the kept-list itself
     batch = spy[0][1]
-    assert torch.equal(batch["cluster_label"], torch.from_numpy(bal.labels_for(list(batch["key"]))))
+    assert torch.equal(batch.cluster_labels, torch.from_numpy(bal.labels_for(batch.keys)))
     assert json.loads((out / "manifest.json").read_text())["data"]["keep"]["filter"] == "random"
     assert run(0, "r0_again")[1] == seen and run(1, "r1")[1] != seen  # drawn with train.seed
     with pytest.raises(ValueError, match="random"):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from clipdistill.config import load_config
+from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.run import build_task, run_distill
 from clipdistill.distill.task import DistillTask
@@ -49,7 +50,8 @@ def sig_teacher(sig_json, tmp_path_factory) -> str:
 
 def _batch(student, teacher, n=4):
     g = torch.Generator().manual_seed(0)
-    return {"image": torch.randn(n, 3, 32, 32, generator=g), "text": student.tokenizer(CAPTIONS[:n]),
+    return {"key": [f"k{i}" for i in range(n)],
+            "image": torch.randn(n, 3, 32, 32, generator=g), "text": student.tokenizer(CAPTIONS[:n]),
             "teacher_image": torch.randn(n, 3, 32, 32, generator=g), "teacher_text": teacher.tokenizer(CAPTIONS[:n]),
             "index": torch.arange(n)}
 
@@ -65,7 +67,7 @@ def test_sigmoid_teacher_logit_kd_is_pairwise_bce_on_its_own_unclamped_scale_and
     teacher = task.teachers.models[0]
     b = _batch(task.student, teacher)
     task.student.eval()
-    got = task.training_step(b)["logit_kd"]
+    got = task.training_step(DistillBatch.from_loader(b, TeacherMode.ONLINE, 1))["logit_kd"]
     with torch.no_grad():
         ti, tt = teacher.encode_image(b["teacher_image"], True), teacher.encode_text(b["teacher_text"], True)
         p = torch.sigmoid(T_SCALE * ti @ tt.T + T_BIAS)
@@ -102,8 +104,8 @@ def test_siglip_run_resumes_to_the_uninterrupted_weights(kind, sig_json, tmp_pat
 
     g = torch.Generator().manual_seed(1)
     student = load_model(spec)
-    one = {"image": torch.randn(6, 3, 32, 32, generator=g), "text": student.tokenizer(CAPTIONS + ["a", "b"]),
-           "index": torch.arange(6)}
+    one = DistillBatch.from_loader({"key": list("abcdef"), "image": torch.randn(6, 3, 32, 32, generator=g),
+                                    "text": student.tokenizer(CAPTIONS + ["a", "b"]), "index": torch.arange(6)})
     cfg = TrainConfig(epochs=4, lr=1e-2, progress=False, tensorboard=False, save_every=1, keep_last=10)
     fit(task(), lambda epoch, start_step=0: [one][start_step:], cfg, tmp_path / "ref")
     fit(task(), lambda epoch, start_step=0: [one][start_step:], cfg, tmp_path / "resumed",
@@ -134,9 +136,9 @@ def test_cached_sigmoid_teacher_carries_scale_and_bias_and_matches_online(world,
     assert plan["logit_bias"] == T_BIAS and plan["sigmoid_scale"] == pytest.approx(T_SCALE, rel=1e-5)
     assert plan["logit_scale"] == 100.0  # the clamped one, which softmax terms use
     cached = CachedTeacher(store)
-    batch = cached.attach({"key": cached.store.keys[:2]})
-    assert batch["cached_t_logit_bias"].item() == T_BIAS
-    assert batch["cached_t_sigmoid_scale"].item() == pytest.approx(T_SCALE, rel=1e-5)
+    sigmoid_scale, bias = cached.features(cached.store.keys[:2]).sigmoid
+    assert bias.item() == T_BIAS
+    assert sigmoid_scale.item() == pytest.approx(T_SCALE, rel=1e-5)
 
     train = {"epochs": 1, "steps": 1, "device": "cpu", "progress": False, "tensorboard": False, "log_every": 1}
     loss = {"logit_kd": {}, "siglip": {}}

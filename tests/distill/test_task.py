@@ -1,8 +1,10 @@
 import pytest
 import torch
 
+from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
+from clipdistill.features import CachedFeatures
 from clipdistill.losses import build_loss
 from clipdistill.train import TrainConfig, fit
 from clipdistill.zoo import load_model
@@ -18,8 +20,8 @@ def teachers():
 
 def batch_for(student, teachers, n=4):
     g = torch.Generator().manual_seed(0)
-    b = {"image": torch.randn(n, 3, 32, 32, generator=g), "text": student.tokenizer(CAPTIONS[:n]),
-         "index": torch.arange(n)}
+    b = {"key": [f"k{i}" for i in range(n)], "image": torch.randn(n, 3, 32, 32, generator=g),
+         "text": student.tokenizer(CAPTIONS[:n]), "index": torch.arange(n)}
     for i, t in enumerate(teachers.models):
         p = "teacher_" if i == 0 else f"teacher{i}_"
         b[f"{p}image"], b[f"{p}text"] = torch.randn(n, 3, 32, 32, generator=g), t.tokenizer(CAPTIONS[:n])
@@ -29,7 +31,7 @@ def batch_for(student, teachers, n=4):
 def test_online_teacher_is_frozen_and_outside_trainables(teachers):
     student = load_model("open_clip:cd-student-xs-32")
     task = DistillTask(student, build_loss({"clip": {}, "logit_kd": {}}, 64, 64), teachers)
-    out = task.training_step(batch_for(student, teachers))
+    out = task.training_step(DistillBatch.from_loader(batch_for(student, teachers), TeacherMode.ONLINE, 2))
     assert {"loss", "clip", "logit_kd"} <= set(out)
     out["loss"].backward()
     assert all(p.grad is None for m in teachers.models for p in m.parameters())
@@ -40,8 +42,8 @@ def test_online_teacher_is_frozen_and_outside_trainables(teachers):
 
 def test_ensemble_gives_each_member_and_the_mean(teachers):
     student = load_model("open_clip:cd-student-xs-32")
-    b = batch_for(student, teachers)
-    t = teachers(b)
+    b = DistillBatch.from_loader(batch_for(student, teachers), TeacherMode.ONLINE, 2)
+    t = teachers(b.teachers)
     assert len(t.members) == 2 and float(t.logit_scale) == 50.0
     img, _ = t.single
     torch.testing.assert_close(img.norm(dim=-1), torch.ones(4))
@@ -50,9 +52,10 @@ def test_ensemble_gives_each_member_and_the_mean(teachers):
 def test_cached_features_skip_the_teacher_forward():
     student = load_model("open_clip:cd-student-xs-32")
     task = DistillTask(student, build_loss({"fd": {}}, 64, 32), teachers=None)
-    b = {"image": torch.randn(2, 3, 32, 32), "text": student.tokenizer(CAPTIONS[:2]),
-         "cached_t_image": torch.nn.functional.normalize(torch.randn(2, 32), dim=-1),
-         "cached_t_text": torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)}
+    cached = CachedFeatures(torch.nn.functional.normalize(torch.randn(2, 32), dim=-1),
+                            torch.nn.functional.normalize(torch.randn(2, 32), dim=-1), torch.tensor(100.0))
+    b = DistillBatch.from_loader({"key": ["a", "b"], "index": torch.arange(2), "image": torch.randn(2, 3, 32, 32),
+                                  "text": student.tokenizer(CAPTIONS[:2])}, TeacherMode.CACHED, cached=cached)
     assert task.training_step(b)["fd"] > 0
 
 
@@ -61,7 +64,7 @@ def test_distill_task_trains_through_fit_and_saves_loss_parameters(teachers, tmp
     # a 128-d teacher: fd needs a learnable 64->128 projector, which must be checkpointed with the student
     task = DistillTask(student, build_loss({"clip": {}, "fd": {}}, 64, 128), FrozenTeachers(
         ["open_clip:cd-student-s-32"]))
-    one = batch_for(student, teachers)
+    one = DistillBatch.from_loader(batch_for(student, teachers), TeacherMode.ONLINE, 1)
     fit(task, lambda epoch: [one, one], TrainConfig(epochs=2, lr=1e-3, progress=False, tensorboard=False), tmp_path)
     from clipdistill.safeload import load_tensors
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from clipdistill.config import load_config
+from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.run import build_task
 from clipdistill.errors import ConfigError
@@ -59,11 +60,12 @@ def test_the_effective_scale_is_the_one_the_loss_computes_with(overrides, scale)
     assert task.loss.terms["logit_kd"].opts.teacher_scale == scale
     torch.manual_seed(0)
     n = 4
-    batch = {"image": torch.randn(n, 3, 32, 32), "text": task.student.tokenizer(["a", "b c", "d e f", "g"]),
+    batch = {"key": list("abcd"),
+             "image": torch.randn(n, 3, 32, 32), "text": task.student.tokenizer(["a", "b c", "d e f", "g"]),
              "teacher_image": torch.randn(n, 3, 32, 32), "index": torch.arange(n)}
     batch["teacher_text"] = task.teachers.models[0].tokenizer(["a", "b c", "d e f", "g"])
     task.student.eval()  # same forward twice (no dropout)
-    got = task.training_step(batch)["logit_kd"]
+    got = task.training_step(DistillBatch.from_loader(batch, TeacherMode.ONLINE, 1))["logit_kd"]
     torch.testing.assert_close(got, _expected_logit_kd(task, batch, scale))
     other = 50.0 if scale != 50.0 else 100.0
     assert not torch.allclose(got, _expected_logit_kd(task, batch, other))

@@ -167,18 +167,18 @@ def test_cached_teacher_fills_a_batch(pairs, teacher, tmp_path):
     cached = CachedTeacher(out, teacher=teacher)
     store = cached.store
     keys = [store.keys[4], store.keys[0]]
-    batch = cached.attach({"key": keys})
-    assert torch.equal(batch["cached_t_image"], torch.from_numpy(store.rows("image", [4, 0]).astype(np.float32)))
-    assert batch["cached_t_text"].shape == (2, store.manifest["teacher"]["embed_dim"])
-    assert float(batch["cached_t_logit_scale"]) == pytest.approx(store.manifest["teacher"]["logit_scale"])
+    feats = cached.features(keys)
+    assert torch.equal(feats.image, torch.from_numpy(store.rows("image", [4, 0]).astype(np.float32)))
+    assert feats.text.shape == (2, store.manifest["teacher"]["embed_dim"])
+    assert float(feats.logit_scale) == pytest.approx(store.manifest["teacher"]["logit_scale"])
     views = [cached.pick_view(k, epoch=1) for k in keys]
     assert views == [cached.pick_view(k, epoch=1) for k in keys] and all(0 <= v < 3 for v in views)
-    batch = cached.attach({"key": keys}, views)
-    assert torch.equal(batch["cached_t_image"][1],
+    feats = cached.features(keys, views)
+    assert torch.equal(feats.image[1],
                        torch.from_numpy(store.rows("aug_image", [0])[0, views[1]].astype(np.float32)))
     image = Image.open(pairs.parent / "images" / "pairs" / f"{keys[1]}.png").convert("RGB")
     assert cached.view_image(keys[1], image, views[1]).size == (64, 64)
     with pytest.raises(UserError, match="no features for sample 'nope'"):
-        cached.attach({"key": ["nope"]})
+        cached.features(["nope"])
     with pytest.raises(ManifestMismatch, match="teacher.spec"):
         CachedTeacher(out, teacher="open_clip:other")

@@ -5,7 +5,8 @@
 - `data.keep` -> a balance output (`clipdistill balance`): train on its kept-list only, with its cluster
   labels (per batch) and centres (for the cluster loss).
 
-Everything joins by `batch["key"]`, never by `batch["index"]`: that is the source row for a map source but
+`DataJoins.batch` turns every loader batch into the `DistillBatch` the task reads, joined data included.
+Everything joins by sample key, never by the loader's `index`: that is the source row for a map source but
 only the position inside its tar for a stream source. Joins are pure functions of (key, epoch, seed), so
 a resumed run (`make_loader(start_step=...)`) sees the same data as an uninterrupted one.
 """
@@ -13,11 +14,13 @@ a resumed run (`make_loader(start_step=...)`) sees the same data as an uninterru
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from clipdistill.data import MapSource, ShardSource
+from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.config import DistillConfig
 from clipdistill.manifest import check_manifest
 
@@ -48,15 +51,20 @@ class _Replay:
 
 
 class Joined:
-    """`Batches` with a per-batch join applied; keeps `len()` so the loop can count steps per epoch."""
+    """`Batches` with a per-batch join applied; keeps `len()` and `count()` so the loop counts steps per epoch
+    as it would on the loader's own batches (a stream's `count()` reads without counting skips twice)."""
 
-    def __init__(self, batches, fn: Callable[[dict], dict]):
+    def __init__(self, batches, fn: Callable[[dict], DistillBatch]):
         self.batches, self.fn = batches, fn
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[dict]:
+    def count(self) -> int:
+        count = getattr(self.batches, "count", None)
+        return count() if count else sum(1 for _ in self.batches)
+
+    def __iter__(self) -> Iterator[DistillBatch]:
         return (self.fn(b) for b in self.batches)
 
 
@@ -65,6 +73,8 @@ class DataJoins:
         from clipdistill.features import BalanceResult, CachedTeacher  # optional part of the install
 
         self.fingerprint = fingerprint = source.fingerprint()
+        self.mode = TeacherMode.of(cfg.teacher.mode)
+        self.members = len(cfg.teacher.models) if self.mode is TeacherMode.ONLINE else 0  # online teacher views
         self.cached = self.balance = None
         if cfg.teacher.mode == "cached":
             spec = cfg.teacher.models[0] if cfg.teacher.models else None
@@ -117,21 +127,21 @@ class DataJoins:
         view.replay = _Replay(self.cached, epoch, self.seed)
         return view
 
-    def wrap(self, batches, epoch: int):
-        if self.cached is None and self.balance is None:
-            return batches
-        return Joined(batches, lambda b: self.attach(b, epoch))
+    def wrap(self, batches, epoch: int) -> Joined:
+        return Joined(batches, lambda b: self.batch(b, epoch))
 
-    def attach(self, batch: dict, epoch: int) -> dict:
-        keys = list(batch["key"])
+    def batch(self, loaded: dict, epoch: int) -> DistillBatch:
+        """The distill batch of one loader batch, with this run's cached teacher features and cluster labels."""
+        keys = list(loaded["key"])
+        cached = labels = None
         if self.cached is not None:
             views = [self.cached.pick_view(k, epoch, self.seed) for k in keys] if self.replays else None
-            self.cached.attach(batch, views)
+            cached = self.cached.features(keys, views)
             if self.fixed_scale is not None:
-                batch["cached_t_logit_scale"] = torch.tensor(float(self.fixed_scale))
+                cached = replace(cached, logit_scale=torch.tensor(float(self.fixed_scale)))
         if self.balance is not None:
-            batch["cluster_label"] = torch.from_numpy(self.balance.labels_for(keys).astype(np.int64))
-        return batch
+            labels = torch.from_numpy(self.balance.labels_for(keys).astype(np.int64))
+        return DistillBatch.from_loader(loaded, self.mode, self.members, cached=cached, cluster_labels=labels)
 
     def teachers(self) -> list[dict]:
         """The cached teacher as the run manifest lists teachers (plus where its features came from)."""

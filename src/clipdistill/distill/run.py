@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from clipdistill.config import dump_config
+from clipdistill.distill.batch import view_prefix
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.inherit import inherit_weights
 from clipdistill.distill.task import DistillTask
-from clipdistill.distill.teacher import FrozenTeachers, view_prefix
+from clipdistill.distill.teacher import FrozenTeachers
 from clipdistill.errors import UserError
 from clipdistill.losses import LossInput, build_loss
 from clipdistill.losses.base import loss_class

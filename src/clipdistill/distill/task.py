@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.teacher import FrozenTeachers, TeacherOutputs
 from clipdistill.errors import UserError
 from clipdistill.losses import LossInput, LossInputs, WeightedLoss, masked_encode_image
@@ -15,8 +16,8 @@ class DistillTask:
     """One step: student forward, teacher features (online forward or read from the batch for a cached
     teacher), optional masked-image pass (mfd) and cluster labels (cluster), then the weighted loss.
 
-    Cluster labels come with the batch (`cluster_label`, joined by sample key from the balance output by
-    `distill.joins`), not looked up by `batch["index"]`: that is the source row for a map source but only
+    Cluster labels come with the batch (`DistillBatch.cluster_labels`, joined by sample key from the balance
+    output by `distill.joins`), not looked up by `batch.index`: that is the source row for a map source but only
     the position inside its tar for a stream source."""
 
     def __init__(self, student: ClipModel, loss: WeightedLoss, teachers: FrozenTeachers | None = None,
@@ -27,24 +28,22 @@ class DistillTask:
     def trainable(self) -> dict[str, nn.Module]:
         return {"student": self.student, "loss": self.loss}
 
-    def teacher_outputs(self, batch: dict) -> TeacherOutputs | None:
-        if "cached_t_image" in batch:  # cached teacher: features come with the data, no teacher forward
-            scale = batch.get("cached_t_logit_scale", torch.tensor(100.0))
-            sigmoid = ((batch["cached_t_sigmoid_scale"], batch["cached_t_logit_bias"])
-                       if "cached_t_logit_bias" in batch else None)
-            return TeacherOutputs([(batch["cached_t_image"], batch["cached_t_text"])], scale, sigmoid)
-        if self.teachers is None:
+    def teacher_outputs(self, batch: DistillBatch) -> TeacherOutputs | None:
+        if batch.teacher_mode is TeacherMode.CACHED:  # features come with the data, no teacher forward
+            c = batch.cached
+            return TeacherOutputs([(c.image, c.text)], c.logit_scale, c.sigmoid)
+        if batch.teacher_mode is TeacherMode.NONE or self.teachers is None:
             return None
-        if self.teachers.models[0].logit_scale.device != batch["teacher_image"].device:
-            self.teachers.to(batch["teacher_image"].device)
-        return self.teachers(batch)
+        if self.teachers.models[0].logit_scale.device != batch.teachers[0].image.device:
+            self.teachers.to(batch.teachers[0].image.device)
+        return self.teachers(batch.teachers)
 
-    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: DistillBatch) -> dict[str, torch.Tensor]:
         # Teacher first: run while the student's autograd graph is not yet alive, its activations reuse
         # freed memory instead of adding to the peak (measured: online step 1.17x -> 1.00x of teacher
         # forward + plain step, benchmarks/bench_distill.py).
         t = self.teacher_outputs(batch) if LossInput.TEACHER in self.loss.needs else None
-        out = self.student(batch["image"], batch["text"])
+        out = self.student(batch.student.image, batch.student.text)
         inputs = LossInputs(out["image_features"], out["text_features"], out["logit_scale"],
                             logit_bias=out.get("logit_bias"))
         if t is not None:
@@ -56,12 +55,12 @@ class DistillTask:
             if len(t.members) > 1:
                 inputs.t_ensemble = t.members
         if LossInput.MASKED_IMAGE in self.loss.needs:
-            inputs.masked_image_features = masked_encode_image(self.student, batch["image"], self.mask_ratio)
+            inputs.masked_image_features = masked_encode_image(self.student, batch.student.image, self.mask_ratio)
         if LossInput.CLUSTER_LABELS in self.loss.needs:
             inputs.cluster_labels = self._labels(batch)
         return self.loss(inputs)
 
-    def _labels(self, batch: dict) -> torch.Tensor:
-        if "cluster_label" not in batch:
+    def _labels(self, batch: DistillBatch) -> torch.Tensor:
+        if batch.cluster_labels is None:
             raise UserError("the cluster loss needs cluster labels: train on a balance output (data.keep)")
-        return batch["cluster_label"]
+        return batch.cluster_labels

@@ -1,8 +1,8 @@
 """Teachers for distillation: frozen, eval mode, no grad, outside DDP, each with its own input view.
 
-`online`: one teacher CLIP run on the batch's `teacher_image` / `teacher_text` (its own transforms and
-tokenizer, made by the loader). `ensemble`: several teachers; member i reads the `teacher{i}_` view
-(member 0: `teacher_`); the loss averages their probabilities (`LossInputs.t_ensemble`).
+`online`: one teacher CLIP run on its own view of the batch (`DistillBatch.teachers[0]`: its own transforms and
+tokenizer, made by the loader). `ensemble`: several teachers; member i reads view i; the loss averages their
+probabilities (`LossInputs.t_ensemble`).
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from clipdistill.distill.batch import View
 from clipdistill.losses import LossInput
 from clipdistill.zoo import ClipModel, load_model
-
-
-def view_prefix(i: int) -> str:
-    return "teacher_" if i == 0 else f"teacher{i}_"
 
 
 class TeacherOutputs:
@@ -67,13 +64,14 @@ class FrozenTeachers:
         return self
 
     @torch.no_grad()
-    def __call__(self, batch: dict) -> TeacherOutputs:
+    def __call__(self, views: list[View]) -> TeacherOutputs:
+        """Member i's outputs on `views[i]`."""
+        if len(views) != len(self.models):
+            raise ValueError(f"{len(self.models)} teachers were given {len(views)} views")
         members = []
-        for i, m in enumerate(self.models):
+        for m, view in zip(self.models, views, strict=True):
             m.eval()  # a caller's .train() on a parent module must never reach the teacher
-            p = view_prefix(i)
-            members.append((m.encode_image(batch[f"{p}image"], normalize=True),
-                            m.encode_text(batch[f"{p}text"], normalize=True)))
+            members.append((m.encode_image(view.image, normalize=True), m.encode_text(view.text, normalize=True)))
         scale = (torch.tensor(self.fixed_logit_scale) if self.fixed_logit_scale is not None
                  else self.models[0].logit_scale.detach())
         sigmoid = None

@@ -1,15 +1,16 @@
 """`CachedTeacher`: teacher outputs for a training batch read from a feature store instead of a forward.
 
-The distill task reads `cached_t_image`, `cached_t_text` (and `cached_t_logit_scale`; for a sigmoid teacher also
-`cached_t_logit_bias` with its own `cached_t_sigmoid_scale`) from the batch; this fills them by sample key.
-With a store made with `--augs K`, `pick_view` chooses one stored view per sample and epoch, the loader shows
-the student `replay(image, params)` of that view, and `attach(batch, views)` returns the teacher embedding of
-exactly that view (MobileCLIP's reinforced-dataset replay).
+`features(keys)` reads a batch's `CachedFeatures` (image, text, logit scale; for a sigmoid teacher also its own
+scale and bias) by sample key; the distill batch carries them. With a store made with `--augs K`, `pick_view`
+chooses one stored view per sample and epoch, the loader shows the student `replay(image, params)` of that
+view, and `features(keys, views)` returns the teacher embedding of exactly that view (MobileCLIP's
+reinforced-dataset replay).
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,24 @@ import torch
 from clipdistill.errors import UserError
 from clipdistill.features.augment import replay
 from clipdistill.features.store import FeatureStore
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    """A batch's teacher outputs read from the store."""
+
+    image: torch.Tensor  # float32 [B, D] unit
+    text: torch.Tensor  # float32 [B, D] unit
+    logit_scale: torch.Tensor  # the teacher's (clamped) scale, or `teacher.logit_scale` when fixed
+    # a sigmoid (SigLIP) teacher's own (unclamped scale, bias): apart from logit_scale, which a fixed one replaces
+    sigmoid: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> CachedFeatures:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        sigmoid = None if self.sigmoid is None else (move(self.sigmoid[0]), move(self.sigmoid[1]))
+        return CachedFeatures(move(self.image), move(self.text), move(self.logit_scale), sigmoid)
 
 
 class CachedTeacher:
@@ -48,17 +67,14 @@ class CachedTeacher:
         """The augmented image the teacher saw for (key, view)."""
         return replay(image, self.store.aug_params(self._rows([key]))[0][view])
 
-    def attach(self, batch: dict, views: list[int] | None = None) -> dict:
-        """Add cached_t_image / cached_t_text (float32, unit) and cached_t_logit_scale for batch["key"]."""
-        rows = self._rows(list(batch["key"]))
+    def features(self, keys: list[str], views: list[int] | None = None) -> CachedFeatures:
+        """The stored teacher outputs of `keys` (of each key's augmented view `views[i]` when given)."""
+        rows = self._rows(list(keys))
         if views is None:
             image = self.store.rows("image", rows)
         else:
             image = self.store.rows("aug_image", rows)[np.arange(len(rows)), np.asarray(views)]
-        batch["cached_t_image"] = torch.from_numpy(image.astype(np.float32))
-        batch["cached_t_text"] = torch.from_numpy(self.store.rows("text", rows).astype(np.float32))
-        batch["cached_t_logit_scale"] = self.logit_scale
-        if self.logit_bias is not None:  # kept apart from cached_t_logit_scale, which a fixed teacher scale replaces
-            batch["cached_t_sigmoid_scale"] = self.sigmoid_scale
-            batch["cached_t_logit_bias"] = self.logit_bias
-        return batch
+        sigmoid = None if self.logit_bias is None else (self.sigmoid_scale, self.logit_bias)
+        return CachedFeatures(torch.from_numpy(image.astype(np.float32)),
+                              torch.from_numpy(self.store.rows("text", rows).astype(np.float32)), self.logit_scale,
+                              sigmoid)

@@ -56,7 +56,7 @@ Evaluate = Callable[[int], dict[str, float]]
 class Task(Protocol):
     def trainable(self) -> dict[str, nn.Module]: ...
 
-    def training_step(self, batch: dict) -> dict[str, torch.Tensor]: ...
+    def training_step(self, batch: Any) -> dict[str, torch.Tensor]: ...  # a dict, or the task's batch class
 
 
 class NonFiniteLoss(UserError):
@@ -86,14 +86,18 @@ def gathered_rng_states(info: DistInfo) -> list[dict[str, Any]] | None:
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
+    """A tensor, a dict of them, or a task's batch object with its own `to(device, non_blocking)`."""
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, torch.Tensor) or callable(getattr(obj, "to", None)):
+        return obj.to(device, non_blocking=True)
     return obj
 
 
-def batch_size(batch: dict) -> int:
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: a dict's first batched tensor, or `len()` of a task's batch object."""
+    if not isinstance(batch, dict):
+        return len(batch)
     return next((v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim), 0)
 
 

@@ -1,0 +1,82 @@
+"""The distill batch: what `DistillTask.training_step` reads. `DistillBatch.from_loader` is the one place that
+turns the loader's string-keyed dict (`image`, `teacher_image`, `teacher1_image`, ...) into it; `distill.joins`
+applies it to every loader batch, with the joined cached teacher features and cluster labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from clipdistill.features.cached import CachedFeatures
+
+
+class TeacherMode(Enum):
+    """Where a batch's teacher outputs come from."""
+
+    NONE = "none"  # no teacher
+    ONLINE = "online"  # a forward of each frozen teacher on its own view (`teacher.mode` online or ensemble)
+    CACHED = "cached"  # read from a feature store by sample key
+
+    @classmethod
+    def of(cls, mode: str) -> TeacherMode:
+        """The batch's mode for a config's `teacher.mode`."""
+        return cls.ONLINE if mode == "ensemble" else cls(mode)
+
+
+def view_prefix(i: int) -> str:
+    """The loader's key prefix of teacher member i's view (member 0: `teacher_`)."""
+    return "teacher_" if i == 0 else f"teacher{i}_"
+
+
+@dataclass(frozen=True)
+class View:
+    """One model's inputs: images through its transform, captions through its tokenizer."""
+
+    image: torch.Tensor
+    text: torch.Tensor
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> View:
+        return View(self.image.to(device, non_blocking=non_blocking), self.text.to(device, non_blocking=non_blocking))
+
+
+@dataclass(frozen=True)
+class DistillBatch:
+    keys: list[str]  # sample keys (what every join matches on)
+    index: torch.Tensor  # source row (map source) or position in its tar (stream): never a join key
+    student: View
+    teacher_mode: TeacherMode = TeacherMode.NONE
+    teachers: list[View] = field(default_factory=list)  # ONLINE: member i's view
+    cached: CachedFeatures | None = None  # CACHED: the teacher's stored outputs for these keys
+    cluster_labels: torch.Tensor | None = None  # int64 [B], from a balance output (`data.keep`)
+
+    def __post_init__(self):
+        online, cached = self.teacher_mode is TeacherMode.ONLINE, self.teacher_mode is TeacherMode.CACHED
+        if online != bool(self.teachers) or cached != (self.cached is not None):
+            raise ValueError(f"a {self.teacher_mode.value} batch with {len(self.teachers)} teacher views and "
+                             f"{'' if self.cached else 'no '}cached teacher features")
+
+    @classmethod
+    def from_loader(cls, batch: dict, mode: TeacherMode = TeacherMode.NONE, members: int = 0, *,
+                    cached: CachedFeatures | None = None, cluster_labels: torch.Tensor | None = None) -> DistillBatch:
+        """From `data.make_loader`'s batch with views "" (student) and `view_prefix(i)` for `members` online
+        teachers."""
+        teachers = [View(batch[f"{p}image"], batch[f"{p}text"]) for p in map(view_prefix, range(members))]
+        return cls(list(batch["key"]), batch["index"], View(batch["image"], batch["text"]), mode, teachers,
+                   cached, cluster_labels)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> DistillBatch:
+        """Every tensor on `device` (what the training loop calls)."""
+        return replace(
+            self, index=self.index.to(device, non_blocking=non_blocking),
+            student=self.student.to(device, non_blocking),
+            teachers=[v.to(device, non_blocking) for v in self.teachers],
+            cached=None if self.cached is None else self.cached.to(device, non_blocking),
+            cluster_labels=None if self.cluster_labels is None else self.cluster_labels.to(device,
+                                                                                           non_blocking=non_blocking))
