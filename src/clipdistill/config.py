@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clipdistill.errors import ConfigError
 
@@ -199,6 +199,13 @@ def load_config(cls: type[M], path: str | Path | None = None, overrides: list[st
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
     return build_config(cls, data, source=str(path) if path else "--set")
+
+
+class TeacherModels(StrictModel):
+    """The teacher section's one shape in every config: `teacher: {models: [SPEC, ...], <options>}`
+    (distill's `TeacherConfig` adds its mode, feature store and scale; finetune / protocol take one SPEC)."""
+
+    models: list[str] = Field(default_factory=list, description="teacher SPECs (zoo grammar)")
 
 
 def with_out(cfg: M, out: str | Path | None) -> M:

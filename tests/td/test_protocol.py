@@ -21,8 +21,8 @@ def _cfg(world, out, **kw):
     tasks = [{"name": k, "kind": k, "folder": folder} for k, folder in TASKS.items()]
     tasks[0]["shift_splits"] = ["shift_style"]
     base = {"tasks": tasks, "world": str(world), "fractions": [0.25], "seeds": [0], "full": False,
-            "methods": ["baseline", "clip_td"], "teacher": "open_clip:cd-student-xs-32", "student": TINY_STUDENT,
-            "batch_size": 16, "eval_batch_size": 64, "out": str(out)}
+            "methods": ["baseline", "clip_td"], "teacher": {"models": ["open_clip:cd-student-xs-32"]},
+            "student": TINY_STUDENT, "batch_size": 16, "eval_batch_size": 64, "out": str(out)}
     return ProtocolConfig(**{**base, **kw})
 
 
@@ -55,6 +55,10 @@ def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
     assert exported["data"]["source_sha256"] == train.source_sha256()
     assert exported["data"]["train_examples"] == round(0.25 * len(train.examples))
 
+    for recorded in (tmp_path / "p" / "cells").rglob("config.yaml"):  # as cells recorded `teacher: SPEC`
+        data = yaml.safe_load(recorded.read_text())
+        data["teacher"] = data["teacher"]["models"][0]
+        recorded.write_text(yaml.safe_dump(data))
     moved = tmp_path / "moved_world"  # rerun from a moved copy of the world: every cell is done, nothing trains
     shutil.copytree(world / "tasks", moved / "tasks")
     seen = []
@@ -67,7 +71,7 @@ def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
     stored.tasks[0].teacher_features = str(tmp_path / "feats")  # nor a teacher feature store
     run_protocol(stored, trainer=None, train_config=TRAIN, progress=seen.append)
     assert len(seen) == 3 and all(s.startswith("skip") for s in seen)
-    with pytest.raises(ManifestMismatch, match="teacher='open_clip:cd-student-xs-32'"):
+    with pytest.raises(ManifestMismatch, match=r"teacher.models=\['open_clip:cd-student-xs-32'\]"):
         run_protocol(other_teacher, trainer=None, train_config=TRAIN, progress=lambda s: None)
 
     with pytest.raises(ManifestMismatch, match="td.lam"):
@@ -179,7 +183,11 @@ def test_shipped_td_configs_validate():
     root = Path(__file__).parents[2] / "configs" / "td"
     assert load_config(FinetuneConfig, root / "finetune_tiny.yaml").task.folder == "tasks/vqa"
     assert load_config(ProtocolConfig, root / "protocol_tiny.yaml").methods == ["prior", "baseline", "naive", "clip_td"]
-    demo = load_config(ProtocolConfig, root / "protocol_demo.yaml", ["world=w", "teacher=open_clip:x"])
+    demo = load_config(ProtocolConfig, root / "protocol_demo.yaml", ["world=w", "teacher.models=[open_clip:x]"])
+    assert demo.teacher.spec == "open_clip:x"
+    with pytest.warns(FutureWarning, match=r"old spelling.*teacher: \{models: \[open_clip:x\]\}"):
+        old = load_config(ProtocolConfig, root / "protocol_demo.yaml", ["world=w", "teacher=open_clip:x"])
+    assert old == demo  # `teacher: SPEC` is still read, as {models: [SPEC]}
     assert demo.world == "w" and [t.kind for t in demo.tasks] == ["snli_ve"] and demo.full is False
     default = load_config(ProtocolConfig, root / "protocol_default.yaml")
     assert {t.kind: t.shift_splits for t in default.tasks} == {

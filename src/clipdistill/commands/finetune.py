@@ -60,7 +60,10 @@ def _same_model(out: Path, cfg) -> None:
     path = out / "config.yaml"
     if not path.is_file():
         return
+    from clipdistill.td.runner import teacher_section
+
     old = yaml.safe_load(path.read_text()) or {}
+    old["teacher"] = teacher_section(old.get("teacher"))  # a run recorded with the old `teacher: SPEC` spelling
     new = cfg.model_dump(mode="json")
     changed = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
     if changed:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 import clipdistill.losses  # noqa: F401  (registers the losses whose options are checked below)
-from clipdistill.config import StrictModel
+from clipdistill.config import StrictModel, TeacherModels
 from clipdistill.data.sources import SourceOptions
 from clipdistill.distill.inherit import LayerRule
 from clipdistill.errors import ConfigError
@@ -21,9 +21,8 @@ class StudentConfig(StrictModel):
     inherit_layers: LayerRule = "interval_front"
 
 
-class TeacherConfig(StrictModel):
-    mode: Literal["none", "online", "cached", "ensemble"] = "none"
-    models: list[str] = Field(default_factory=list, description="teacher SPECs (ensemble: several)")
+class TeacherConfig(TeacherModels):
+    mode: Literal["none", "online", "cached", "ensemble"] = "none"  # models: one SPEC (online), several (ensemble)
     features: str | None = Field(None, description="feature store DIR (mode: cached)")
     logit_scale: float | None = Field(None, gt=0, description="fixed teacher scale for every loss (TinyCLIP 50); "
                                       "none = each loss's teacher_scale, else the teacher's own")

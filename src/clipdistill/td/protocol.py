@@ -43,7 +43,16 @@ from clipdistill.manifest import atomic_write_text
 from clipdistill.progress import StageProgress
 from clipdistill.td.data import TaskConfig, TaskReader
 from clipdistill.td.prior import prior_metrics
-from clipdistill.td.runner import FinetuneConfig, TDRunSettings, Trainer, cell_data, run_finetune, shared_settings
+from clipdistill.td.runner import (
+    FinetuneConfig,
+    TDRunSettings,
+    TDTeacher,
+    Trainer,
+    cell_data,
+    run_finetune,
+    shared_settings,
+    teacher_section,
+)
 from clipdistill.td.student import check_student
 from clipdistill.td.tasks import task_kind
 from clipdistill.train.checkpoint import CKPT_DIR
@@ -130,10 +139,17 @@ class ProtocolConfig(TDRunSettings):
     seeds: list[int] = [0, 1, 2]
     full: bool = True
     methods: list[Method] = ["baseline", "naive", "clip_td"]
-    teacher: str  # every sweep distils (naive, clip_td), so the teacher is required here
+    teacher: TDTeacher  # every sweep distils (naive, clip_td), so the teacher is required here
     keep_checkpoints: bool = True  # false: a finished cell's checkpoints/ go (not part of a cell's identity)
     budget: Budget | None = None  # step budget, warmup share and body / head lr of every cell; none: `train` as is
     select: Select | None = None  # options chosen on each task's dev carve before the method's cells run
+
+    @field_validator("teacher")
+    @classmethod
+    def _has_teacher(cls, teacher: TDTeacher) -> TDTeacher:
+        if teacher.spec is None:
+            raise ValueError("a protocol distils (naive, clip_td): name the teacher, teacher: {models: [SPEC]}")
+        return teacher
 
     @field_validator("tasks")
     @classmethod
@@ -245,6 +261,8 @@ def _with_new_defaults(recorded: dict, model: type[BaseModel] = FinetuneConfig) 
     """A finished cell's config with the options added since it ran filled in at their defaults (which is how
     it ran), nested sections too; keys that are no longer options stay, so the comparison names them."""
     out = dict(recorded)
+    if model is FinetuneConfig and "teacher" in out:
+        out["teacher"] = teacher_section(out["teacher"])  # cells recorded with the old `teacher: SPEC` spelling
     if model is FinetuneConfig and isinstance(out.get("train"), dict) and "seed" not in out["train"]:
         out["train"] = {**out["train"], "seed": out.get("seed", 0)}  # the loop always ran with the cell's seed
     for name, field in model.model_fields.items():

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from clipdistill.config import StrictModel, dump_config
+from clipdistill.config import StrictModel, TeacherModels, dump_config
 from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
 from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest, write_manifest
@@ -31,13 +32,35 @@ from clipdistill.train.config import TrainConfig
 Trainer = Callable[..., Any]  # fit(task, loader_factory, train_cfg, run_dir) from clipdistill.train
 
 
+class TDTeacher(TeacherModels):
+    """`teacher: {models: [SPEC]}`: the CLIP a naive / CLIP-TD run distils from (one SPEC; none for baseline)."""
+
+    @field_validator("models")
+    @classmethod
+    def _one(cls, models: list[str]) -> list[str]:
+        if len(models) > 1:
+            raise ValueError(f"finetune / protocol distil from one teacher, got {len(models)}: {models}")
+        return models
+
+    @property
+    def spec(self) -> str | None:
+        return self.models[0] if self.models else None
+
+
+def teacher_section(value: Any) -> Any:
+    """The old spelling `teacher: SPEC` (and null) as `{models: [SPEC]}`, for configs and recorded cells."""
+    if value is None:
+        return {"models": []}
+    return {"models": [value]} if isinstance(value, str) else value
+
+
 class TDRunSettings(StrictModel):
     """The sections a `finetune` run and a `protocol` sweep share; the protocol hands them to every cell as
     they are (`shared_settings`)."""
 
     world: str | None = None  # embedded world (or any root): relative task folders are resolved under it
     student: VLStudentConfig = VLStudentConfig()
-    teacher: str | None = None  # zoo SPEC; required unless td.method == baseline
+    teacher: TDTeacher = TDTeacher()  # {models: [SPEC]}; required unless td.method == baseline
     td: TDConfig = TDConfig()
     batch_size: int = 16
     eval_batch_size: int = 32
@@ -45,6 +68,14 @@ class TDRunSettings(StrictModel):
     # runs); a finetune's / cell's train.seed defaults to its `seed`, so the recorded config names the seed used
     train: TrainConfig = TrainConfig()
     out: str | None = None  # the output folder when the command is given no --out (config.with_out)
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _old_teacher_spelling(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            warnings.warn(f"`teacher: {value}` is the old spelling, still read: write `teacher: {{models: [{value}]}}`"
+                          " (`--set teacher.models=[SPEC]`)", FutureWarning, stacklevel=2)
+        return teacher_section(value)
 
 
 def shared_settings(cfg: TDRunSettings) -> dict[str, Any]:
@@ -123,7 +154,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     kind = task_kind(spec.kind)
     vocab = kind.answer_vocab(train_ex, spec.max_answers)
     student, init_info = build_student(cfg.student)
-    teacher = load_model(cfg.teacher) if cfg.teacher and cfg.td.distils else None
+    teacher = load_model(cfg.teacher.spec) if cfg.teacher.spec and cfg.td.distils else None
     task = TDTask(spec.kind, student, cfg.td, teacher, vocab)
     cached = None
     if task.teacher is not None and spec.teacher_features:

@@ -165,7 +165,7 @@ class TDTask:
                                                         vilt=getattr(student, "family", "") == "hf_vilt")
         self.teacher = teacher if self.td.distils else None
         if self.td.distils and teacher is None:
-            raise UserError(f"method {td.method!r} needs a teacher (set teacher: SPEC)")
+            raise UserError(f"method {td.method!r} needs a teacher (set teacher: {{models: [SPEC]}})")
         self.distill_heads = DistillHeads(student.width, teacher.embed_dim) if self.teacher is not None else None
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
