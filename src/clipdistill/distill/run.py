@@ -45,7 +45,7 @@ def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None
         init.update(inherit_weights(student.inner, teachers.models[0].inner, cfg.student.inherit_layers))
     teacher_dim = teachers.dim if teachers else joins.teacher_dim if cached else None
     # what the task hands the loss; build_loss refuses a term needing anything else, saying how to provide it
-    provided = {LossInput.MASKED_IMAGE}  # the task encodes the masked image itself
+    provided = set(DistillTask.COMPUTES)
     provided |= teachers.provides if teachers else {LossInput.TEACHER} if cached else set()
     labelled = joins is not None and joins.balance is not None
     if labelled:

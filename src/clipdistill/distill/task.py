@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -19,6 +21,9 @@ class DistillTask:
     Cluster labels come with the batch (`DistillBatch.cluster_labels`, joined by sample key from the balance
     output by `distill.joins`), not looked up by `batch.index`: that is the source row for a map source but only
     the position inside its tar for a stream source."""
+
+    # loss inputs the step computes from the student itself, whatever the config (the rest come with the data)
+    COMPUTES: ClassVar[frozenset[LossInput]] = frozenset({LossInput.MASKED_IMAGE})
 
     def __init__(self, student: ClipModel, loss: WeightedLoss, teachers: FrozenTeachers | None = None,
                  mask_ratio: float = 0.5):
