@@ -22,7 +22,8 @@ def world(tmp_path_factory):
 def _protocol(tmp_path, world, **kw) -> str:
     cfg = {"world": str(world), "tasks": [{"name": "vqa", "kind": "vqa", "folder": "tasks/vqa"}],
            "fractions": [0.25], "seeds": [0], "full": False, "methods": ["prior", "baseline"],
-           "teacher": "open_clip:cd-student-xs-32", "student": TINY_STUDENT, "out": str(tmp_path / "p"),
+           "teacher": {"models": ["open_clip:cd-student-xs-32"]}, "student": TINY_STUDENT,
+           "out": str(tmp_path / "p"),
            "train": {"epochs": 1, "progress": False, "tensorboard": False, "device": "cpu"}, **kw}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -111,3 +112,12 @@ def test_protocol_without_an_output_folder_is_refused(tmp_path, world, monkeypat
     code, out = run_main("protocol", _protocol(tmp_path, world, methods=["prior"]), "--out", str(tmp_path / "flag"))
     assert code == 0, out
     assert (tmp_path / "flag" / "results.md").is_file() and not (tmp_path / "p").exists()
+
+
+@case("config", "`protocol` / `finetune` config naming two teachers (`teacher: {models: [A, B]}`)",
+      "`error: invalid config` naming `teacher.models` and `one teacher` (exit 2); nothing is written")
+def test_two_td_teachers_refused(tmp_path, world):
+    two = {"models": ["open_clip:cd-student-xs-32", "open_clip:cd-teacher-64"]}
+    code, out = run_main("protocol", _protocol(tmp_path, world, teacher=two))
+    assert code == 2 and "Traceback" not in out and "teacher.models" in out and "one teacher" in out, out
+    assert not (tmp_path / "p").exists()
