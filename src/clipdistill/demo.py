@@ -104,9 +104,10 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
     fr = "[" + ",".join(str(f) for f in s.td_fractions) + "]"
     seeds = "[" + ",".join(str(x) for x in s.td_seeds) + "]"
     stages.append(("clip_td", "CLIP-TD mini-protocol (our reconstruction) on SNLI-VE: baseline vs CLIP-TD",
-                   [["protocol", td_preset(), "--set", f"world={world}", "--set", f"teacher={teacher_spec}",
-                     "--set", f"fractions={fr}", "--set", f"seeds={seeds}", "--set", f"train.epochs={s.td_epochs}",
-                     "--set", f"out={out / 'clip_td'}"]]))
+                   [["protocol", td_preset(), "--set", f"world={world}",
+                     "--set", f"teacher.models={json.dumps([teacher_spec])}", "--set", f"fractions={fr}",
+                     "--set", f"seeds={seeds}", "--set", f"train.epochs={s.td_epochs}",
+                     "--out", str(out / "clip_td")]]))
     stages.append(("report", "markdown + html report",
                    [["report", str(out / "eval"), str(out / "students" / "baseline"), str(out / "students" / "cid"),
                      str(out / "balance"), str(out / "clip_td"), "--out", str(out / "report"),
