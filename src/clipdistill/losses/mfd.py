@@ -15,6 +15,7 @@ from clipdistill.errors import UserError
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
 from clipdistill.losses.features import FeatureView
 from clipdistill.losses.inputs import LossInput
+from clipdistill.zoo.openclip_internals import encode_kept_patches, vision_transformer
 
 
 def keep_indices(
@@ -29,39 +30,17 @@ def keep_indices(
     return noise.argsort(dim=1)[:, :n_keep]
 
 
-def _vision_transformer(model: nn.Module) -> nn.Module:
-    """Accept a `ClipModel`, an open_clip CLIP, or its VisionTransformer."""
-    m = getattr(model, "inner", model)
-    v = getattr(m, "visual", m)
-    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "_pool")
-    if not all(hasattr(v, a) for a in needed):
-        raise UserError(
-            f"masked image encoding needs an open_clip VisionTransformer image tower, got {type(v).__name__}"
-        )
-    return v
-
-
 def masked_encode_image(
     model: nn.Module, images: torch.Tensor, mask_ratio: float = 0.75, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Unnormalised image embeddings [B, D] computed from a random (1 - mask_ratio) subset of patch tokens.
 
-    Mirrors open_clip's `VisionTransformer.forward`, dropping tokens after the positional embedding (so
-    kept tokens keep their position) and before the transformer; the class token is always kept. The
-    model's own patch dropout is bypassed: this masking replaces it.
+    Tokens are dropped after the positional embedding (so kept tokens keep their position) and before the
+    transformer; the class token is always kept (`zoo.openclip_internals.encode_kept_patches`).
     """
-    v = _vision_transformer(model)
-    x = v.conv1(images)
-    b, width = x.shape[:2]
-    x = x.reshape(b, width, -1).permute(0, 2, 1)
-    pos = v.positional_embedding.to(x.dtype)
-    x = x + pos[1:]
-    keep = keep_indices(b, x.shape[1], mask_ratio, generator).to(x.device)
-    x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, width))
-    cls = (v.class_embedding.to(x.dtype) + pos[0]).expand(b, 1, width)
-    x = v.ln_pre(torch.cat([cls, x], dim=1))
-    pooled, _ = v._pool(v.transformer(x))
-    return pooled @ v.proj if v.proj is not None else pooled
+    v = vision_transformer(model)
+    keep = keep_indices(images.shape[0], v.grid_size[0] * v.grid_size[1], mask_ratio, generator)
+    return encode_kept_patches(v, images, keep)
 
 
 class MFDOptions(LossOptions):
