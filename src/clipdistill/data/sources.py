@@ -7,6 +7,7 @@ back to samples. Bad data never crashes a run: each skipped sample is counted un
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -17,7 +18,7 @@ import tarfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +30,7 @@ from clipdistill.config import StrictModel
 from clipdistill.errors import DataError
 
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "bmp", "ppm", "pgm", "gif", "tif", "tiff"}  # suffixes, lower case, no dot
+ImageHook = Callable[[str, Image.Image], Image.Image]  # (sample key, decoded image) -> the image to train on
 TEXT_EXTS = {"txt", "text", "caption"}
 # Pillow's own MAX_IMAGE_PIXELS (it warns above it and refuses above twice it): larger images are counted
 # `too_many_pixels` instead of being decoded in full
@@ -184,6 +186,14 @@ class MapSource:
                 self.bad[i] = "duplicate_key"
             first.add(k)
         self.skips = SkipCounter()
+        self.image_hook: ImageHook | None = None
+
+    def with_image_hook(self, hook: ImageHook) -> MapSource:
+        """The same rows and skip counter, each decoded image passed through `hook(key, image)` (a cached
+        teacher's stored augmented view replaces the picture). Picklable if the hook is, for loader workers."""
+        view = copy.copy(self)
+        view.image_hook = hook
+        return view
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -199,6 +209,8 @@ class MapSource:
         image, reason = read_image_file(self.paths[i], self.max_pixels)
         if image is None:
             return None, reason
+        if self.image_hook is not None:
+            image = self.image_hook(self.keys[i], image)
         return Sample(self.keys[i], image, text), note
 
     def __getitem__(self, i: int) -> Sample | None:
@@ -447,6 +459,13 @@ class ShardSource:
         self.names = shard_names(self.shards)
         self.max_pixels, self.max_caption_chars = max_pixels, max_caption_chars
         self.skips = SkipCounter()
+        self.image_hook: ImageHook | None = None
+
+    def with_image_hook(self, hook: ImageHook) -> ShardSource:
+        """The same shards and skip counter, each decoded image passed through `hook(key, image)`."""
+        view = copy.copy(self)
+        view.image_hook = hook
+        return view
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -532,6 +551,8 @@ class ShardSource:
             return
         if reason:
             counter[reason] += 1
+        if self.image_hook is not None:
+            image = self.image_hook(f"{shard}/{key}", image)
         yield Sample(f"{shard}/{key}", image, text)
 
     def __iter__(self) -> Iterator[Sample]:

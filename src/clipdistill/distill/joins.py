@@ -19,30 +19,15 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from clipdistill.data import MapSource, ShardSource
 from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.config import DistillConfig
 from clipdistill.manifest import check_manifest
 
 
-class _ReplayedMap(MapSource):
-    """A map source whose images are the stored augmented views (picklable for loader workers)."""
-
-    def load(self, i: int):
-        sample, reason = super().load(i)
-        if sample is not None:
-            sample.image = self.replay(sample.key, sample.image)
-        return sample, reason
-
-
-class _ReplayedShards(ShardSource):
-    def iter_shard(self, path, counter):
-        for sample in super().iter_shard(path, counter):
-            sample.image = self.replay(sample.key, sample.image)
-            yield sample
-
-
 class _Replay:
+    """A sample's stored augmented view for this epoch, in place of its decoded picture (picklable for loader
+    workers)."""
+
     def __init__(self, cached, epoch: int, seed: int):
         self.cached, self.epoch, self.seed = cached, epoch, seed
 
@@ -121,11 +106,7 @@ class DataJoins:
     def source_for(self, source, epoch: int):
         if not self.replays:
             return source
-        cls = _ReplayedMap if isinstance(source, MapSource) else _ReplayedShards
-        view = cls.__new__(cls)
-        view.__dict__.update(source.__dict__)  # same rows and the same skip counter, only images differ
-        view.replay = _Replay(self.cached, epoch, self.seed)
-        return view
+        return source.with_image_hook(_Replay(self.cached, epoch, self.seed))  # same rows and skip counter
 
     def wrap(self, batches, epoch: int) -> Joined:
         return Joined(batches, lambda b: self.batch(b, epoch))
