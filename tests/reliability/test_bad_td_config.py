@@ -1,5 +1,5 @@
-"""`finetune` / `protocol` configs are validated in full when read: a bad `train.` key or task kind is refused
-before any cell (the answer-prior cell included) writes anything."""
+"""`finetune` / `protocol` configs are validated in full when read: a bad `train.` key, task kind or low-shot
+setting (`budget`, `select`) is refused before any cell (the answer-prior cell included) writes anything."""
 
 from __future__ import annotations
 
@@ -120,4 +120,40 @@ def test_two_td_teachers_refused(tmp_path, world):
     two = {"models": ["open_clip:cd-student-xs-32", "open_clip:cd-teacher-64"]}
     code, out = run_main("protocol", _protocol(tmp_path, world, teacher=two))
     assert code == 2 and "Traceback" not in out and "teacher.models" in out and "one teacher" in out, out
+    assert not (tmp_path / "p").exists()
+
+def _lowshot(tmp_path, world, **kw) -> str:
+    """A protocol config with two fractions and CLIP-TD, trained by the low-shot settings under test."""
+    return _protocol(tmp_path, world, **{"fractions": [0.05, 0.25], "methods": ["prior", "baseline", "clip_td"],
+                                         "train": {"progress": False, "tensorboard": False, "device": "cpu"}, **kw})
+
+
+@case("config", "`protocol` with a per-fraction step budget that misses a fraction (`budget.steps: {0.05: 300}` "
+      "with fractions 0.05 and 0.25)", "`error: invalid config` naming the fraction without a budget (exit 2); "
+      "no cell runs, nothing is written")
+def test_budget_missing_a_fraction_refused_before_any_cell(tmp_path, world):
+    code, out = run_main("protocol", _lowshot(tmp_path, world, budget={"steps": {0.05: 300}}))
+    assert code == 2 and "Traceback" not in out and "error: invalid config" in out, out
+    assert "no budget for fractions [0.25]" in out, out
+    assert not (tmp_path / "p").exists()
+
+
+@case("config", "`protocol` asked to choose options (`select`) for a task without a dev carve (`dev_fraction` unset)",
+      "`error: invalid config`: the task has no dev carve, options are never chosen on val (exit 2); nothing written")
+def test_selection_without_a_dev_carve_refused(tmp_path, world):
+    path = _lowshot(tmp_path, world, select={"method": "clip_td", "variants": {"a": {}, "b": {"td.lam": 0.5}}})
+    code, out = run_main("protocol", path)
+    assert code == 2 and "Traceback" not in out and "error: invalid config" in out, out
+    assert "have none: set their dev_fraction" in out, out
+    assert not (tmp_path / "p").exists()
+
+
+@case("config", "`protocol` selection variant with a misspelt option (`select.variants.b: {td.lamb: 0.5}`)",
+      "`error: invalid config` naming `select.variants.b` and `td.lamb` (exit 2); nothing written")
+def test_selection_variant_with_a_misspelt_option_refused(tmp_path, world):
+    task = {"name": "vqa", "kind": "vqa", "folder": "tasks/vqa", "dev_fraction": 0.2}
+    path = _lowshot(tmp_path, world, tasks=[task], select={"variants": {"a": {}, "b": {"td.lamb": 0.5}}})
+    code, out = run_main("protocol", path)
+    assert code == 2 and "Traceback" not in out and "error: invalid config" in out, out
+    assert "select.variants.b" in out and "td.lamb" in out, out
     assert not (tmp_path / "p").exists()
