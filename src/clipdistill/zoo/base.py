@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipdistill.errors import UserError
+
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
 # Characters of a text kept per token of context before tokenising. open_clip's BPE is quadratic in a word's
@@ -162,3 +164,22 @@ class ClipModel(nn.Module):
             "params": self.num_params(),
             **({"load_warnings": list(self.load_warnings)} if self.load_warnings else {}),
         }
+
+
+def load_exact_state(module: nn.Module, state: dict[str, torch.Tensor], where: str, against: str,
+                     derived: tuple[str, ...] = ("position_ids",)) -> None:
+    """Load `state` so that every tensor of `module` comes from it, naming the mismatch instead of a torch
+    traceback; a tensor left at its random init would give a model that runs and scores as if it were the
+    teacher. `derived` buffers (position ids, which differ across library versions) may be absent or extra."""
+    own = module.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        k = wrong[0]
+        raise UserError(f"{where}: weights for another architecture than {against} ({len(wrong)} tensors of "
+                        f"another shape, e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(derived)]
+    unexpected = [k for k in unexpected if not k.endswith(derived)]
+    if missing or unexpected:
+        raise UserError(f"{where}: weights do not match {against}: {len(missing)} missing {missing[:4]}, "
+                        f"{len(unexpected)} unexpected {unexpected[:4]}; refusing to leave them randomly initialised")

@@ -11,7 +11,7 @@ from torchvision import transforms as T
 
 from clipdistill.errors import UserError
 from clipdistill.safeload import load_tensors
-from clipdistill.zoo.base import ClipModel, cap_texts, eos_mask
+from clipdistill.zoo.base import ClipModel, cap_texts, eos_mask, load_exact_state
 
 
 def _size(size) -> tuple[int, int]:
@@ -117,7 +117,6 @@ def _model_type(folder: Path) -> str | None:
 
 
 # Buffers transformers recomputes at init and older versions saved; any other key must match exactly.
-_DERIVED = ("position_ids",)
 
 
 def _weight_files(folder: Path, spec: str) -> list[Path]:
@@ -182,17 +181,5 @@ def _build(folder: Path, spec: str, kind: str = "clip") -> nn.Module:
             model = model_cls(config)
     except Exception as e:
         raise UserError(f"{spec}: config.json does not describe a buildable {name} ({type(e).__name__}: {e})") from None
-    own = model.state_dict()
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if wrong:
-        k = wrong[0]
-        raise UserError(f"{spec}: weights do not match config.json ({len(wrong)} tensors of another shape, e.g. "
-                        f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith(_DERIVED)]
-    unexpected = [k for k in unexpected if not k.endswith(_DERIVED)]
-    if missing or unexpected:
-        raise UserError(f"{spec}: weights do not match config.json: {len(missing)} missing "
-                        f"{missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}; refusing to leave them "
-                        "randomly initialised")
+    load_exact_state(model, state, spec, "config.json")
     return model.eval()

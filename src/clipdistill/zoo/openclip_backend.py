@@ -17,7 +17,7 @@ from torch import nn
 
 from clipdistill.errors import UserError
 from clipdistill.safeload import load_tensors
-from clipdistill.zoo.base import CappedTokenizer, ClipModel, eos_mask
+from clipdistill.zoo.base import CappedTokenizer, ClipModel, eos_mask, load_exact_state
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 _registered = False
@@ -268,21 +268,8 @@ def resnet_tokens(v: ModifiedResNet, images: torch.Tensor) -> tuple[torch.Tensor
 
 
 def apply_state(inner: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load a state dict strictly, with a message that names the mismatch instead of a torch traceback."""
-    own = inner.state_dict()
-    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        k = bad[0]
-        raise UserError(f"{where}: weights for another architecture "
-                        f"({k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-    missing, unexpected = inner.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]  # buffer that differs across versions
-    if missing or unexpected:
-        shown = (missing + unexpected)[:6]
-        raise UserError(
-            f"{where}: weights do not fit this architecture "
-            f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {shown})"
-        )
+    """Load an open_clip state dict strictly (see `load_exact_state`)."""
+    load_exact_state(inner, state, where, "this architecture")
 
 
 def load_open_clip(spec: str, arch: str, checkpoint: str | None, download: bool = True) -> OpenClipModel:
