@@ -301,3 +301,27 @@ def test_unclosed_quote_is_a_clear_error(tmp_path):
     (tmp_path / "p.csv").write_text('image,caption\na.png,fine\na.png,"unclosed\na.png,swallowed\n')
     assert_clear_error(cli("data", "inspect", str(tmp_path / "p.csv"), timeout=60), "not a readable CSV",
                        "unexpected end of data")
+
+
+@case("data", "a feature store / balance output made from `pairs.csv` given to a run that names the same data as "
+      "`/abs/dir/pairs.csv` (or `./pairs.csv`, `world:w` vs `world:/abs/w/`)",
+      "accepted: the source fingerprint hashes what is read, not how its path is spelt; other data is still refused")
+def test_same_data_spelt_as_another_path_has_one_fingerprint(tmp_path, monkeypatch):
+    from clipdistill.errors import ManifestMismatch
+    from clipdistill.manifest import read_checked, write_manifest
+
+    write_pairs(tmp_path / "d", n=4)
+    (tmp_path / "d" / "img").rename(tmp_path / "d" / "images")  # the layout world:DIR reads (DIR/pairs.csv)
+    monkeypatch.chdir(tmp_path)
+    csv_text = (tmp_path / "d" / "pairs.csv").read_text().replace("img/", "images/")
+    (tmp_path / "d" / "pairs.csv").write_text(csv_text)
+    spellings = ["d/pairs.csv", "./d/pairs.csv", str(tmp_path / "d" / "pairs.csv"), "d/../d/pairs.csv",
+                 "world:d", f"world:{tmp_path / 'd'}/"]
+    prints = {open_source(s).fingerprint() for s in spellings}
+    assert len(prints) == 1, prints
+    write_manifest(tmp_path / "store", "embed", source={"fingerprint": prints.pop()})
+    for s in spellings:
+        read_checked(tmp_path / "store", "embed", "feature store", fingerprint=open_source(s).fingerprint())
+    (tmp_path / "d" / "pairs.csv").write_text(csv_text + "k9,images/k0.png,one more row\n")
+    with pytest.raises(ManifestMismatch, match="source.fingerprint"):
+        read_checked(tmp_path / "store", "embed", "feature store", fingerprint=open_source("d/pairs.csv").fingerprint())

@@ -225,7 +225,10 @@ class MapSource:
                 yield s
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(self.name.encode())
+        """A hash of what is read (keys, image file names and sizes, captions), not of how the path was spelt:
+        `pairs.csv`, `./pairs.csv` and `/abs/pairs.csv` are one source, so a store made from one is accepted
+        for the others."""
+        h = hashlib.sha256(Path(self.name).name.encode())
         for k, p, t in zip(self.keys, self.paths, self.texts, strict=True):
             size = p.stat().st_size if p is not None and p.is_file() else -1
             name = p.name if p is not None else ""

@@ -28,7 +28,7 @@ from clipdistill.zoo.base import ClipModel
 
 class CachedImageTeacher:
     def __init__(self, root: str | Path, teacher: ClipModel, image_dir: str | Path):
-        self.store = FeatureStore(root, teacher=teacher.spec)
+        self.store = FeatureStore(root)  # the teacher is identified by its weights, not by how its SPEC is spelt
         stored = self.store.manifest["teacher"].get("weights_sha256")
         if stored != teacher.weights_hash():
             raise ManifestMismatch(f"feature store {root} was made with other weights for {teacher.spec} "
