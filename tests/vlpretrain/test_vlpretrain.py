@@ -114,6 +114,24 @@ def test_killed_then_resumed_equals_uninterrupted(run, vlp_world, tmp_path):
     assert (out / "probes.json").read_text() == (ref_dir / "probes.json").read_text().replace(str(ref_dir), str(out))
 
 
+def test_sigterm_checkpoints_then_resume_equals_uninterrupted(run, vlp_world, tmp_path):
+    """A preempted pretraining run (SIGTERM inside step 3) finishes that step, checkpoints it, names the resume
+    command and exits 143; resumed, it ends where an uninterrupted run ends."""
+    ref_dir, _ = run
+    cfg = tiny_config(tmp_path / "cfg.yaml", f"world:{vlp_world}")
+    out = tmp_path / "run"
+    stopped = cli("sigterm-mid-step:3", "vlpretrain", str(cfg), "--out", str(out), script=FAULTY)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert f"Continue with: clipdistill vlpretrain {cfg} --out {out} --resume latest" in stopped.stderr
+    assert [p.name for p in list_checkpoints(out)] == ["step_0000002", "step_0000003"]
+    resumed = cli("vlpretrain", str(cfg), "--out", str(out), "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr
+    for rel in ("hf/model.safetensors", "hf/pretrain_heads.safetensors"):
+        got, want = load_tensors(out / rel), load_tensors(ref_dir / rel)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), rel
+
+
 def test_runs_under_torchrun_on_two_processes(vlp_world, tmp_path):
     import subprocess
     import sys
