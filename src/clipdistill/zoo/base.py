@@ -35,7 +35,11 @@ class CappedTokenizer:
 
     def __init__(self, tokenize: Callable, context_length: int):
         self._tokenize, self._context_length = tokenize, int(context_length)
-        self.wrapped = tokenize  # the backend's own object (its class names the tokenizer in export metadata)
+
+    @property
+    def wrapped(self) -> Callable:
+        """The backend's own tokenizer (its class names the tokenizer in export metadata)."""
+        return self._tokenize
 
     def __call__(self, texts, *args, **kwargs):
         return self._tokenize(cap_texts(texts, self._context_length), *args, **kwargs)
@@ -77,8 +81,6 @@ class ClipModel(nn.Module):
         model, never its wrapper's internals. open_clip models have it; a backend without it is refused."""
         fn = getattr(self.inner, "set_grad_checkpointing", None)
         if fn is None:
-            from clipdistill.errors import UserError
-
             raise UserError(f"train.grad_checkpointing: {getattr(self, 'spec', '')} "
                             f"({type(self.inner).__name__}) cannot do it")
         fn(enable)
