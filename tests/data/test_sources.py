@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import random
+import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,9 @@ from typer.testing import CliRunner
 from clipdistill.cli import app
 from clipdistill.data import ShardSource, make_loader, open_source
 from clipdistill.errors import DataError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "reliability"))  # the shared image builders
+from rel_helpers import png16, png_header  # noqa: E402
 
 
 def png(color=(200, 10, 10), size=(8, 8)) -> bytes:
@@ -241,24 +246,6 @@ def test_stream_loader_and_inspect_cli(tmp_path):
 
 
 # -- decoding: bit depth, orientation, size limit --------------------------------------------------------
-
-def png16(value: int, size=(6, 4)) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full(size[::-1], value, np.uint16)).save(buf, format="PNG")  # mode I;16: a 16-bit PNG
-    return buf.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height (its pixel data is never read when the size is refused)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
-
 
 def test_16bit_png_is_scaled_not_clipped():
     from clipdistill.data.sources import decode_image

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).parent
@@ -23,6 +26,22 @@ def png_bytes(i: int, size: int = 64) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png16(value: int, size: tuple[int, int] = (32, 32)) -> bytes:
+    """A 16-bit greyscale PNG (Pillow mode `I;16`) of one grey level."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full(size[::-1], value, np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height; its pixels are never read once the size is refused."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
 
 
 def caption(i: int) -> str:

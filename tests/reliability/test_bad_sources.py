@@ -6,37 +6,31 @@ from __future__ import annotations
 import io
 import json
 import random
-import struct
 import tarfile
 import time
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 from rel_cases import case, param_cases
-from rel_helpers import assert_clear_error, caption, cli, png_bytes, run_main, sample_members, write_pairs, write_tar
+from rel_helpers import (
+    assert_clear_error,
+    caption,
+    cli,
+    png16,
+    png_bytes,
+    png_header,
+    run_main,
+    sample_members,
+    write_pairs,
+    write_tar,
+)
 
 from clipdistill.data import make_loader, open_source
 from clipdistill.errors import DataError
 
 ARCH = "open_clip:cd-student-xs-32"
-
-
-def png16(value: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((32, 32), value, np.uint16)).save(buf, format="PNG")  # mode I;16
-    return buf.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height; its pixels are never read once the size is refused."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
 
 
 def loaded(src) -> dict:
