@@ -27,7 +27,6 @@ from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest
 from clipdistill.runfolder import StopSignals
 from clipdistill.train.checkpoint import (
     Position,
-    check_fits,
     load_checkpoint,
     resolve_resume,
     rng_state,
@@ -231,12 +230,8 @@ class _Trainer:
         total = cfg.steps or cfg.epochs * per_epoch
         self.warmup = cfg.warmup_for(total)
         ckpt = resolve_resume(self.run_dir, resume)
-        if ckpt is not None:  # before the manifest is touched: a checkpoint of another architecture changes nothing
-            check_fits(ckpt, self.modules)
-        if info.is_main:
-            note_schedule(self.run_dir, total, self.warmup, cfg.warmup_warning(total))
         pos, rng = Position(), None
-        if ckpt is not None:
+        if ckpt is not None:  # before the manifest is touched: load_checkpoint refuses another architecture first
             pos, rng, counts = load_checkpoint(ckpt, self.modules, self.optimizer, self.scaler, info.rank,
                                                info.world_size)
             self.last_checkpoint = ckpt
@@ -244,6 +239,8 @@ class _Trainer:
                 self.counts.update(counts)
             if rng is None:  # no state for this rank (another process count): restart its streams from the position
                 seed_everything(cfg.seed + 1000003 * info.rank + pos.step)
+        if info.is_main:
+            note_schedule(self.run_dir, total, self.warmup, cfg.warmup_warning(total))
         log = MetricsLog(self.run_dir, info.is_main, cfg.tensorboard, pos.step if resume else None)
         bar = ProgressBar(total, pos.step, cfg.progress and info.is_main)
         try:
