@@ -79,12 +79,12 @@ def test_unrecoverable_teacher_spans_fall_back_to_the_pooled_text(vilt, teacher,
         monkeypatch.setattr(td_task, "teacher_spans", spans)
         collate = Collator("snli_ve", student, teacher, text_alignment=mode)
         batch = collate(exs)
-        assert batch["text_pooled_rows"].tolist() == want and collate.pooled_rows == sum(want)
+        assert batch.teacher.alignment.pooled_rows.tolist() == want and collate.pooled_rows == sum(want)
         task = TDTask("snli_ve", student, TDConfig(method="clip_td"), teacher)
         signals, _, _ = task._teacher_signals(batch)
-        pooled_text = teacher.encode_text(batch["teacher_ids"])
+        pooled_text = teacher.encode_text(batch.teacher.ids)
         for i, pooled in enumerate(want):
-            real = batch["text_real"][i]
+            real = batch.teacher.alignment.real[i]
             if pooled:  # every real student token's target is the pooled teacher text
                 assert torch.equal(signals["mask"][i], real)
                 assert torch.allclose(signals["tokens"][i, real], pooled_text[i].expand(int(real.sum()), -1),
@@ -145,15 +145,15 @@ def test_hf_vilt_finetunes_with_clip_td_and_exports_a_vilt_for_question_answerin
         batch = collate(val[i:i + 32])
         with torch.no_grad():
             mine = ours._task_logits(ours._forward(batch), batch)
-            theirs = hf(input_ids=batch["ids"], attention_mask=(batch["ids"] != 0).long(),
-                        pixel_values=batch["image"]).logits
+            theirs = hf(input_ids=batch.ids, attention_mask=(batch.ids != 0).long(),
+                        pixel_values=batch.image).logits
         assert torch.allclose(mine, theirs, atol=1e-5)
         preds = [labels[j] for j in theirs.argmax(-1).tolist()]
         assert preds == [labels[j] for j in mine.argmax(-1).tolist()]
         if kind == "vqa":
-            scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch["answers"], strict=True)]
+            scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch.task.answers, strict=True)]
         else:
-            scores += [float(labels.index(p) == y) for p, y in zip(preds, batch["labels"].tolist(), strict=True)]
+            scores += [float(labels.index(p) == y) for p, y in zip(preds, batch.task.labels.tolist(), strict=True)]
     assert 100 * sum(scores) / len(scores) == pytest.approx(results["val"]["accuracy"])
 
 
@@ -170,8 +170,8 @@ def test_hf_vilt_vcr_exports_an_image_and_text_retrieval_model(world, vilt, tmp_
     batch = Collator("vcr", ours.student, None)(items)
     with torch.no_grad():
         mine = ours._task_logits(ours._forward(batch), batch)
-        theirs = hf(input_ids=batch["ids"], attention_mask=(batch["ids"] != 0).long(),
-                    pixel_values=batch["image"].repeat_interleave(batch["n_choices"], 0)).logits
+        theirs = hf(input_ids=batch.ids, attention_mask=(batch.ids != 0).long(),
+                    pixel_values=batch.image.repeat_interleave(batch.task.n_choices, 0)).logits
     assert torch.allclose(mine, theirs.view_as(mine), atol=1e-5)
 
 

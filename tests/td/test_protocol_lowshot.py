@@ -93,7 +93,7 @@ def test_options_are_chosen_on_the_dev_carve_and_never_read_val(world, tmp_path,
     scored: list[tuple[float, set[str]]] = []
 
     def fake_evaluate(task, batches):
-        keys = {k for b in batches for k in b["key"]}
+        keys = {k for b in batches for k in b.keys}
         scored.append((task.td.lam, keys))
         on_dev = keys <= dev
         best = 0.5 if on_dev else 2.0

@@ -12,7 +12,7 @@ SMALL = VLStudentConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2
 
 def _flops(modules, batch, kind):
     with FlopCounterMode(display=False) as fc:
-        out = modules["student"](batch["image"], batch["ids"])
+        out = modules["student"](batch.image, batch.ids)
         modules["head"](out["cls"])
     return fc.get_total_flops()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
 from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest, write_manifest
 from clipdistill.safeload import save_tensors
+from clipdistill.td.batch import TDBatch
 from clipdistill.td.cached import CachedImageTeacher
 from clipdistill.td.data import TaskConfig, TaskReader, low_shot_examples, split_dev, task_folder
 from clipdistill.td.examples import TaskExample
@@ -103,10 +104,20 @@ class FinetuneConfig(TDRunSettings):
         return data
 
 
-def _batches(items: list, collate: Collator, size: int, order: list[int] | None = None):
-    idx = order if order is not None else list(range(len(items)))
-    for i in range(0, len(idx), size):
-        yield collate([items[j] for j in idx[i : i + size]])
+class _Batches:
+    """The collated batches of `items` in `order` (default: as given), `size` at a time. Sized, so the training loop
+    counts an epoch by `len()` instead of collating (decoding every image of) a whole pass first."""
+
+    def __init__(self, items: list, collate: Collator, size: int, order: list[int] | None = None):
+        self.items, self.collate, self.size = items, collate, size
+        self.order = order if order is not None else list(range(len(items)))
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.size)
+
+    def __iter__(self) -> Iterator[TDBatch]:
+        for i in range(0, len(self.order), self.size):
+            yield self.collate([self.items[j] for j in self.order[i : i + self.size]])
 
 
 def default_trainer() -> Trainer:
@@ -169,7 +180,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     def loader_factory(epoch: int):
         order = list(range(len(items)))
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-        return _batches(items, collate, cfg.batch_size, order)
+        return _Batches(items, collate, cfg.batch_size, order)
 
     fit = trainer or default_trainer()
     fit(task, loader_factory, train_config if train_config is not None else cfg.train, run_dir)
@@ -177,7 +188,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     manifest["text_alignment"] = _alignment_note(task, collate)
     atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
     eval_collate = Collator(spec.kind, student, None, vocab)
-    results = {name: evaluate(task, _batches(kind.items(data.examples), eval_collate, cfg.eval_batch_size))
+    results = {name: evaluate(task, _Batches(kind.items(data.examples), eval_collate, cfg.eval_batch_size))
                for name, data in evals.items()}
     export_task_model(task, run_dir, {
         "kind": spec.kind, "student": student.describe(), "vocab": vocab, "init": init_info,

@@ -19,11 +19,12 @@ from torch import nn
 from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
 from clipdistill.td.align import align_batch, teacher_spans
+from clipdistill.td.batch import TDBatch, TeacherInputs, WordAlignment
 from clipdistill.td.examples import ChoiceItem, TaskExample
 from clipdistill.td.objective import Distance, DistillHeads, distillation_terms
 from clipdistill.td.selection import SelectionRule, select_tokens
 from clipdistill.td.student import CLIP_MEAN, CLIP_STD, VLStudent, student_transform  # noqa: F401 (re-exported)
-from clipdistill.td.tasks import TaskKindBase, task_kind
+from clipdistill.td.tasks import Collated, TaskKindBase, task_kind
 from clipdistill.td.weighting import WeightConfig, instance_weights, modality_weights, text_to_image_confidence
 
 TextAlignment = Literal["words", "pooled"]
@@ -78,8 +79,8 @@ def align_text(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[t
 
 
 class Collator:
-    """Turns a task kind's items (TaskExamples; VCR: ChoiceItems) into student + teacher tensors; what differs per
-    kind is the kind object's `collate` (td/tasks/)."""
+    """Turns a task kind's items (TaskExamples; VCR: ChoiceItems) into a `TDBatch` (the one place one is built);
+    what differs per kind is the kind object's `collate` (td/tasks/)."""
 
     def __init__(self, kind: str | TaskKindBase, student: VLStudent, teacher=None, vocab: list[str] | None = None,
                  vqa_distractors: int = 7, cached=None, text_alignment: TextAlignment = "words"):
@@ -93,9 +94,9 @@ class Collator:
         self.text_alignment = text_alignment
         self.aligned_rows = self.pooled_rows = 0  # texts aligned by words / fallen back to the pooled teacher text
 
-    def _align(self, texts: list[str], teacher_ids: torch.Tensor) -> dict:
+    def _align(self, texts: list[str], teacher_ids: torch.Tensor) -> WordAlignment:
         """Word alignment of the student's text positions to the teacher's (students whose tokenizer differs from
-        the teacher's: td/align.py); `text_pooled_rows` marks the rows that fall back to the pooled teacher text."""
+        the teacher's: td/align.py); `pooled_rows` marks the rows that fall back to the pooled teacher text."""
         student = self.student.token_spans(texts)
         length = teacher_ids.shape[1]
         teacher = None if self.text_alignment == "pooled" else teacher_spans(self.teacher, texts, length)
@@ -103,27 +104,27 @@ class Collator:
         real = torch.tensor([[s is not None for s in row] for row in student], dtype=torch.bool)
         self.pooled_rows += int(pooled.sum())
         self.aligned_rows += int((~pooled).sum())
-        return {"text_align": a, "text_pooled_rows": pooled, "text_real": real}
+        return WordAlignment(a, pooled, real)
 
-    def __call__(self, items: list) -> dict:
+    def __call__(self, items: list) -> TDBatch:
         exs: list[TaskExample] = [it.example if isinstance(it, ChoiceItem) else it for it in items]
         pil = [ex.load_image() for ex in exs]
-        batch: dict = {"key": [ex.key for ex in exs], "image": torch.stack([self.transform(im) for im in pil])}
+        image = torch.stack([self.transform(im) for im in pil])
         part = self.kind.collate(items, self.student.tokenize, self.index, self.vqa_distractors, self.vocab)
-        batch.update(part.fields)
-        if self.teacher is not None:
-            tok = self.teacher.tokenizer
-            if self.cached is not None:
-                batch["teacher_image_pooled"], batch["teacher_patch"] = self.cached.signals([ex.image for ex in exs])
-            else:
-                batch["teacher_image"] = torch.stack([self.teacher.eval_transform(im) for im in pil])
-            batch["teacher_ids"] = tok(part.teacher_texts)
-            if self.student.token_spans is not None:
-                batch.update(self._align(part.teacher_texts, batch["teacher_ids"]))
-            batch["teacher_labels"] = part.cand_labels
-            if part.cand_texts is not None:
-                batch["teacher_cand_ids"] = tok(part.cand_texts)
-        return batch
+        return TDBatch([ex.key for ex in exs], image, part.ids, part.task,
+                       None if self.teacher is None else self._teacher_inputs(exs, pil, part))
+
+    def _teacher_inputs(self, exs: list[TaskExample], pil: list, part: Collated) -> TeacherInputs:
+        tok = self.teacher.tokenizer
+        image = pooled = patch = None
+        if self.cached is not None:
+            pooled, patch = self.cached.signals([ex.image for ex in exs])
+        else:
+            image = torch.stack([self.teacher.eval_transform(im) for im in pil])
+        ids = tok(part.teacher_texts)
+        alignment = None if self.student.token_spans is None else self._align(part.teacher_texts, ids)
+        return TeacherInputs(ids, part.cand_labels, image, pooled, patch,
+                             cand_ids=None if part.cand_texts is None else tok(part.cand_texts), alignment=alignment)
 
 
 class CandidateMemo:
@@ -182,11 +183,11 @@ class TDTask:
         """What inference needs: the student and its task head (teacher and projection heads are dropped)."""
         return {"student": self.student, "head": self.head}
 
-    def _task_logits(self, out: dict, batch: dict) -> torch.Tensor:
+    def _task_logits(self, out: dict, batch: TDBatch) -> torch.Tensor:
         return self.task_kind.logits(self.head, out, batch)
 
-    def _forward(self, batch: dict, need_attention: bool = False) -> dict:
-        return self.student(self.task_kind.student_images(batch), batch["ids"], need_attention=need_attention)
+    def _forward(self, batch: TDBatch, need_attention: bool = False) -> dict:
+        return self.student(self.task_kind.student_images(batch), batch.ids, need_attention=need_attention)
 
     def candidate_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's (memoised) text embeddings of candidate texts."""
@@ -199,7 +200,7 @@ class TDTask:
             self._null = self.teacher.encode_text(self.teacher.tokenizer([self.td.null_prompt]).to(device))[0]
         return self._null
 
-    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: TDBatch) -> dict[str, torch.Tensor]:
         td = self.td
         out = self._forward(batch, need_attention=self.teacher is not None and td.selection == "student_attention")
         logits = self._task_logits(out, batch)
@@ -210,7 +211,7 @@ class TDTask:
             return terms
         out = self.task_kind.distilled(out, batch)  # VCR: the ground-truth candidate's sequence of each item
         teacher, probs, conf_t2i = self._teacher_signals(batch)
-        w = instance_weights(probs, batch["teacher_labels"], td.weights)
+        w = instance_weights(probs, batch.teacher.labels, td.weights)
         modality = None
         if td.weights.per_modality:
             modality = modality_weights(w["confidence"], conf_t2i, td.weights.modality_temperature)
@@ -228,27 +229,30 @@ class TDTask:
         return terms
 
     @torch.no_grad()
-    def _teacher_signals(self, batch: dict):
-        t = self.teacher
-        device = batch["teacher_ids"].device
+    def _teacher_signals(self, batch: TDBatch):
+        t, inputs = self.teacher, batch.teacher
+        if inputs is None:
+            raise ValueError("a distilling task needs batches with teacher inputs: Collator(..., teacher=task.teacher)")
+        device = inputs.ids.device
         if t.logit_scale.device != device:  # the loop moves batches and trainable modules, not the frozen teacher
             t.to(device)
             self._null = None
             self._candidates = CandidateMemo(t)
-        if "teacher_patch" in batch:  # read from a feature store by the Collator
-            img_pooled, patch = batch["teacher_image_pooled"], batch["teacher_patch"]
+        if inputs.cached:  # read from a feature store by the Collator
+            img_pooled, patch = inputs.image_pooled, inputs.patch
         else:
-            img_pooled, patch = t.encode_image_tokens(batch["teacher_image"])
-        txt_pooled, tokens, tmask = t.encode_text_tokens(batch["teacher_ids"])
-        if "text_align" in batch:  # another tokenizer: teacher tokens averaged onto the student's positions by words
-            a = batch["text_align"].to(tokens.dtype)
+            img_pooled, patch = t.encode_image_tokens(inputs.image)
+        txt_pooled, tokens, tmask = t.encode_text_tokens(inputs.ids)
+        if inputs.alignment is not None:  # another tokenizer: teacher tokens averaged onto the student's positions
+            align = inputs.alignment
+            a = align.matrix.to(tokens.dtype)
             tokens, tmask = a @ tokens, a.sum(-1) > 0
-            pooled = batch["text_pooled_rows"]
+            pooled = align.pooled_rows
             if pooled.any():  # no word alignment: every real student token is distilled towards the pooled text
                 tokens = torch.where(pooled[:, None, None], txt_pooled[:, None, :].expand_as(tokens), tokens)
-                tmask = torch.where(pooled[:, None], batch["text_real"], tmask)
+                tmask = torch.where(pooled[:, None], align.real, tmask)
         else:
-            tokens, tmask = align_text(tokens, tmask, batch["ids"].shape[1])
+            tokens, tmask = align_text(tokens, tmask, batch.ids.shape[1])
         teacher = {"patch": align_patches(patch, self.student.grid), "tokens": tokens, "mask": tmask,
                    "image_pooled": img_pooled, "text_pooled": txt_pooled}
         probs = self.task_kind.teacher_probs(self, img_pooled, txt_pooled, batch)
@@ -256,7 +260,7 @@ class TDTask:
         return teacher, probs, conf_t2i
 
     @torch.no_grad()
-    def predict(self, batch: dict) -> list:
+    def predict(self, batch: TDBatch) -> list:
         """Predicted answer strings (VQA) or class / candidate indices (SNLI-VE, VCR)."""
         return self.task_kind.predictions(self._task_logits(self._forward(batch), batch), self.vocab)
 
@@ -269,6 +273,6 @@ def evaluate(task: TDTask, batches) -> dict[str, float]:
     scorer = task.task_kind.scorer()
     device = next(task.student.parameters()).device  # where the loop left the student (cuda after GPU training)
     for batch in batches:
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = batch.to(device)
         scorer.add(task.predict(batch), batch)
     return scorer.result()

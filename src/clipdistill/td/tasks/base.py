@@ -14,17 +14,20 @@ from torch import nn
 
 from clipdistill.data.tasks import TaskData, open_task, task_image_dir
 from clipdistill.splits import stratum
+from clipdistill.td.batch import Labels, TaskPayload, TDBatch
 from clipdistill.td.examples import TaskExample
 from clipdistill.td.weighting import choice_probs
 
 
-@dataclass
+@dataclass(frozen=True)
 class Collated:
-    """One collated batch's task part: tensors for the student and the loss (`fields`), and the texts the
-    teacher reads: `teacher_texts` (one per instance: the text distilled), `cand_texts` (candidate texts of the
-    confidence weights, `n_cand` per instance, or None) and `cand_labels` (index of the right candidate / class)."""
+    """What a kind's `collate` gives the Collator (td/task.py), which adds the images and the teacher's tokens: the
+    student's token ids (`TDBatch.ids`), the kind's payload (`TDBatch.task`), and the texts the teacher reads:
+    `teacher_texts` (one per instance: the text distilled), `cand_texts` (candidate texts of the confidence weights,
+    the same number per instance, or None) and `cand_labels` (index of the right candidate / class)."""
 
-    fields: dict[str, Any]
+    ids: torch.Tensor
+    task: TaskPayload
     teacher_texts: list[str]
     cand_texts: list[str] | None
     cand_labels: torch.Tensor
@@ -73,27 +76,30 @@ class TaskKindBase:
         """`tokenize(texts) -> ids` is the student's tokenizer."""
         raise NotImplementedError
 
-    def student_images(self, batch: dict) -> torch.Tensor:
+    def student_images(self, batch: TDBatch) -> torch.Tensor:
         """The images the student sees, one per text sequence."""
-        return batch["image"]
+        return batch.image
 
-    def logits(self, head: nn.Module, out: dict, batch: dict) -> torch.Tensor:
+    def logits(self, head: nn.Module, out: dict, batch: TDBatch) -> torch.Tensor:
         return head(out["cls"])
 
-    def targets(self, batch: dict) -> torch.Tensor:
-        return batch["labels"]
+    def targets(self, batch: TDBatch) -> torch.Tensor:
+        """The head's loss target; this default serves kinds whose payload is `Labels` (or extends it)."""
+        if not isinstance(batch.task, Labels):
+            raise TypeError(f"a {type(batch.task).__name__} payload has no labels: its kind defines targets()")
+        return batch.task.labels
 
-    def distilled(self, out: dict, batch: dict) -> dict:
+    def distilled(self, out: dict, batch: TDBatch) -> dict:
         """The student outputs distilled: one row per instance (VCR keeps the ground-truth candidate's row)."""
         return out
 
-    def distilled_ids(self, batch: dict) -> torch.Tensor:
-        return batch["ids"]
+    def distilled_ids(self, batch: TDBatch) -> torch.Tensor:
+        return batch.ids
 
-    def teacher_probs(self, task, img_pooled: torch.Tensor, txt_pooled: torch.Tensor, batch: dict) -> torch.Tensor:
-        """[B, C] teacher probabilities over the candidates (`batch["teacher_labels"]` indexes the right one).
+    def teacher_probs(self, task, img_pooled: torch.Tensor, txt_pooled: torch.Tensor, batch: TDBatch) -> torch.Tensor:
+        """[B, C] teacher probabilities over the candidates (`batch.teacher.labels` indexes the right one).
         `task` (a TDTask) gives the memoised candidate text embeddings: `task.candidate_embeddings(ids)`."""
-        cand = task.candidate_embeddings(batch["teacher_cand_ids"]).view(len(img_pooled), -1, img_pooled.shape[-1])
+        cand = task.candidate_embeddings(batch.teacher.cand_ids).view(len(img_pooled), -1, img_pooled.shape[-1])
         return choice_probs(img_pooled, cand, task.teacher.logit_scale)
 
     def predictions(self, logits: torch.Tensor, vocab: list[str] | None) -> list:
@@ -110,7 +116,7 @@ class TaskKindBase:
 class Scorer:
     """Accumulates predictions batch by batch; `result()` gives the kind's metrics dict (with "n")."""
 
-    def add(self, preds: list, batch: dict) -> None:
+    def add(self, preds: list, batch: TDBatch) -> None:
         raise NotImplementedError
 
     def result(self) -> dict[str, float]:

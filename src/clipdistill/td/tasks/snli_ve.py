@@ -7,6 +7,7 @@ from collections import Counter
 import torch
 
 from clipdistill.data.tasks import TaskData
+from clipdistill.td.batch import Labels, TDBatch
 from clipdistill.td.heads import VE_LABELS, ClassifierHead, MLPClassifierHead
 from clipdistill.td.metrics import accuracy_result
 from clipdistill.td.tasks.base import Collated, Scorer, TaskKindBase
@@ -17,8 +18,8 @@ class _HitScorer(Scorer):
     def __init__(self):
         self.scores: list[float] = []
 
-    def add(self, preds: list, batch: dict) -> None:
-        self.scores += [float(p == y) for p, y in zip(preds, batch["labels"].tolist(), strict=True)]
+    def add(self, preds: list, batch: TDBatch) -> None:
+        self.scores += [float(p == y) for p, y in zip(preds, batch.task.labels.tolist(), strict=True)]
 
     def result(self) -> dict[str, float]:
         return accuracy_result(self.scores)
@@ -39,7 +40,7 @@ class SNLIVE(TaskKindBase):
     def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
         texts = [ex.text for ex in items]
         labels = torch.tensor([ex.label for ex in items])
-        return Collated({"ids": tokenize(texts), "labels": labels}, texts, None, labels)
+        return Collated(tokenize(texts), Labels(labels), texts, None, labels)
 
     def teacher_probs(self, task, img_pooled, txt_pooled, batch):
         """Proxy over the three classes from the hypothesis' image similarity against a neutral prompt's."""

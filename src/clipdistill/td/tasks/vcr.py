@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
+from clipdistill.td.batch import Labels, TDBatch
 from clipdistill.td.examples import vcr_items
 from clipdistill.td.heads import MultipleChoiceHead
 from clipdistill.td.metrics import vcr_result
 from clipdistill.td.tasks.base import Collated, Scorer, TaskKindBase
 
 
+@dataclass(frozen=True)
+class Choices(Labels):
+    """VCR's payload: `labels` (the right candidate of each item) over `n_choices` candidate sequences per item
+    (`TDBatch.ids` holds B * n_choices rows, item-major), and which decision each item is."""
+
+    n_choices: int
+    sub: list[Literal["q_a", "qa_r"]]
+
+
 class _VCRScorer(Scorer):
     def __init__(self):
         self.vcr: dict[str, dict[str, tuple[int, int]]] = {"q_a": {}, "qa_r": {}}
 
-    def add(self, preds: list, batch: dict) -> None:
-        for key, sub, p, y in zip(batch["key"], batch["sub"], preds, batch["labels"].tolist(), strict=True):
+    def add(self, preds: list, batch: TDBatch) -> None:
+        task: Choices = batch.task
+        for key, sub, p, y in zip(batch.keys, task.sub, preds, task.labels.tolist(), strict=True):
             self.vcr[sub][key] = (p, y)
 
     def result(self) -> dict[str, float]:
@@ -44,26 +57,26 @@ class VCR(TaskKindBase):
             raise UserError("VCR items in one batch must have the same number of candidates")
         seqs = [f"{it.query} {c}" for it in items for c in it.candidates]
         labels = torch.tensor([it.label for it in items])
-        fields = {"ids": tokenize(seqs), "labels": labels, "n_choices": n, "sub": [it.sub for it in items]}
+        payload = Choices(labels, n, [it.sub for it in items])
         # the teacher reads (and the student distils) each item's ground-truth candidate sequence
-        return Collated(fields, [seqs[i * n + it.label] for i, it in enumerate(items)], seqs, labels)
+        return Collated(tokenize(seqs), payload, [seqs[i * n + it.label] for i, it in enumerate(items)], seqs, labels)
 
     def student_images(self, batch):
-        return batch["image"].repeat_interleave(batch["n_choices"], dim=0)
+        return batch.image.repeat_interleave(batch.task.n_choices, dim=0)
 
     def logits(self, head, out, batch):
-        return head(out["cls"], batch["n_choices"])
+        return head(out["cls"], batch.task.n_choices)
 
-    def _rows(self, batch: dict) -> torch.Tensor:
-        labels = batch["labels"]
-        return torch.arange(len(labels), device=labels.device) * batch["n_choices"] + labels
+    def _rows(self, batch: TDBatch) -> torch.Tensor:
+        task: Choices = batch.task
+        return torch.arange(len(task.labels), device=task.labels.device) * task.n_choices + task.labels
 
     def distilled(self, out, batch):
         rows = self._rows(batch)
         return {k: v[rows] for k, v in out.items()}
 
     def distilled_ids(self, batch):
-        return batch["ids"][self._rows(batch)]
+        return batch.ids[self._rows(batch)]
 
     def scorer(self) -> Scorer:
         return _VCRScorer()

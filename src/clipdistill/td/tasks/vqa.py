@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 
 from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
+from clipdistill.td.batch import TaskPayload, TDBatch
 from clipdistill.td.heads import VQAHead, build_answer_vocab, vqa_targets
 from clipdistill.td.metrics import accuracy_result, normalize_answer, vqa_accuracy
 from clipdistill.td.tasks.base import Collated, Scorer, TaskKindBase
@@ -26,12 +28,21 @@ def candidate_answers(answers: list[str], vocab: list[str], distractors: int) ->
     return [gt] + [a for a in vocab if a != gt][:distractors]
 
 
+@dataclass(frozen=True)
+class Answers(TaskPayload):
+    """VQA's payload: each question's human answers (the official accuracy's input) and its soft targets over the
+    answer vocabulary (`heads.vqa_targets`)."""
+
+    answers: list[list[str]]
+    targets: torch.Tensor  # float [B, len(vocab)]
+
+
 class _AccuracyScorer(Scorer):
     def __init__(self):
         self.scores: list[float] = []
 
-    def add(self, preds: list, batch: dict) -> None:
-        self.scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch["answers"], strict=True)]
+    def add(self, preds: list, batch: TDBatch) -> None:
+        self.scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch.task.answers, strict=True)]
 
     def result(self) -> dict[str, float]:
         return accuracy_result(self.scores)
@@ -57,14 +68,14 @@ class VQA(TaskKindBase):
 
     def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
         texts = [ex.text for ex in items]
-        fields = {"ids": tokenize(texts), "answers": [ex.answers for ex in items],
-                  "targets": torch.stack([vqa_targets(ex.answers, vocab_index) for ex in items])}
+        payload = Answers([ex.answers for ex in items],
+                          torch.stack([vqa_targets(ex.answers, vocab_index) for ex in items]))
         # confidence proxy: the teacher's choice among "question answer" prompts, the GT answer first
         cands = [f"{ex.text} {a}" for ex in items for a in candidate_answers(ex.answers, vocab, distractors)]
-        return Collated(fields, texts, cands, torch.zeros(len(items), dtype=torch.long))
+        return Collated(tokenize(texts), payload, texts, cands, torch.zeros(len(items), dtype=torch.long))
 
     def targets(self, batch):
-        return batch["targets"]
+        return batch.task.targets
 
     def predictions(self, logits, vocab):
         return [vocab[i] for i in logits.argmax(-1).tolist()]
