@@ -44,11 +44,11 @@ def write_pairs(folder: Path, n: int) -> Path:
 
 def loader_rate(csv: Path, student, teacher, batch: int, workers: int) -> float:
     src = open_source(str(csv))
-    views = {"": (student.train_transform, student.tokenizer), "teacher_": (teacher.eval_transform, teacher.tokenizer)}
+    views = [(student.train_transform, student.tokenizer), (teacher.eval_transform, teacher.tokenizer)]
     n = 0
     t = time.perf_counter()
     for b in make_loader(src, views, batch, shuffle=True, seed=0, num_workers=workers):
-        n += len(b["key"])
+        n += len(b)
     return n / (time.perf_counter() - t)
 
 

@@ -65,12 +65,14 @@ def main() -> None:
 
     source = open_source(str(make_pairs(Path(args.work) / "data", args.samples, 64)))
     s, t = load_model("open_clip:cd-student-s-64"), load_model("open_clip:cd-teacher-64")
-    views = {"": (s.train_transform, s.tokenizer), "teacher_": (t.eval_transform, t.tokenizer)}
+    views = [(s.train_transform, s.tokenizer), (t.eval_transform, t.tokenizer)]
     then = old_module(args.against)
+    # a loader from before the typed LoaderBatch took its views as a dict of key prefixes
+    then_views = views if hasattr(then, "LoaderBatch") else dict(zip(("", "teacher_"), views, strict=True))
     times: dict[str, list[float]] = {"now": [], "then": []}
     for _ in range(args.rounds):
-        for name, mod in (("now", now_loader), ("then", then)):
-            times[name].append(one_pass(mod, source, views, args.batch, args.workers))
+        for name, mod, v in (("now", now_loader, views), ("then", then, then_views)):
+            times[name].append(one_pass(mod, source, v, args.batch, args.workers))
     med = {k: statistics.median(v) for k, v in times.items()}
     res = {"against": args.against, "samples": args.samples, "batch": args.batch, "workers": args.workers,
            "seconds_per_batch": times, "median": med, "ratio_now_then": med["now"] / med["then"]}

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import clipdistill  # noqa: F401  (torchvision shim before open_clip)
-from clipdistill.distill.batch import DistillBatch, TeacherMode
+from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.task import DistillTask
 from clipdistill.features import CachedFeatures
 from clipdistill.losses import build_loss
@@ -55,12 +55,12 @@ class Sizes:
 
 def cached_batch(model, teacher_dim: int, batch: int, device: torch.device) -> DistillBatch:
     g = torch.Generator().manual_seed(0)
-    b = {"key": [str(i) for i in range(batch)],
-         "image": torch.randn(batch, 3, model.image_size, model.image_size, generator=g),
-         "text": torch.randint(1, 1000, (batch, model.context_length), generator=g), "index": torch.arange(batch)}
+    view = View(torch.randn(batch, 3, model.image_size, model.image_size, generator=g),
+                torch.randint(1, 1000, (batch, model.context_length), generator=g))
     cached = CachedFeatures(F.normalize(torch.randn(batch, teacher_dim, generator=g), dim=-1),
                             F.normalize(torch.randn(batch, teacher_dim, generator=g), dim=-1), torch.tensor(100.0))
-    return DistillBatch.from_loader(b, TeacherMode.CACHED, cached=cached).to(device)
+    return DistillBatch([str(i) for i in range(batch)], torch.arange(batch), view, TeacherMode.CACHED,
+                        cached=cached).to(device)
 
 
 def make_task(sizes: Sizes) -> DistillTask:

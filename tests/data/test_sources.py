@@ -60,7 +60,7 @@ def views():
     def tok(texts):
         return torch.tensor([[len(t.split()), len(t)] for t in texts])
 
-    return {"": (small, tok), "teacher_": (big, tok)}
+    return [(small, tok), (big, tok)]  # the student's view, then a teacher's
 
 
 def test_csv_columns_and_skip_reasons(table_dir):
@@ -149,7 +149,7 @@ def test_a_resumed_stream_counts_only_the_drops_after_the_resume_point(tmp_path)
     """A resumed run's `skipped_reads` counts from the resume on: the skip-ahead over samples the killed run
     already consumed does not count their drops again."""
     src = open_source(write_shards(tmp_path))
-    keys = [k for b in make_loader(src, views(), 2, start_step=3) for k in b["key"]]
+    keys = [k for b in make_loader(src, views(), 2, start_step=3) for k in b.keys]
     assert keys[0] == "s-1/m2"  # 6 samples skipped: all of s-0 (and its 5 drops) and m0, m1
     assert dict(src.skips) == {"truncated_tar": 1}
     fresh = open_source(write_shards(tmp_path))
@@ -167,18 +167,18 @@ def test_missing_shard_and_unknown_source(tmp_path):
 def test_loader_views_order_resume_and_rank_split(table_dir):
     src = open_source(str(table_dir / "pairs.jsonl"))
     full = list(make_loader(src, views(), 3, shuffle=True, seed=7))
-    assert full[0]["image"].shape[1:] == (3, 2, 2) and full[0]["teacher_image"].shape[1:] == (3, 4, 4)
-    keys = [k for b in full for k in b["key"]]
+    assert full[0].student.image.shape[1:] == (3, 2, 2) and full[0].views[1].image.shape[1:] == (3, 4, 4)
+    keys = [k for b in full for k in b.keys]
     assert sorted(keys) == sorted(f"row-{i}" for i in range(10))
-    again = [k for b in make_loader(src, views(), 3, shuffle=True, seed=7) for k in b["key"]]
+    again = [k for b in make_loader(src, views(), 3, shuffle=True, seed=7) for k in b.keys]
     assert again == keys
-    resumed = [k for b in make_loader(src, views(), 3, shuffle=True, seed=7, start_step=2) for k in b["key"]]
+    resumed = [k for b in make_loader(src, views(), 3, shuffle=True, seed=7, start_step=2) for k in b.keys]
     # batch boundaries are over indices (skipped samples leave a batch short), so compare to the index order
-    r0 = [k for b in make_loader(src, views(), 4, shuffle=True, seed=3, rank=0, world_size=2) for k in b["key"]]
-    r1 = [k for b in make_loader(src, views(), 4, shuffle=True, seed=3, rank=1, world_size=2) for k in b["key"]]
+    r0 = [k for b in make_loader(src, views(), 4, shuffle=True, seed=3, rank=0, world_size=2) for k in b.keys]
+    r1 = [k for b in make_loader(src, views(), 4, shuffle=True, seed=3, rank=1, world_size=2) for k in b.keys]
     assert not set(r0) & set(r1)
-    assert set(resumed) < set(keys) and resumed == [k for b in full[2:] for k in b["key"]]
-    kept = [k for b in make_loader(src, views(), 4, keys={"row-1", "row-5"}) for k in b["key"]]
+    assert set(resumed) < set(keys) and resumed == [k for b in full[2:] for k in b.keys]
+    kept = [k for b in make_loader(src, views(), 4, keys={"row-1", "row-5"}) for k in b.keys]
     assert kept == ["row-1", "row-5"]
     assert src.skips["zero_byte"] >= 1
 
@@ -187,8 +187,8 @@ def test_loader_with_workers_matches_single_process(table_dir):
     src = open_source(str(table_dir / "pairs.jsonl"))
     a = list(make_loader(src, views(), 4, shuffle=True, seed=1))
     b = list(make_loader(src, views(), 4, shuffle=True, seed=1, num_workers=2))
-    assert [x["key"] for x in a] == [x["key"] for x in b]
-    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b, strict=True))
+    assert [x.keys for x in a] == [x.keys for x in b]
+    assert all(torch.equal(x.student.image, y.student.image) for x, y in zip(a, b, strict=True))
 
 
 def _jitter(x: torch.Tensor) -> torch.Tensor:  # a user transform drawing from python's and numpy's RNGs
@@ -202,7 +202,7 @@ def test_augmentation_follows_the_sample_not_the_reader(table_dir):
     from torchvision.transforms import v2 as T
 
     crop = T.Compose([T.PILToTensor(), T.RandomResizedCrop(4, scale=(0.2, 1.0), antialias=True), _jitter])
-    aug = {"": (crop, views()[""][1])}
+    aug = [(crop, views()[0][1])]
     for i in range(10):  # a gradient, so that different crops give different pixels
         grid = np.add.outer(np.arange(16), np.arange(16) * (i + 2)).astype(np.uint8) * 7
         Image.fromarray(np.stack([grid] * 3, axis=-1)).save(table_dir / f"im{i}.png")
@@ -210,7 +210,7 @@ def test_augmentation_follows_the_sample_not_the_reader(table_dir):
 
     def images(**kw) -> dict[str, torch.Tensor]:
         batches = make_loader(src, aug, 3, shuffle=True, **kw)
-        return {k: im for b in batches for k, im in zip(b["key"], b["image"], strict=True)}
+        return {k: im for b in batches for k, im in zip(b.keys, b.student.image, strict=True)}
 
     def draw() -> tuple:
         return torch.rand(3).tolist(), random.random(), np.random.rand()
@@ -237,7 +237,7 @@ def test_every_sample_dropped_is_an_error(tmp_path):
 def test_stream_loader_and_inspect_cli(tmp_path):
     pattern = write_shards(tmp_path)
     src = open_source(pattern)
-    keys = [k for b in make_loader(src, views(), 3) for k in b["key"]]
+    keys = [k for b in make_loader(src, views(), 3) for k in b.keys]
     assert keys[:4] == ["s-0/k0", "s-0/k1", "s-0/k2", "s-0/k3"]
     assert src.skips["truncated_tar"] == 1
     out = CliRunner().invoke(app, ["data", "inspect", pattern])
@@ -369,7 +369,7 @@ def test_duplicate_keys_keep_the_first(tmp_path):
         assert [(s.key, s.text) for s in table] == [("x", "first"), ("y", "other")]
         assert dict(table.skips) == {"duplicate_key": 1} and len(table) == 3
         batches = list(make_loader(open_source(str(tmp_path / name)), views(), 4))
-        assert [k for b in batches for k in b["key"]] == ["x", "y"]
+        assert [k for b in batches for k in b.keys] == ["x", "y"]
 
 
 def test_shard_names_never_collide(tmp_path):
@@ -416,7 +416,7 @@ def test_long_captions_are_cut_before_tokenising(tmp_path):
         assert time.perf_counter() - t0 < 30  # the whole million letters would take hours
     src = open_source(str(tmp_path / "p.csv"), max_caption_chars=10)
     batches = list(make_loader(src, views(), 2, num_workers=1))  # the count crosses from the worker
-    assert batches[0]["caption"] == [word[:10], "short"] and dict(src.skips) == {"caption_truncated": 1}
+    assert batches[0].captions == [word[:10], "short"] and dict(src.skips) == {"caption_truncated": 1}
 
 
 def test_bad_table_rows_are_counted(tmp_path):
@@ -477,7 +477,7 @@ def test_stream_drop_last_drops_samples_but_counts_skips(tmp_path):
     src = open_source(str(tmp_path / "s.tar"))
     batches = make_loader(src, views(), 2, drop_last=True)
     assert batches.count() == 2
-    assert [b["key"] for b in batches] == [["s/k0", "s/k1"], ["s/k3", "s/k4"]] and dict(src.skips) == {"zero_byte": 1}
+    assert [b.keys for b in batches] == [["s/k0", "s/k1"], ["s/k3", "s/k4"]] and dict(src.skips) == {"zero_byte": 1}
 
 
 def test_separator_option_is_checked():

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from clipdistill.config import load_config
-from clipdistill.distill.batch import DistillBatch, TeacherMode
+from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.run import build_task, run_distill
 from clipdistill.distill.task import DistillTask
@@ -48,12 +48,11 @@ def sig_teacher(sig_json, tmp_path_factory) -> str:
     return f"open_clip:{sig_json}@{path}"
 
 
-def _batch(student, teacher, n=4):
+def _batch(student, teacher, n=4) -> DistillBatch:
     g = torch.Generator().manual_seed(0)
-    return {"key": [f"k{i}" for i in range(n)],
-            "image": torch.randn(n, 3, 32, 32, generator=g), "text": student.tokenizer(CAPTIONS[:n]),
-            "teacher_image": torch.randn(n, 3, 32, 32, generator=g), "teacher_text": teacher.tokenizer(CAPTIONS[:n]),
-            "index": torch.arange(n)}
+    s = View(torch.randn(n, 3, 32, 32, generator=g), student.tokenizer(CAPTIONS[:n]))
+    t = View(torch.randn(n, 3, 32, 32, generator=g), teacher.tokenizer(CAPTIONS[:n]))
+    return DistillBatch([f"k{i}" for i in range(n)], torch.arange(n), s, TeacherMode.ONLINE, [t])
 
 
 def _online(teacher: str, *extra: str) -> DistillConfig:
@@ -67,11 +66,11 @@ def test_sigmoid_teacher_logit_kd_is_pairwise_bce_on_its_own_unclamped_scale_and
     teacher = task.teachers.models[0]
     b = _batch(task.student, teacher)
     task.student.eval()
-    got = task.training_step(DistillBatch.from_loader(b, TeacherMode.ONLINE, 1))["logit_kd"]
+    got = task.training_step(b)["logit_kd"]
     with torch.no_grad():
-        ti, tt = teacher.encode_image(b["teacher_image"], True), teacher.encode_text(b["teacher_text"], True)
+        ti, tt = teacher.encode_image(b.teachers[0].image, True), teacher.encode_text(b.teachers[0].text, True)
         p = torch.sigmoid(T_SCALE * ti @ tt.T + T_BIAS)
-        si, st = task.student.encode_image(b["image"], True), task.student.encode_text(b["text"], True)
+        si, st = task.student.encode_image(b.student.image, True), task.student.encode_text(b.student.text, True)
         q = 10 * si @ st.T - 10
         want = F.binary_cross_entropy_with_logits(q, p, reduction="sum") / 4
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
@@ -104,8 +103,8 @@ def test_siglip_run_resumes_to_the_uninterrupted_weights(kind, sig_json, tmp_pat
 
     g = torch.Generator().manual_seed(1)
     student = load_model(spec)
-    one = DistillBatch.from_loader({"key": list("abcdef"), "image": torch.randn(6, 3, 32, 32, generator=g),
-                                    "text": student.tokenizer(CAPTIONS + ["a", "b"]), "index": torch.arange(6)})
+    one = DistillBatch(list("abcdef"), torch.arange(6), View(torch.randn(6, 3, 32, 32, generator=g),
+                                                           student.tokenizer(CAPTIONS + ["a", "b"])))
     cfg = TrainConfig(epochs=4, lr=1e-2, progress=False, tensorboard=False, save_every=1, keep_last=10)
     fit(task(), lambda epoch, start_step=0: [one][start_step:], cfg, tmp_path / "ref")
     fit(task(), lambda epoch, start_step=0: [one][start_step:], cfg, tmp_path / "resumed",

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from clipdistill.config import load_config
-from clipdistill.distill.batch import DistillBatch, TeacherMode
+from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.run import build_task
 from clipdistill.errors import ConfigError
@@ -36,9 +36,9 @@ def test_teacher_logit_scale_is_written_into_every_loss_that_has_a_teacher_scale
 def _expected_logit_kd(task, batch, teacher_scale: float) -> torch.Tensor:
     with torch.no_grad():
         t = task.teachers.models[0]
-        ti = F.normalize(t.encode_image(batch["teacher_image"]), dim=-1)
-        tt = F.normalize(t.encode_text(batch["teacher_text"]), dim=-1)
-        out = task.student(batch["image"], batch["text"])
+        ti = F.normalize(t.encode_image(batch.teachers[0].image), dim=-1)
+        tt = F.normalize(t.encode_text(batch.teachers[0].text), dim=-1)
+        out = task.student(batch.student.image, batch.student.text)
         si, st = F.normalize(out["image_features"], dim=-1), F.normalize(out["text_features"], dim=-1)
         s = out["logit_scale"]
 
@@ -60,12 +60,11 @@ def test_the_effective_scale_is_the_one_the_loss_computes_with(overrides, scale)
     assert task.loss.terms["logit_kd"].opts.teacher_scale == scale
     torch.manual_seed(0)
     n = 4
-    batch = {"key": list("abcd"),
-             "image": torch.randn(n, 3, 32, 32), "text": task.student.tokenizer(["a", "b c", "d e f", "g"]),
-             "teacher_image": torch.randn(n, 3, 32, 32), "index": torch.arange(n)}
-    batch["teacher_text"] = task.teachers.models[0].tokenizer(["a", "b c", "d e f", "g"])
+    student = View(torch.randn(n, 3, 32, 32), task.student.tokenizer(["a", "b c", "d e f", "g"]))
+    teacher = View(torch.randn(n, 3, 32, 32), task.teachers.models[0].tokenizer(["a", "b c", "d e f", "g"]))
+    batch = DistillBatch(list("abcd"), torch.arange(n), student, TeacherMode.ONLINE, [teacher])
     task.student.eval()  # same forward twice (no dropout)
-    got = task.training_step(DistillBatch.from_loader(batch, TeacherMode.ONLINE, 1))["logit_kd"]
+    got = task.training_step(batch)["logit_kd"]
     torch.testing.assert_close(got, _expected_logit_kd(task, batch, scale))
     other = 50.0 if scale != 50.0 else 100.0
     assert not torch.allclose(got, _expected_logit_kd(task, batch, other))

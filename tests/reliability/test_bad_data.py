@@ -89,4 +89,4 @@ def test_all_samples_bad_is_refused(tmp_path):
     src = open_source(str(write_pairs(tmp_path, rows=[(f"b{i}", b"", caption(i)) for i in range(5)])))
     ident = (lambda im: im, lambda t: t)
     with pytest.raises(DataError, match=r"every sample was dropped.*zero_byte': 5"):
-        list(make_loader(src, {"": ident}, 2))
+        list(make_loader(src, [ident], 2))

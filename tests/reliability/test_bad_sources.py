@@ -188,9 +188,9 @@ def test_huge_caption_does_not_hang_the_tokenizer(tmp_path):
     model = load_model(ARCH)
     src = open_source(str(tmp_path / "s.tar"))
     t0 = time.perf_counter()
-    batch, = list(make_loader(src, {"": (model.eval_transform, model.tokenizer)}, 2))  # a stream counts at its end
+    batch, = list(make_loader(src, [(model.eval_transform, model.tokenizer)], 2))  # a stream counts at its end
     assert time.perf_counter() - t0 < 60
-    assert batch["caption"][0] == word[:2000] and batch["text"].shape[0] == 2
+    assert batch.captions[0] == word[:2000] and batch.student.text.shape[0] == 2
     assert dict(src.skips) == {"caption_truncated": 1} and src.skips.total == 0
     from clipdistill.features.embed import EmbedOptions, embed_features
     from clipdistill.features.store import FeatureStore

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from clipdistill.data import LoaderBatch, SkipCounter, View
 from clipdistill.vlpretrain.config import ObjectivesConfig, StudentArch
 from clipdistill.vlpretrain.model import ViltPretrainer, vilt_config
 from clipdistill.vlpretrain.task import VLPretrainTask
@@ -26,7 +27,11 @@ def test_itm_with_swap_negatives_learns_a_colour_matching_toy(tmp_path):
     for _ in range(260):
         idx = torch.randint(3, (32,)).tolist()
         pixels = torch.stack([torch.tensor(COLOURS[names[i]])[:, None, None].expand(3, 16, 16) for i in idx])
-        out = task.training_step({"image": pixels, "caption": [f"a {names[i]} image" for i in idx]})
+        captions = [f"a {names[i]} image" for i in idx]
+        # the loader's batch as vlpretrain reads it: one view, whose token ids the task does not use
+        batch = LoaderBatch(keys=[str(j) for j in range(32)], captions=captions, index=torch.arange(32),
+                            views=(View(pixels, torch.zeros(32, 1, dtype=torch.long)),), skips=SkipCounter(), items=32)
+        out = task.training_step(batch)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()

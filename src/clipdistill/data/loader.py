@@ -1,14 +1,14 @@
 """Batches for training and embedding: one pass over the data feeds every model view.
 
-`views` maps a key prefix to (image transform, tokenizer): {"": student, "teacher_": teacher}. Each batch is
-a dict with `key`, `caption`, `index` and, per view, `<prefix>image` / `<prefix>text`.
+`views` lists one (image transform, tokenizer) pair per model, the student's first; each batch is a
+`LoaderBatch` (data/batch.py) with the keys, captions, source indices and one `View` per pair, in that order.
 
 Order is a pure function of (seed, rank, world_size): resuming at `start_step` skips exactly the batches a
 run already consumed. Each sample's random augmentation is drawn from torch, python and numpy streams seeded by
 (seed, key), so it is the same whichever worker, rank or resume point reads it, and it leaves the caller's RNGs
 untouched.
-Skipped samples travel through the batch (`_skips`) so counts made in worker processes reach the source's
-counter in the main process.
+Skipped samples travel through the batch (`LoaderBatch.skips`) so counts made in worker processes reach the
+source's counter in the main process.
 """
 
 from __future__ import annotations
@@ -17,17 +17,19 @@ import random
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
+from clipdistill.data.batch import LoaderBatch, View
 from clipdistill.data.sources import MapSource, Sample, ShardSource, SkipCounter
 from clipdistill.errors import DataError
 
-Views = dict[str, tuple[Callable, Callable]]
+Views = Sequence[tuple[Callable, Callable]]  # (image transform, tokenizer) per model, the student's first
 WARN_FRACTION = 0.01
 
 
@@ -61,34 +63,51 @@ def _seeded(seed: int) -> Iterator[None]:
         torch.default_generator.set_state(pt)
 
 
-def encode(sample: Sample, views: Views, index: int, seed: int) -> dict:
-    item = {"key": sample.key, "caption": sample.text, "index": index}
+@dataclass(frozen=True)
+class _Item:
+    """One kept sample, encoded for every view (what a dataset hands to `collate`)."""
+
+    key: str
+    caption: str
+    index: int
+    views: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (image, token ids) per view
+    note: str | None = None  # a counted fix-up of a kept sample (caption_truncated)
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """Dropped samples, by reason."""
+
+    counts: dict[str, int]
+
+
+def encode(sample: Sample, views: Views, index: int, seed: int, note: str | None = None) -> _Item:
+    # the views in the caller's order on one seeded stream: the student's first, so its draws are the same
+    # whichever teacher views follow
     with _seeded(zlib.crc32(f"{seed}/{sample.key}".encode())):
-        for prefix, (transform, tokenizer) in views.items():
-            item[f"{prefix}image"] = transform(sample.image)
-            item[f"{prefix}text"] = tokenizer([sample.text])[0]
-    return item
+        encoded = tuple((transform(sample.image), tokenizer([sample.text])[0]) for transform, tokenizer in views)
+    return _Item(sample.key, sample.text, index, encoded, note)
 
 
-def collate(items: list[dict]) -> dict:
+def collate(items: list[_Item | _Skipped]) -> LoaderBatch:
     skips = SkipCounter()
     good = []
     for it in items:
-        if "_skip" in it:
-            skips.update(it["_skip"])
+        if isinstance(it, _Skipped):
+            skips.update(it.counts)
         else:
             good.append(it)
-            if "_note" in it:  # a kept sample with a counted fix-up (caption_truncated)
-                skips[it["_note"]] += 1
-    batch: dict = {"_skips": skips, "_items": len(items), "key": [it["key"] for it in good],
-                   "caption": [it["caption"] for it in good],
-                   "index": torch.tensor([it["index"] for it in good], dtype=torch.long)}
-    for name in (good[0] if good else {}):
-        if name.endswith("image") or name.endswith("text"):
-            # default_collate stacks straight into shared memory inside a worker: the batch then reaches the
-            # main process without the extra copy that pickling a plain tensor makes
-            batch[name] = default_collate([it[name] for it in good])
-    return batch
+            if it.note:
+                skips[it.note] += 1
+    # default_collate stacks straight into shared memory inside a worker: the batch then reaches the main process
+    # without the extra copy that pickling a plain tensor makes
+    views = []
+    for per_sample in zip(*(it.views for it in good), strict=True):  # view by view
+        images, ids = zip(*per_sample, strict=True)
+        views.append(View(default_collate(list(images)), default_collate(list(ids))))
+    return LoaderBatch(keys=[it.key for it in good], captions=[it.caption for it in good],
+                       index=torch.tensor([it.index for it in good], dtype=torch.long), views=tuple(views), skips=skips,
+                       items=len(items))
 
 
 class _MapDataset(Dataset):
@@ -98,14 +117,11 @@ class _MapDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> _Item | _Skipped:
         sample, reason = self.source.load(i)
         if sample is None:
-            return {"_skip": {reason: 1}}
-        item = encode(sample, self.views, i, self.seed)
-        if reason:
-            item["_note"] = reason
-        return item
+            return _Skipped({reason: 1})
+        return encode(sample, self.views, i, self.seed, note=reason or None)
 
 
 class _StreamDataset(IterableDataset):
@@ -114,7 +130,7 @@ class _StreamDataset(IterableDataset):
         self.source, self.views, self.rank, self.world_size = source, views, rank, world_size
         self.keys, self.skip_samples, self.seed = keys, skip_samples, seed
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[_Item | _Skipped]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         slot, slots = self.rank * nw + wid, self.world_size * nw
@@ -139,7 +155,7 @@ class _StreamDataset(IterableDataset):
                     at_resume = counts.copy()
             after = counts - at_resume if at_resume is not None else Counter()
             if after:
-                yield {"_skip": dict(after)}
+                yield _Skipped(dict(after))
 
 
 class Batches:
@@ -155,21 +171,20 @@ class Batches:
             raise TypeError("a streaming source has no length")
         return self.num_batches
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[LoaderBatch]:
         kept = skipped = 0
         warned = False
         for batch in self.loader:
-            skips = batch.pop("_skips")
-            self.source.skips.update(skips)
-            skipped += skips.total
-            if batch.pop("_items") < self.drop_partial:
+            self.source.skips.update(batch.skips)  # once per batch: a yielded batch's `skips` are already counted
+            skipped += batch.skips.total
+            if batch.items < self.drop_partial:
                 continue
-            kept += len(batch["key"])
+            kept += len(batch)
             if not warned and skipped > WARN_FRACTION * (kept + skipped) and kept + skipped >= 100:
                 warnings.warn(f"{self.source_name}: {skipped} of {kept + skipped} samples dropped so far "
                               f"({dict(self.source.skips)})", stacklevel=2)
                 warned = True
-            if batch["key"]:
+            if batch.keys:
                 yield batch
         if kept == 0 and skipped > 0:
             raise DataError(f"{self.source_name}: every sample was dropped ({dict(self.source.skips)})")
@@ -178,8 +193,8 @@ class Batches:
         """Batches in one pass, read without adding to the source's skip counts (a stream's length)."""
         n, skips = 0, SkipCounter()
         for batch in self.loader:
-            skips.update(batch["_skips"])
-            n += bool(batch["key"]) and batch["_items"] >= self.drop_partial
+            skips.update(batch.skips)
+            n += bool(batch.keys) and batch.items >= self.drop_partial
         if n == 0 and skips.total:
             raise DataError(f"{self.source_name}: every sample was dropped ({dict(skips)})")
         return n
@@ -204,6 +219,12 @@ def map_indices(source: MapSource, *, shuffle: bool, seed: int, rank: int, world
 def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 num_workers: int = 0, rank: int = 0, world_size: int = 1, keys=None, start_step: int = 0,
                 drop_last: bool = False) -> Batches:
+    """Batches of `source` as `LoaderBatch`es, one `View` per (image transform, tokenizer) in `views`."""
+    views = tuple(views)
+    bad = [v for v in views if not (isinstance(v, tuple | list) and len(v) == 2 and all(map(callable, v)))]
+    if bad or not views:  # a programming error, not bad data: e.g. the dict of key prefixes this function once took
+        raise TypeError(f"make_loader: views must be (image transform, tokenizer) pairs, the student's first; "
+                        f"got {repr(bad[0])[:80] if bad else 'none'}")
     keys = set(keys) if keys is not None else None
     common = dict(num_workers=num_workers, collate_fn=collate,
                   generator=torch.Generator().manual_seed(seed), persistent_workers=False)

@@ -1,6 +1,6 @@
 """The distill batch: what `DistillTask.training_step` reads. `DistillBatch.from_loader` is the one place that
-turns the loader's string-keyed dict (`image`, `teacher_image`, `teacher1_image`, ...) into it; `distill.joins`
-applies it to every loader batch, with the joined cached teacher features and cluster labels."""
+builds it, from the loader's `LoaderBatch` (views: the student's, then one per online teacher member);
+`distill.joins` applies it to every loader batch, with the joined cached teacher features and cluster labels."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 import torch
+
+from clipdistill.data import LoaderBatch, SkipCounter, View
 
 if TYPE_CHECKING:
     from clipdistill.features.cached import CachedFeatures
@@ -27,24 +29,11 @@ class TeacherMode(Enum):
         return cls.ONLINE if mode == "ensemble" else cls(mode)
 
 
-def view_prefix(i: int) -> str:
-    """The loader's key prefix of teacher member i's view (member 0: `teacher_`)."""
-    return "teacher_" if i == 0 else f"teacher{i}_"
-
-
-@dataclass(frozen=True)
-class View:
-    """One model's inputs: images through its transform, captions through its tokenizer."""
-
-    image: torch.Tensor
-    text: torch.Tensor
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> View:
-        return View(self.image.to(device, non_blocking=non_blocking), self.text.to(device, non_blocking=non_blocking))
-
-
 @dataclass(frozen=True)
 class DistillBatch:
+    """The contract between the data and the distill task: the student's view; per teacher mode, each online
+    member's view or the cached teacher features; the balance's cluster labels; the loader's skip counts."""
+
     keys: list[str]  # sample keys (what every join matches on)
     index: torch.Tensor  # source row (map source) or position in its tar (stream): never a join key
     student: View
@@ -52,6 +41,8 @@ class DistillBatch:
     teachers: list[View] = field(default_factory=list)  # ONLINE: member i's view
     cached: CachedFeatures | None = None  # CACHED: the teacher's stored outputs for these keys
     cluster_labels: torch.Tensor | None = None  # int64 [B], from a balance output (`data.keep`)
+    # drops made reading this batch; already added to the source's counter (data.Batches): a record, not a total
+    skips: SkipCounter = field(default_factory=SkipCounter)
 
     def __post_init__(self):
         online, cached = self.teacher_mode is TeacherMode.ONLINE, self.teacher_mode is TeacherMode.CACHED
@@ -60,13 +51,12 @@ class DistillBatch:
                              f"{'' if self.cached else 'no '}cached teacher features")
 
     @classmethod
-    def from_loader(cls, batch: dict, mode: TeacherMode = TeacherMode.NONE, members: int = 0, *,
+    def from_loader(cls, batch: LoaderBatch, mode: TeacherMode = TeacherMode.NONE, *,
                     cached: CachedFeatures | None = None, cluster_labels: torch.Tensor | None = None) -> DistillBatch:
-        """From `data.make_loader`'s batch with views "" (student) and `view_prefix(i)` for `members` online
-        teachers."""
-        teachers = [View(batch[f"{p}image"], batch[f"{p}text"]) for p in map(view_prefix, range(members))]
-        return cls(list(batch["key"]), batch["index"], View(batch["image"], batch["text"]), mode, teachers,
-                   cached, cluster_labels)
+        """From a `make_loader` batch whose views are the student's, then one per online teacher member (an
+        ONLINE batch) or none (NONE, CACHED)."""
+        return cls(list(batch.keys), batch.index, batch.student, mode, list(batch.views[1:]), cached, cluster_labels,
+                   batch.skips)
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from clipdistill.data import LoaderBatch
 from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.config import DistillConfig
 from clipdistill.manifest import check_manifest
@@ -39,7 +40,7 @@ class Joined:
     """`Batches` with a per-batch join applied; keeps `len()` and `count()` so the loop counts steps per epoch
     as it would on the loader's own batches (a stream's `count()` reads without counting skips twice)."""
 
-    def __init__(self, batches, fn: Callable[[dict], DistillBatch]):
+    def __init__(self, batches, fn: Callable[[LoaderBatch], DistillBatch]):
         self.batches, self.fn = batches, fn
 
     def __len__(self) -> int:
@@ -59,7 +60,6 @@ class DataJoins:
 
         self.fingerprint = fingerprint = source.fingerprint()
         self.mode = TeacherMode.of(cfg.teacher.mode)
-        self.members = len(cfg.teacher.models) if self.mode is TeacherMode.ONLINE else 0  # online teacher views
         self.cached = self.balance = None
         if cfg.teacher.mode == "cached":
             spec = cfg.teacher.models[0] if cfg.teacher.models else None
@@ -111,9 +111,9 @@ class DataJoins:
     def wrap(self, batches, epoch: int) -> Joined:
         return Joined(batches, lambda b: self.batch(b, epoch))
 
-    def batch(self, loaded: dict, epoch: int) -> DistillBatch:
+    def batch(self, loaded: LoaderBatch, epoch: int) -> DistillBatch:
         """The distill batch of one loader batch, with this run's cached teacher features and cluster labels."""
-        keys = list(loaded["key"])
+        keys = loaded.keys
         cached = labels = None
         if self.cached is not None:
             views = [self.cached.pick_view(k, epoch, self.seed) for k in keys] if self.replays else None
@@ -122,7 +122,7 @@ class DataJoins:
                 cached = replace(cached, logit_scale=torch.tensor(float(self.fixed_scale)))
         if self.balance is not None:
             labels = torch.from_numpy(self.balance.labels_for(keys).astype(np.int64))
-        return DistillBatch.from_loader(loaded, self.mode, self.members, cached=cached, cluster_labels=labels)
+        return DistillBatch.from_loader(loaded, self.mode, cached=cached, cluster_labels=labels)
 
     def teachers(self) -> list[dict]:
         """The cached teacher as the run manifest lists teachers (plus where its features came from)."""

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from clipdistill.config import dump_config
-from clipdistill.distill.batch import view_prefix
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.inherit import inherit_weights
 from clipdistill.distill.task import DistillTask
@@ -79,9 +78,9 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
         task, init = build_task(cfg, info.device, joins)
         # stored augmented views are already the training augmentation: only resize/normalise them
         student_tf = task.student.eval_transform if joins.replays else task.student.train_transform
-        views = {"": (student_tf, task.student.tokenizer)}
-        for i, t in enumerate(task.teachers.models if task.teachers else []):
-            views[view_prefix(i)] = (t.eval_transform, t.tokenizer)
+        # the student's view, then each online teacher member's (DistillBatch.from_loader reads them in this order)
+        views = [(student_tf, task.student.tokenizer)]
+        views += [(t.eval_transform, t.tokenizer) for t in (task.teachers.models if task.teachers else [])]
         keys = joins.keys
 
         def loader_factory(epoch: int, start_step: int = 0):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from clipdistill.data import MapSource, ShardSource, SkipCounter, open_source
+from clipdistill.data import MapSource, ShardSource, SkipCounter, View, open_source
 from clipdistill.data.sources import SourceOptions, source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.features.augment import AugmentOptions, views
@@ -54,21 +55,51 @@ class EmbedOptions(SourceOptions):
 
 # -- what one shard reads ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Encoded:
+    """One kept sample, ready for the teacher."""
+
+    key: str
+    image: torch.Tensor
+    text: torch.Tensor
+    phash: int | None = None  # with --phash
+    aug_image: torch.Tensor | None = None  # [K, 3, H, W] with --augs K
+    aug_params: list | None = None  # the K views' replay parameters
+    note: str | None = None  # a counted fix-up of a kept sample (caption_truncated)
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    reason: str
+
+
+@dataclass(frozen=True)
+class EmbedBatch:
+    """One batch of a store shard: the teacher's view of its kept samples and the drops made reading it."""
+
+    keys: list[str]
+    view: View | None  # None when every sample of the batch was dropped
+    skips: SkipCounter
+    phash: np.ndarray | None = None  # uint64 [B]
+    aug_image: torch.Tensor | None = None  # [B, K, 3, H, W]
+    aug_params: list | None = None  # per sample, its K views' parameters
+
+
 class _Item:
     """Turns a Sample into tensors for the teacher (and its augmented views)."""
 
     def __init__(self, teacher: ClipModel, opts: EmbedOptions):
         self.transform, self.tokenizer, self.opts = teacher.eval_transform, teacher.tokenizer, opts
 
-    def __call__(self, sample) -> dict:
-        item = {"key": sample.key, "image": self.transform(sample.image), "text": self.tokenizer([sample.text])[0]}
+    def __call__(self, sample, note: str | None = None) -> _Encoded:
+        phash = aug_image = params = None
         if self.opts.phash:  # of the picture as stored, before any transform
-            item["phash"] = perceptual_hash(sample.image)
+            phash = perceptual_hash(sample.image)
         if self.opts.augs:
             imgs, params = views(sample.image, sample.key, self.opts.augs, self.opts.seed, self.opts.augment)
-            item["aug_image"] = torch.stack([self.transform(v) for v in imgs])
-            item["aug_params"] = params
-        return item
+            aug_image = torch.stack([self.transform(v) for v in imgs])
+        return _Encoded(sample.key, self.transform(sample.image), self.tokenizer([sample.text])[0], phash, aug_image,
+                        params, note)
 
 
 class _Rows(Dataset):
@@ -78,39 +109,38 @@ class _Rows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> _Encoded | _Skipped:
         sample, reason = self.source.load(self.rows[i])
         if sample is None:
-            return {"_skip": reason}
-        return self.make(sample) | ({"_note": reason} if reason else {})  # a kept sample's caption_truncated
+            return _Skipped(reason)
+        return self.make(sample, note=reason or None)  # a kept sample's caption_truncated
 
 
 class _Tar(IterableDataset):
     def __init__(self, source: ShardSource, path: Path, make: _Item):
         self.source, self.path, self.make = source, path, make
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[_Encoded | _Skipped]:
         counts: Counter = Counter()
         for sample in self.source.iter_shard(self.path, counts):
             yield self.make(sample)
         for reason, n in counts.items():
             for _ in range(n):
-                yield {"_skip": reason}
+                yield _Skipped(reason)
 
 
-def _collate(items: list[dict]) -> dict:
-    good = [it for it in items if "_skip" not in it]
-    skips = Counter(it["_skip"] for it in items if "_skip" in it) + Counter(it["_note"] for it in good if "_note" in it)
-    batch = {"skips": skips, "key": [it["key"] for it in good]}
-    if good:
-        for name in ("image", "text", "aug_image"):
-            if name in good[0]:
-                batch[name] = torch.stack([it[name] for it in good])
-        if "aug_params" in good[0]:
-            batch["aug_params"] = [it["aug_params"] for it in good]
-        if "phash" in good[0]:
-            batch["phash"] = np.array([it["phash"] for it in good], dtype=np.uint64)
-    return batch
+def _collate(items: list[_Encoded | _Skipped]) -> EmbedBatch:
+    good = [it for it in items if isinstance(it, _Encoded)]
+    skips = SkipCounter(it.reason for it in items if isinstance(it, _Skipped))
+    skips.update(it.note for it in good if it.note)
+    if not good:
+        return EmbedBatch([], None, skips)
+    first = good[0]
+    return EmbedBatch(
+        [it.key for it in good], View(torch.stack([it.image for it in good]), torch.stack([it.text for it in good])),
+        skips, phash=None if first.phash is None else np.array([it.phash for it in good], dtype=np.uint64),
+        aug_image=None if first.aug_image is None else torch.stack([it.aug_image for it in good]),
+        aug_params=None if first.aug_params is None else [it.aug_params for it in good])
 
 
 def plan_units(source: MapSource | ShardSource, shard_size: int) -> list[range | Path]:
@@ -137,8 +167,8 @@ def _unit(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.inference_mode()
-def encode_batch(teacher: ClipModel, batch: dict, tokens: bool, device: torch.device) -> dict[str, np.ndarray]:
-    images, ids = batch["image"].to(device), batch["text"].to(device)
+def encode_batch(teacher: ClipModel, batch: EmbedBatch, tokens: bool, device: torch.device) -> dict[str, np.ndarray]:
+    images, ids = batch.view.image.to(device), batch.view.text.to(device)
     out: dict[str, np.ndarray] = {}
     if tokens:  # one forward gives both the pooled embedding and the tokens
         pooled, patches = teacher.encode_image_tokens(images)
@@ -147,9 +177,9 @@ def encode_batch(teacher: ClipModel, batch: dict, tokens: bool, device: torch.de
         out["text"], out["text_tokens"], out["text_mask"] = _unit(pooled), _unit(toks), mask.cpu().numpy()
     else:
         out["image"], out["text"] = _unit(teacher.encode_image(images)), _unit(teacher.encode_text(ids))
-    if "aug_image" in batch:
-        b, k = batch["aug_image"].shape[:2]
-        flat = batch["aug_image"].to(device).flatten(0, 1)
+    if batch.aug_image is not None:
+        b, k = batch.aug_image.shape[:2]
+        flat = batch.aug_image.to(device).flatten(0, 1)
         out["aug_image"] = _unit(teacher.encode_image(flat)).reshape(b, k, -1)
     return out
 
@@ -160,16 +190,16 @@ def embed_shard(teacher: ClipModel, loader: DataLoader, opts: EmbedOptions, devi
     params: list | None = [] if opts.augs else None
     skips: Counter = Counter()
     for batch in loader:
-        skips.update(batch["skips"])
-        if not batch["key"]:
+        skips.update(batch.skips)
+        if not batch.keys:
             continue
-        keys.extend(batch["key"])
+        keys.extend(batch.keys)
         for name, arr in encode_batch(teacher, batch, opts.tokens, device).items():
             parts.setdefault(name, []).append(arr)
-        if "phash" in batch:
-            parts.setdefault("phash", []).append(batch["phash"])
+        if batch.phash is not None:
+            parts.setdefault("phash", []).append(batch.phash)
         if params is not None:
-            params.extend(batch["aug_params"])
+            params.extend(batch.aug_params)
     arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     return keys, arrays, params, skips
 

@@ -113,7 +113,7 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
         model = ViltPretrainer(vilt_config(arch, tokenizer), itc=cfg.objectives.itc.weight > 0)
         task = VLPretrainTask(model, tokenizer, cfg.objectives, vocab, arch.max_text_len)
         transform = ImageTransform(arch.image_size, arch.patch_size)
-        views = {"": (transform, _no_tokens)}
+        views = [(transform, _no_tokens)]
         train_cfg = cfg.train
         if not cfg.objectives.itm.weight:  # ViLT's pooler serves only ITM: unused parameters under DDP
             train_cfg = train_cfg.model_copy(update={"ddp_find_unused_parameters": True})
