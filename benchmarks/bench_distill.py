@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import clipdistill  # noqa: F401
-from clipdistill.distill.batch import DistillBatch, TeacherMode
+from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
 from clipdistill.features import CachedFeatures
@@ -31,8 +31,8 @@ from interleave import interleaved_medians, task_step
 KD = {"clip": {}, "crd": {}, "fd": {"weight": 2000}, "icl": {}}
 
 
-def plain_step(student, opt, batch):
-    out = student(batch["image"], batch["text"])
+def plain_step(student, opt, view: View):
+    out = student(view.image, view.text)
     img, txt = F.normalize(out["image_features"], dim=-1), F.normalize(out["text_features"], dim=-1)
     logits = out["logit_scale"] * img @ txt.T
     labels = torch.arange(len(logits))
@@ -60,19 +60,15 @@ def main() -> None:
     teachers = FrozenTeachers([args.teacher])
     t = teachers.models[0]
     b = args.batch
-    batch = {
-        "key": [str(i) for i in range(b)],
-        "image": torch.randn(b, 3, student.image_size, student.image_size),
-        "text": torch.randint(1, 1000, (b, student.context_length)),
-        "teacher_image": torch.randn(b, 3, t.image_size, t.image_size),
-        "teacher_text": torch.randint(1, 1000, (b, t.context_length)),
-        "index": torch.arange(b),
-    }
+    keys = [str(i) for i in range(b)]
+    view = View(torch.randn(b, 3, student.image_size, student.image_size),
+                torch.randint(1, 1000, (b, student.context_length)))
+    t_view = View(torch.randn(b, 3, t.image_size, t.image_size), torch.randint(1, 1000, (b, t.context_length)))
     with torch.no_grad():
-        cached = CachedFeatures(t.encode_image(batch["teacher_image"], normalize=True),
-                                t.encode_text(batch["teacher_text"], normalize=True), torch.tensor(100.0))
-    online_batch = DistillBatch.from_loader(batch, TeacherMode.ONLINE, 1)
-    cached_batch = DistillBatch.from_loader(batch, TeacherMode.CACHED, cached=cached)
+        cached = CachedFeatures(t.encode_image(t_view.image, normalize=True),
+                                t.encode_text(t_view.text, normalize=True), torch.tensor(100.0))
+    online_batch = DistillBatch(keys, torch.arange(b), view, TeacherMode.ONLINE, [t_view])
+    cached_batch = DistillBatch(keys, torch.arange(b), view, TeacherMode.CACHED, cached=cached)
     online_loss = build_loss(KD, student.embed_dim, t.embed_dim)
     cached_loss = build_loss(KD, student.embed_dim, t.embed_dim)
     online = DistillTask(student, online_loss, teachers)
@@ -85,7 +81,7 @@ def main() -> None:
             teachers(online_batch.teachers)
 
     variants = {
-        "plain": lambda: plain_step(student, opt, batch),
+        "plain": lambda: plain_step(student, opt, view),
         "teacher_forward": teacher_forward,
         "cached": lambda: task_step(cached_task, opt, cached_batch),
         "online": lambda: task_step(online, opt, online_batch),

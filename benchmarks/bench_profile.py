@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import clipdistill  # noqa: F401
-from clipdistill.distill.batch import DistillBatch, TeacherMode
+from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
 from clipdistill.features import CachedFeatures
@@ -68,17 +68,16 @@ def main() -> None:
         modules = task.trainable()
         opt = (build_optimizer(modules, TrainConfig()) if args.optimizer == "built" else
                torch.optim.AdamW([p for m in modules.values() for p in m.parameters()], foreach=False))
-        loaded = {"key": [str(i) for i in range(b)], "index": torch.arange(b),
-                  "image": torch.randn(b, 3, student.image_size, student.image_size),
-                  "text": student.tokenizer(["a photo of a red square"] * b)}
+        keys, index = [str(i) for i in range(b)], torch.arange(b)
+        view = View(torch.randn(b, 3, student.image_size, student.image_size),
+                    student.tokenizer(["a photo of a red square"] * b))
         if mode == "online":
-            loaded["teacher_image"] = torch.randn(b, 3, t.image_size, t.image_size)
-            loaded["teacher_text"] = t.tokenizer(["a photo of a red square"] * b)
-            batch = DistillBatch.from_loader(loaded, TeacherMode.ONLINE, 1)
+            t_view = View(torch.randn(b, 3, t.image_size, t.image_size), t.tokenizer(["a photo of a red square"] * b))
+            batch = DistillBatch(keys, index, view, TeacherMode.ONLINE, [t_view])
         else:
             cached = CachedFeatures(F.normalize(torch.randn(b, t.embed_dim), dim=-1),
                                     F.normalize(torch.randn(b, t.embed_dim), dim=-1), torch.tensor(100.0))
-            batch = DistillBatch.from_loader(loaded, TeacherMode.CACHED, cached=cached)
+            batch = DistillBatch(keys, index, view, TeacherMode.CACHED, cached=cached)
 
         def step(task=task, batch=batch, opt=opt):
             out = task.training_step(batch)

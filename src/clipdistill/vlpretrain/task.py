@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipdistill.data import LoaderBatch
 from clipdistill.vlpretrain.config import ObjectivesConfig
 from clipdistill.vlpretrain.model import ViltPretrainer
 from clipdistill.vlpretrain.text import AttributeVocab, most_similar, whole_word_mask
@@ -57,8 +58,8 @@ class VLPretrainTask:
     def trainable(self) -> dict[str, nn.Module]:
         return {"student": self.model}
 
-    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        pixels, captions = batch["image"], batch["caption"]
+    def training_step(self, batch: LoaderBatch) -> dict[str, torch.Tensor]:
+        pixels, captions = batch.student.image, batch.captions
         dev = pixels.device
         out: dict[str, torch.Tensor] = {}
         total = pixels.new_zeros(())
