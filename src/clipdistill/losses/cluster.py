@@ -16,7 +16,7 @@ from pydantic import Field
 
 from clipdistill.errors import UserError
 from clipdistill.losses.base import DistillLoss, LossDims, LossOptions, register_loss
-from clipdistill.losses.features import FeatureView
+from clipdistill.losses.features import P_IMG, FeatureView
 from clipdistill.losses.inputs import LossInput
 
 
@@ -95,5 +95,5 @@ class ClusterDiscrimination(DistillLoss):
                 f"loss 'cluster': labels must be in [0, {k}), got [{labels.min()}, {labels.max()}]"
             )
         chosen, y = sample_classes(labels, k, self.opts.sample_rate)
-        cos = f.local("p_img") @ F.normalize(self.centres[chosen], dim=-1).T
+        cos = f.local(P_IMG) @ F.normalize(self.centres[chosen], dim=-1).T
         return F.cross_entropy(arcface_logits(cos, y, self.opts.margin, self.opts.scale), y)

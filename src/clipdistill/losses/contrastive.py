@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
-from clipdistill.losses.features import FeatureView, contrastive_ce
+from clipdistill.losses.features import P_IMG, P_TXT, S_IMG, S_TXT, T_IMG, T_TXT, FeatureView, contrastive_ce
 from clipdistill.losses.inputs import LossInput
 
 
@@ -20,7 +20,7 @@ class ClipContrastive(DistillLoss):
 
     def forward(self, f: FeatureView) -> torch.Tensor:
         s = f.inputs.logit_scale
-        return contrastive_ce(f.logits("s_img", "s_txt", s), f.logits("s_txt", "s_img", s), f.labels())
+        return contrastive_ce(f.logits(S_IMG, S_TXT, s), f.logits(S_TXT, S_IMG, s), f.labels())
 
 
 class RawScaleOptions(LossOptions):
@@ -46,7 +46,7 @@ class InteractiveContrastive(DistillLoss):
 
     def forward(self, f: FeatureView) -> torch.Tensor:
         c = self.cross_scale
-        return contrastive_ce(f.logits("p_img", "t_txt", c), f.logits("p_txt", "t_img", c), f.labels())
+        return contrastive_ce(f.logits(P_IMG, T_TXT, c), f.logits(P_TXT, T_IMG, c), f.labels())
 
 
 class InstanceOptions(LossOptions):
@@ -73,7 +73,7 @@ class InstanceDiscrimination(DistillLoss):
 
     def forward(self, f: FeatureView) -> torch.Tensor:
         s = self.log_scale.exp().clamp(max=self.opts.max_scale)
-        return contrastive_ce(f.logits("p_img", "t_txt", s), f.logits("p_txt", "t_img", s), f.labels())
+        return contrastive_ce(f.logits(P_IMG, T_TXT, s), f.logits(P_TXT, T_IMG, s), f.labels())
 
 
 @register_loss("afd")
@@ -97,7 +97,7 @@ class AugmentedFeatureDistillation(DistillLoss):
         self.scale_tensor("fusion_scale", opts.init_scale, opts.learnable)
 
     def forward(self, f: FeatureView) -> torch.Tensor:
-        v = F.normalize(self.image_fusion(torch.cat([f.all("s_img"), f.all("t_img")], dim=1)), dim=-1)
-        t = F.normalize(self.text_fusion(torch.cat([f.all("s_txt"), f.all("t_txt")], dim=1)), dim=-1)
+        v = F.normalize(self.image_fusion(torch.cat([f.all(S_IMG), f.all(T_IMG)], dim=1)), dim=-1)
+        t = F.normalize(self.text_fusion(torch.cat([f.all(S_TXT), f.all(T_TXT)], dim=1)), dim=-1)
         logits = self.fusion_scale * v @ t.T
         return contrastive_ce(logits, logits.T, f.labels(local=False))

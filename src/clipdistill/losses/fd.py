@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
-from clipdistill.losses.features import FeatureView
+from clipdistill.losses.features import P_IMG, P_TXT, T_IMG, T_TXT, FeatureView
 from clipdistill.losses.inputs import LossInput
 
 
@@ -25,4 +25,4 @@ class FeatureDistillation(DistillLoss):
     projects = True
 
     def forward(self, f: FeatureView) -> torch.Tensor:
-        return F.mse_loss(f.local("p_img"), f.local("t_img")) + F.mse_loss(f.local("p_txt"), f.local("t_txt"))
+        return F.mse_loss(f.local(P_IMG), f.local(T_IMG)) + F.mse_loss(f.local(P_TXT), f.local(T_TXT))

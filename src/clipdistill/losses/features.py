@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from functools import cached_property
 
 import torch
@@ -10,14 +11,48 @@ import torch.nn.functional as F
 
 from clipdistill.errors import UserError
 from clipdistill.losses.dist import DistContext
-from clipdistill.losses.inputs import LossInputs
+from clipdistill.losses.inputs import LossInput, LossInputs
 
-# s_*: student, normalised, student dim; p_*: student projected to the teacher dim, renormalised;
-# t_*: teacher (given normalised, detached). p_masked: the masked-image student features, projected.
-KEYS = ("s_img", "s_txt", "p_img", "p_txt", "p_masked", "t_img", "t_txt")
+
+class Feature(Enum):
+    """A feature a loss term reads through `FeatureView`. S_*: the student's, normalised, in the student dim;
+    P_*: the student's projected to the teacher dim and renormalised (P_MASKED: of the masked image); T_*: the
+    teacher's (given normalised), detached. A plain Enum, so a string is never taken for a member."""
+
+    S_IMG = "s_img"
+    S_TXT = "s_txt"
+    P_IMG = "p_img"
+    P_TXT = "p_txt"
+    P_MASKED = "p_masked"
+    T_IMG = "t_img"
+    T_TXT = "t_txt"
+
+    @property
+    def input(self) -> LossInput | None:
+        """The `LossInput` that carries it; None for the student's own features, which every call has."""
+        return _INPUT.get(self)
+
+
+_INPUT = {
+    Feature.P_MASKED: LossInput.MASKED_IMAGE,
+    Feature.T_IMG: LossInput.TEACHER,
+    Feature.T_TXT: LossInput.TEACHER,
+}
+
+# Terms import the features they read by these names, so a misspelt one fails when its module is imported.
+S_IMG = Feature.S_IMG
+S_TXT = Feature.S_TXT
+P_IMG = Feature.P_IMG
+P_TXT = Feature.P_TXT
+P_MASKED = Feature.P_MASKED
+T_IMG = Feature.T_IMG
+T_TXT = Feature.T_TXT
 
 
 class FeatureView:
+    """What every term of one forward reads: each `Feature` made once (`local`) and gathered across ranks once
+    (`all`), plus the logits, labels and scales built from them."""
+
     def __init__(
         self,
         inputs: LossInputs,
@@ -31,8 +66,8 @@ class FeatureView:
         self._ctx = ctx
         self._project_image = project_image
         self._project_text = project_text
-        self._local: dict[str, torch.Tensor] = {}
-        self._global: dict[str, torch.Tensor] = {}
+        self._local: dict[Feature, torch.Tensor] = {}
+        self._global: dict[Feature, torch.Tensor] = {}
 
     @cached_property
     def ctx(self) -> DistContext:
@@ -40,35 +75,42 @@ class FeatureView:
         the collective (every rank runs the same terms, so every rank asks at the same point)."""
         return self._ctx.sized(self.inputs.batch_size, self.inputs.image_features.device)
 
-    def _make(self, key: str) -> torch.Tensor:
-        i = self.inputs
-        if key == "s_img":
-            return F.normalize(i.image_features, dim=-1)
-        if key == "s_txt":
-            return F.normalize(i.text_features, dim=-1)
-        if key == "p_img":
-            return F.normalize(self._project_image(i.image_features), dim=-1)
-        if key == "p_txt":
-            return F.normalize(self._project_text(i.text_features), dim=-1)
-        if key == "p_masked":
-            return F.normalize(self._project_image(i.masked_image_features), dim=-1)
-        if key == "t_img":
-            return i.t_image_features.detach()
-        if key == "t_txt":
-            return i.t_text_features.detach()
-        raise KeyError(f"unknown feature {key!r}; one of {KEYS}")
+    def _make(self, feature: Feature) -> torch.Tensor:
+        if not isinstance(feature, Feature):
+            raise TypeError(f"features are selected by Feature members, got {feature!r}")
+        i, need = self.inputs, feature.input
+        if need is not None and (missing := [f for f in need.fields if getattr(i, f) is None]):
+            # a term reading beyond its declared `needs`, or a caller that declared an input it did not pass
+            raise UserError(f"feature {feature.value} needs {need} ({need.how}); missing: {', '.join(missing)}")
+        match feature:
+            case Feature.S_IMG:
+                return F.normalize(i.image_features, dim=-1)
+            case Feature.S_TXT:
+                return F.normalize(i.text_features, dim=-1)
+            case Feature.P_IMG:
+                return F.normalize(self._project_image(i.image_features), dim=-1)
+            case Feature.P_TXT:
+                return F.normalize(self._project_text(i.text_features), dim=-1)
+            case Feature.P_MASKED:
+                return F.normalize(self._project_image(i.masked_image_features), dim=-1)
+            case Feature.T_IMG:
+                return i.t_image_features.detach()
+            case Feature.T_TXT:
+                return i.t_text_features.detach()
 
-    def local(self, key: str) -> torch.Tensor:
-        if key not in self._local:
-            self._local[key] = self._make(key)
-        return self._local[key]
+    def local(self, feature: Feature) -> torch.Tensor:
+        """This rank's rows, computed once per forward."""
+        if feature not in self._local:
+            self._local[feature] = self._make(feature)
+        return self._local[feature]
 
-    def all(self, key: str) -> torch.Tensor:
-        if key not in self._global:
-            self._global[key] = self.ctx.gather(self.local(key))
-        return self._global[key]
+    def all(self, feature: Feature) -> torch.Tensor:
+        """Every rank's rows, gathered once per forward (only when a term asks)."""
+        if feature not in self._global:
+            self._global[feature] = self.ctx.gather(self.local(feature))
+        return self._global[feature]
 
-    def logits(self, rows: str, cols: str, scale, local: bool | None = None) -> torch.Tensor:
+    def logits(self, rows: Feature, cols: Feature, scale, local: bool | None = None) -> torch.Tensor:
         """scale * rows @ cols.T; rows are local under local-loss, columns always the gathered batch."""
         local = self.ctx.local_loss if local is None else local
         r = self.local(rows) if local else self.all(rows)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
-from clipdistill.losses.features import FeatureView
+from clipdistill.losses.features import P_IMG, P_TXT, T_IMG, T_TXT, FeatureView
 from clipdistill.losses.inputs import LossInput
 
 
@@ -45,9 +45,10 @@ class GradientDistillation(DistillLoss):
         y = f.labels(local=False)
         s, ts = self._mult(f.inputs.logit_scale), self._mult(f.teacher_scale(None, self.name))
         loss = 0.0
-        for anchor, key in (("img", "txt"), ("txt", "img")):
+        # (teacher anchor, teacher key, student anchor, student key): image->text, then text->image
+        for t_anchor, t_key, s_anchor, s_key in ((T_IMG, T_TXT, P_IMG, P_TXT), (T_TXT, T_IMG, P_TXT, P_IMG)):
             with torch.no_grad():
-                tp, tk = infonce_grads(f.all(f"t_{anchor}"), f.all(f"t_{key}"), ts, y)
-            sp, sk = infonce_grads(f.all(f"p_{anchor}"), f.all(f"p_{key}"), s, y)
+                tp, tk = infonce_grads(f.all(t_anchor), f.all(t_key), ts, y)
+            sp, sk = infonce_grads(f.all(s_anchor), f.all(s_key), s, y)
             loss = loss + F.mse_loss(sp, tp) + F.mse_loss(sk, tk)
         return loss

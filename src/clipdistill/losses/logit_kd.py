@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from clipdistill.errors import ConfigError, UserError
 from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
-from clipdistill.losses.features import FeatureView, distill_kl, soft_ce
+from clipdistill.losses.features import P_IMG, P_TXT, S_IMG, S_TXT, T_IMG, T_TXT, FeatureView, distill_kl, soft_ce
 from clipdistill.losses.inputs import LossInput
 
 
@@ -59,18 +59,25 @@ class LogitKD(DistillLoss):
             raise UserError("loss 'logit_kd' does not average sigmoid teachers (an ensemble with a logit bias)")
         t_scale, t_bias = f.inputs.t_sigmoid
         s_scale, s_bias = f.sigmoid(self.name)
-        target = torch.sigmoid(f.logits("t_img", "t_txt", t_scale) + t_bias)
-        student = f.logits("s_img", "s_txt", s_scale) + s_bias
+        target = torch.sigmoid(f.logits(T_IMG, T_TXT, t_scale) + t_bias)
+        student = f.logits(S_IMG, S_TXT, s_scale) + s_bias
         return F.binary_cross_entropy_with_logits(student, target, reduction="sum") / student.shape[0]
 
-    def _targets(self, f: FeatureView, scale) -> tuple[torch.Tensor, torch.Tensor]:
-        members = f.inputs.t_ensemble or [(f.inputs.t_image_features, f.inputs.t_text_features)]
-        T = self.opts.temperature
-        i2t, t2i = [], []
-        for img, txt in members:
+    @staticmethod
+    def _members(f: FeatureView):
+        """(image, text, gathered image, gathered text) of each teacher: every ensemble member's, or the single
+        teacher's through the view (made and gathered once per forward, shared with the other terms)."""
+        if not f.inputs.t_ensemble:
+            yield f.local(T_IMG), f.local(T_TXT), f.all(T_IMG), f.all(T_TXT)
+            return
+        for img, txt in f.inputs.t_ensemble:
             img, txt = img.detach(), txt.detach()
-            local = f.ctx.local_loss
-            all_img, all_txt = f.ctx.gather(img), f.ctx.gather(txt)
+            yield img, txt, f.ctx.gather(img), f.ctx.gather(txt)
+
+    def _targets(self, f: FeatureView, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        T, local = self.opts.temperature, f.ctx.local_loss
+        i2t, t2i = [], []
+        for img, txt, all_img, all_txt in self._members(f):
             i2t.append(scale * (img if local else all_img) @ all_txt.T / T)
             t2i.append(scale * (txt if local else all_txt) @ all_img.T / T)
         if self.opts.average_after_softmax:
@@ -89,8 +96,8 @@ class LogitKD(DistillLoss):
         scale = f.teacher_scale(self.opts.teacher_scale, self.name)
         p_i2t, p_t2i = self._targets(f, scale)
         T, s = self.opts.temperature, f.inputs.logit_scale
-        s_i2t = f.logits("s_img", "s_txt", s) / T
-        s_t2i = f.logits("s_txt", "s_img", s) / T
+        s_i2t = f.logits(S_IMG, S_TXT, s) / T
+        s_t2i = f.logits(S_TXT, S_IMG, s) / T
         return (soft_ce(s_i2t, p_i2t) + soft_ce(s_t2i, p_t2i)) / 2 * T**2
 
 
@@ -114,8 +121,8 @@ class ContrastiveRelationalDistillation(DistillLoss):
             self.opts.temperature,
         )
         return (
-            distill_kl(f.logits("s_img", "s_txt", s), f.logits("t_img", "t_txt", ts), T)
-            + distill_kl(f.logits("s_txt", "s_img", s), f.logits("t_txt", "t_img", ts), T)
+            distill_kl(f.logits(S_IMG, S_TXT, s), f.logits(T_IMG, T_TXT, ts), T)
+            + distill_kl(f.logits(S_TXT, S_IMG, s), f.logits(T_TXT, T_IMG, ts), T)
         ) / 2
 
 
@@ -145,6 +152,6 @@ class CrossKD(DistillLoss):
             self.opts.temperature,
         )
         return (
-            distill_kl(f.logits("p_img", "t_txt", c), f.logits("t_img", "t_txt", ts), T)
-            + distill_kl(f.logits("p_txt", "t_img", c), f.logits("t_txt", "t_img", ts), T)
+            distill_kl(f.logits(P_IMG, T_TXT, c), f.logits(T_IMG, T_TXT, ts), T)
+            + distill_kl(f.logits(P_TXT, T_IMG, c), f.logits(T_TXT, T_IMG, ts), T)
         ) / 2

@@ -13,7 +13,7 @@ from torch import nn
 
 from clipdistill.errors import UserError
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
-from clipdistill.losses.features import FeatureView
+from clipdistill.losses.features import P_MASKED, P_TXT, T_IMG, T_TXT, FeatureView
 from clipdistill.losses.inputs import LossInput
 from clipdistill.zoo.openclip_internals import encode_kept_patches, vision_transformer
 
@@ -58,7 +58,7 @@ class MaskedFeatureDistillation(DistillLoss):
     projects = True
 
     def forward(self, f: FeatureView) -> torch.Tensor:
-        loss = F.mse_loss(f.local("p_masked"), f.local("t_img"))
+        loss = F.mse_loss(f.local(P_MASKED), f.local(T_IMG))
         if self.opts.include_text:
-            loss = loss + F.mse_loss(f.local("p_txt"), f.local("t_txt"))
+            loss = loss + F.mse_loss(f.local(P_TXT), f.local(T_TXT))
         return loss

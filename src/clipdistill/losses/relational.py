@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from clipdistill.losses.base import DistillLoss, LossDims, register_loss
 from clipdistill.losses.contrastive import RawScaleOptions
-from clipdistill.losses.features import FeatureView, distill_kl
+from clipdistill.losses.features import P_IMG, P_TXT, T_IMG, T_TXT, FeatureView, distill_kl
 from clipdistill.losses.inputs import LossInput
 
 
@@ -32,10 +32,10 @@ class VerticalRelationalDistillation(DistillLoss):
     def forward(self, f: FeatureView) -> dict[str, torch.Tensor]:
         y = f.labels()
         ts_v, st_v = (
-            f.logits("t_img", "p_img", self.image_scale),
-            f.logits("p_img", "t_img", self.image_scale),
+            f.logits(T_IMG, P_IMG, self.image_scale),
+            f.logits(P_IMG, T_IMG, self.image_scale),
         )
-        ts_t, st_t = f.logits("t_txt", "p_txt", self.text_scale), f.logits("p_txt", "t_txt", self.text_scale)
+        ts_t, st_t = f.logits(T_TXT, P_TXT, self.text_scale), f.logits(P_TXT, T_TXT, self.text_scale)
         kl = (distill_kl(ts_v, ts_t) + distill_kl(st_v, st_t)) / 2
         ce_img = (F.cross_entropy(ts_v, y) + F.cross_entropy(st_v, y)) / 2
         ce_txt = (F.cross_entropy(ts_t, y) + F.cross_entropy(st_t, y)) / 2
@@ -58,6 +58,6 @@ class CrossRelationalDistillation(DistillLoss):
 
     def forward(self, f: FeatureView) -> torch.Tensor:
         c = self.cross_scale
-        x1, x2 = f.logits("t_img", "p_txt", c), f.logits("t_txt", "p_img", c)
-        x3, x4 = f.logits("p_img", "t_txt", c), f.logits("p_txt", "t_img", c)
+        x1, x2 = f.logits(T_IMG, P_TXT, c), f.logits(T_TXT, P_IMG, c)
+        x3, x4 = f.logits(P_IMG, T_TXT, c), f.logits(P_TXT, T_IMG, c)
         return (distill_kl(x1, x2) + distill_kl(x2, x1) + distill_kl(x4, x3) + distill_kl(x3, x4)) / 4

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.autograd import Function
 
 from clipdistill.losses.base import DistillLoss, LossOptions, register_loss
-from clipdistill.losses.features import FeatureView
+from clipdistill.losses.features import S_IMG, S_TXT, FeatureView
 
 
 class SigLipOptions(LossOptions):
@@ -51,7 +51,7 @@ class SigLip(DistillLoss):
 
     def forward(self, f: FeatureView) -> torch.Tensor:
         scale, bias = f.sigmoid(self.name)
-        img, txt = f.local("s_img"), f.local("s_txt")
+        img, txt = f.local(S_IMG), f.local(S_TXT)
         loss = sigmoid_pair_loss(img, txt, scale, bias, positives=True)
         ctx = f.ctx
         if ctx.world_size == 1:
@@ -59,7 +59,7 @@ class SigLip(DistillLoss):
         W, r = ctx.world_size, ctx.rank
         sizes = ctx.sizes or (img.shape[0],) * W
         if self.opts.dist_impl == "gather":
-            everyone = f.all("s_txt").split(list(sizes))
+            everyone = f.all(S_TXT).split(list(sizes))
             for i, part in enumerate(everyone):
                 if i != r:
                     loss = loss + sigmoid_pair_loss(img, part, scale, bias, positives=False)
