@@ -110,8 +110,8 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(small_vocab_token
     tok = small_vocab_tokenizer
     enc = tokenize(tok, world_captions(400, seed=3), 40)
     g = torch.Generator().manual_seed(0)
-    masked, labels = whole_word_mask(enc["ids"], enc["offsets"], enc["special"], 0.2, tok.mask_token_id, len(tok), g)
-    wid, _ = word_ids(enc["offsets"], enc["special"])
+    masked, labels = whole_word_mask(enc.ids, enc.offsets, enc.special, 0.2, tok.mask_token_id, len(tok), g)
+    wid, _ = word_ids(enc.offsets, enc.special)
     multi_piece_words_masked = 0
     for b in range(wid.shape[0]):
         for w in wid[b].unique().tolist():
@@ -119,16 +119,16 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(small_vocab_token
                 continue
             at = wid[b] == w
             targeted = labels[b][at] != -100
-            assert targeted.all() or not targeted.any(), tok.convert_ids_to_tokens(enc["ids"][b][at].tolist())
+            assert targeted.all() or not targeted.any(), tok.convert_ids_to_tokens(enc.ids[b][at].tolist())
             multi_piece_words_masked += bool(targeted.all() and at.sum() > 1)
     assert multi_piece_words_masked > 50
-    assert (labels[enc["special"]] == -100).all()  # [CLS], [SEP] and padding are never targets
+    assert (labels[enc.special] == -100).all()  # [CLS], [SEP] and padding are never targets
     targets = labels != -100
-    share = targets.sum() / (~enc["special"]).sum()
+    share = targets.sum() / (~enc.special).sum()
     assert 0.15 < share < 0.3  # 20% of words; words have 1-3 pieces
     mask_share = (masked[targets] == tok.mask_token_id).float().mean()
     assert 0.75 < mask_share < 0.85
-    assert torch.equal(labels[targets], enc["ids"][targets])
+    assert torch.equal(labels[targets], enc.ids[targets])
 
 
 def test_whole_word_choice_equals_transformers_collator(small_vocab_tokenizer):
@@ -139,10 +139,9 @@ def test_whole_word_choice_equals_transformers_collator(small_vocab_tokenizer):
     with pytest.warns(UserWarning, match="Random token replacement"):
         collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.2, whole_word_mask=True)
     collator.generator = torch.Generator().manual_seed(7)
-    theirs_ids, theirs_labels = collator.torch_mask_tokens(enc["ids"].clone(),
-                                                           special_tokens_mask=enc["special"].long(),
-                                                           offset_mapping=enc["offsets"])
-    ours_ids, ours_labels = whole_word_mask(enc["ids"], enc["offsets"], enc["special"], 0.2, tok.mask_token_id,
+    theirs_ids, theirs_labels = collator.torch_mask_tokens(enc.ids.clone(), special_tokens_mask=enc.special.long(),
+                                                           offset_mapping=enc.offsets)
+    ours_ids, ours_labels = whole_word_mask(enc.ids, enc.offsets, enc.special, 0.2, tok.mask_token_id,
                                             len(tok), torch.Generator().manual_seed(7))
     assert (ours_labels != -100).sum() > 100
     assert torch.equal(ours_labels, theirs_labels)

@@ -27,7 +27,7 @@ def cloze_items(tokenizer, vocab: AttributeVocab, captions: list[str], max_len: 
     items = []
     for si, cap in enumerate(captions):
         enc = tokenize(tokenizer, [cap], max_len)
-        ids, offsets, special = enc["ids"][0], enc["offsets"][0], enc["special"][0]
+        ids, offsets, special = enc.ids[0], enc.offsets[0], enc.special[0]
         for m in vocab.mentions(cap):
             ws, we = m.word_span
             pos = [p for p in range(len(ids)) if not special[p] and offsets[p, 0] >= ws and offsets[p, 1] <= we
@@ -101,8 +101,8 @@ def _itm(model, tokenizer, vocab, images, captions, max_len, batch_size, device,
     hits: Counter = Counter()
     counts: Counter = Counter()
     for chunk in _batches(rows, batch_size):
-        enc = tokenize(tokenizer, [r[1] for r in chunk], max_len)
-        _, pooled = model(enc["ids"].to(device), enc["attention"].to(device), images[[r[0] for r in chunk]].to(device))
+        enc = tokenize(tokenizer, [r[1] for r in chunk], max_len).to(device)
+        _, pooled = model(enc.ids, enc.attention, images[[r[0] for r in chunk]].to(device))
         pred = model.itm(pooled).argmax(-1).cpu().tolist()
         for (_, _, label, kind), p in zip(chunk, pred, strict=True):
             counts[kind] += 1

@@ -7,6 +7,8 @@ uses the global torch stream, which checkpoints restore, so a resumed run equals
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,11 +19,25 @@ from clipdistill.vlpretrain.model import ViltPretrainer
 from clipdistill.vlpretrain.text import AttributeVocab, most_similar, whole_word_mask
 
 
-def tokenize(tokenizer, captions: list[str], max_len: int) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class Tokens:
+    """Texts through the student's WordPiece tokenizer, padded to the longest (what `tokenize` gives)."""
+
+    ids: torch.Tensor  # int64 [B, L]
+    attention: torch.Tensor  # int64 [B, L]: 1 for a real token, 0 for padding
+    offsets: torch.Tensor  # int64 [B, L, 2]: each token's character span in its text (whole-word masking)
+    special: torch.Tensor  # bool [B, L]: special tokens and padding, never masked-word targets
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Tokens:
+        return Tokens(*(t.to(device, non_blocking=non_blocking) for t in (self.ids, self.attention, self.offsets,
+                                                                           self.special)))
+
+
+def tokenize(tokenizer, captions: list[str], max_len: int) -> Tokens:
     enc = tokenizer(captions, padding="longest", truncation=True, max_length=max_len, return_tensors="pt",
                     return_offsets_mapping=True, return_special_tokens_mask=True)
-    return {"ids": enc["input_ids"], "attention": enc["attention_mask"], "offsets": enc["offset_mapping"],
-            "special": enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)}
+    return Tokens(enc["input_ids"], enc["attention_mask"], enc["offset_mapping"],
+                  enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0))
 
 
 def itm_pairs(captions: list[str], mode: str, positive_share: float, vocab: AttributeVocab
@@ -64,9 +80,9 @@ class VLPretrainTask:
         out: dict[str, torch.Tensor] = {}
         total = pixels.new_zeros(())
         plain = tokenize(self.tokenizer, captions, self.max_len)
-        ids, attention = plain["ids"].to(dev), plain["attention"].to(dev)
-        if self.obj.mlm.weight:
-            masked, labels = whole_word_mask(plain["ids"], plain["offsets"], plain["special"], self.obj.mlm.rate,
+        ids, attention = plain.ids.to(dev), plain.attention.to(dev)
+        if self.obj.mlm.weight:  # masked on the CPU: its draws come from the CPU stream that checkpoints restore
+            masked, labels = whole_word_mask(plain.ids, plain.offsets, plain.special, self.obj.mlm.rate,
                                              self.tokenizer.mask_token_id, len(self.tokenizer))
             masked, labels = masked.to(dev), labels.to(dev)
             hidden, _ = self.model(masked, attention, pixels)
@@ -80,8 +96,8 @@ class VLPretrainTask:
         if self.obj.itm.weight:
             texts, labels, fallbacks = itm_pairs(captions, self.obj.itm.negatives, self.obj.itm.positive_share,
                                                  self.vocab)
-            enc = tokenize(self.tokenizer, texts, self.max_len)
-            _, pooled = self.model(enc["ids"].to(dev), enc["attention"].to(dev), pixels)
+            enc = tokenize(self.tokenizer, texts, self.max_len).to(dev)
+            _, pooled = self.model(enc.ids, enc.attention, pixels)
             logits = self.model.itm(pooled)
             labels = labels.to(dev)
             loss = F.cross_entropy(logits, labels)
