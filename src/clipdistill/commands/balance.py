@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._options import overwrite_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("balance")
@@ -31,8 +33,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cpu | cuda (faiss GPU)"),
         teacher: str | None = typer.Option(None, help="refuse a store made by another teacher SPEC"),
         data: str | None = typer.Option(None, help="refuse a store made from another data SOURCE"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace the balance output in --out: removes "
-                                       "only what clipdistill wrote there"),
+        overwrite: bool = overwrite_option("replace the balance output in --out"),
     ) -> None:
         """Cluster teacher image embeddings, drop near-duplicates per cluster, cap large clusters.
 

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("distill")
-    def distill_cmd(
-        config: Path = typer.Argument(..., help="YAML config, e.g. configs/cid.yaml"),
-        set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set train.lr=1e-3 (repeatable)"),
-        out: Path = typer.Option(..., "--out", help="run folder"),
-        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in --out) "
-                                          "or a checkpoint folder"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out: removes only what "
-                                       "clipdistill wrote there"),
-    ) -> None:
+    def distill_cmd(config: Path = config_argument("configs/cid.yaml"), set_: list[str] = overrides_option(),
+                    out: Path = out_option(), resume: str | None = resume_option(),
+                    overwrite: bool = overwrite_option()) -> None:
         """Distil a teacher CLIP into a student.
 
         Example: clipdistill distill configs/tinyclip.yaml --set data.source=world:world_tiny --set train.epochs=1 \\

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._options import overwrite_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("embed")
@@ -32,8 +34,7 @@ def register(app: typer.Typer) -> None:
         max_pixels: int = typer.Option(89_478_485, help="skip larger images undecoded (`too_many_pixels`)"),
         max_caption_chars: int = typer.Option(2000, help="cut longer captions before tokenising "
                                               "(`caption_truncated`)"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="start the store in --out again: removes only "
-                                       "what clipdistill wrote there"),
+        overwrite: bool = overwrite_option("start the store in --out again"),
     ) -> None:
         """Normalised fp16 teacher image/text embeddings for every sample, in resumable shards + manifest.
 

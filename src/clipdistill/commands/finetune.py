@@ -7,18 +7,14 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("finetune")
-    def finetune_cmd(
-        config: Path = typer.Argument(..., help="YAML config (see configs/td/*.yaml)"),
-        out: Path | None = typer.Option(None, "--out", help="run folder (default: the config's `out`)"),
-        overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set td.lam=0.5"),
-        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in --out) "
-                                          "or a checkpoint folder"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out: removes only what "
-                                       "clipdistill wrote there"),
-    ) -> None:
+    def finetune_cmd(config: Path = config_argument("configs/td/finetune_tiny.yaml"),
+                     out: Path | None = out_option(from_config=True), overrides: list[str] = overrides_option(),
+                     resume: str | None = resume_option(), overwrite: bool = overwrite_option()) -> None:
         """Fine-tune a VL task student (VQA / SNLI-VE / VCR); `td.method` picks baseline, naive or clip_td.
 
         The task is read from `task.folder` (relative to `world` when set), e.g. the embedded world's tasks/vqa.

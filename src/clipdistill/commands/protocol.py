@@ -8,19 +8,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option
+
 if TYPE_CHECKING:
     from clipdistill.runfolder import StopSignals
 
 
 def register(app: typer.Typer) -> None:
     @app.command("protocol")
-    def protocol_cmd(
-        config: Path = typer.Argument(..., help="YAML config (see configs/td/protocol_tiny.yaml)"),
-        out: Path | None = typer.Option(None, "--out", help="sweep folder (default: the config's `out`)"),
-        overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set seeds=[0]"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="start the sweep in --out again: removes only "
-                                       "what clipdistill wrote there"),
-    ) -> None:
+    def protocol_cmd(config: Path = config_argument("configs/td/protocol_tiny.yaml"),
+                     out: Path | None = out_option("sweep folder", from_config=True),
+                     overrides: list[str] = overrides_option(),
+                     overwrite: bool = overwrite_option("start the sweep in --out again")) -> None:
         """Train and evaluate baseline / naive distillation / CLIP-TD for every task x regime x seed.
 
         Task data is read from each task's folder (relative ones under `world`). Finished cells are skipped on

@@ -7,18 +7,14 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("vlpretrain")
-    def vlpretrain_cmd(
-        config: Path = typer.Argument(..., help="YAML config, e.g. configs/vlpretrain.yaml"),
-        set_: list[str] = typer.Option([], "--set", help="override a key, e.g. --set train.steps=200 (repeatable)"),
-        out: Path = typer.Option(..., "--out", help="run folder"),
-        resume: str | None = typer.Option(None, "--resume", help="'latest' (this run's newest checkpoint in --out) "
-                                          "or a checkpoint folder"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out: removes only what "
-                                       "clipdistill wrote there"),
-    ) -> None:
+    def vlpretrain_cmd(config: Path = config_argument("configs/vlpretrain.yaml"), set_: list[str] = overrides_option(),
+                       out: Path = out_option(), resume: str | None = resume_option(),
+                       overwrite: bool = overwrite_option()) -> None:
         """Pretrain a vision-language (ViLT) student: image-text matching with hard negatives, whole-word masked
         language modelling, optionally image-text contrastive.
 
