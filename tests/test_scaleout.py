@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -14,50 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from clipdistill.safeload import load_tensors
-
-COLORS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ddp_helpers import REPO, distill_args, free_port, one_thread_env, run_ok, write_square_pairs
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("pairs")
-    rows = ["key,image,caption"]
-    for i in range(32):
-        name = list(COLORS)[i % 4]
-        im = Image.new("RGB", (32, 32), (128, 128, 128))
-        ImageDraw.Draw(im).rectangle([4 + i % 8, 4, 20 + i % 8, 20], fill=COLORS[name])
-        im.save(d / f"{i}.png")
-        rows.append(f"k{i},{i}.png,a {name} square")
-    (d / "pairs.csv").write_text("\n".join(rows) + "\n")
-    return d / "pairs.csv"
+    return write_square_pairs(tmp_path_factory.mktemp("pairs"))
 
 
-def distill_args(pairs: Path, out: Path, batch: int) -> list[str]:
-    return ["-m", "clipdistill", "distill", "configs/baseline.yaml", "--out", str(out),
-            "--set", f"data.source={pairs}", "--set", f"data.batch_size={batch}",
-            "--set", "student.model=open_clip:cd-student-xs-32", "--set", "train.epochs=1",
-            "--set", "train.warmup_steps=0", "--set", "train.collective_timeout_s=60", "--set", "train.log_every=1",
-            "--set", "train.tensorboard=false"]
-
-
-def env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": "src"}
-
-
-def run(cmd: list[str]) -> str:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(),
-                         cwd=Path(__file__).resolve().parents[1])
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+def scaleout_args(pairs: Path, out: Path, batch: int) -> list[str]:
+    return distill_args(pairs, out, batch, "train.log_every=1")
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -67,13 +33,13 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_two_nodes_through_c10d_rendezvous_equal_one_node_two_procs(pairs, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     # 2 x 8 on one node, and 2 nodes x 1 x 8; (DDP == one process on the same global batch is tests/train/test_ddp.py)
-    run([*torchrun, "--standalone", "--nproc_per_node", "2", *distill_args(pairs, tmp_path / "one_node", 8)])
+    run_ok([*torchrun, "--standalone", "--nproc_per_node", "2", *scaleout_args(pairs, tmp_path / "one_node", 8)])
     port = free_port()
     nodes = [
         subprocess.Popen([*torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(r),
                           "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "t",
-                          *distill_args(pairs, tmp_path / "two_nodes", 8)],
-                         env=env(), cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                          *scaleout_args(pairs, tmp_path / "two_nodes", 8)],
+                         env=one_thread_env(), cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
         for r in range(2)
     ]
@@ -100,7 +66,7 @@ def test_ddp_survives_a_corrupt_sample_and_counts_it(pairs, tmp_path):
     (bad / "5.png").write_bytes(b"not a png")
     (bad / "pairs.csv").write_text("\n".join(lines) + "\n")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    stdout = run([*torchrun, *distill_args(bad / "pairs.csv", tmp_path / "run", 8)])
+    stdout = run_ok([*torchrun, *scaleout_args(bad / "pairs.csv", tmp_path / "run", 8)])
     assert stdout.count("wrote ") == 1  # rank 0 speaks for the run
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["skipped_reads"] == {"undecodable_image": 1}
@@ -123,7 +89,7 @@ def test_ddp_ends_each_epoch_together_on_uneven_shards(pairs, tmp_path):
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    run([*torchrun, *distill_args(tmp_path / "s-{0..2}.tar", tmp_path / "run", 4), "--set", "train.epochs=2"])
+    run_ok([*torchrun, *scaleout_args(tmp_path / "s-{0..2}.tar", tmp_path / "run", 4), "--set", "train.epochs=2"])
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # rank 1 holds 8 pairs = 2 batches of 4 per epoch; rank 0 holds 4 batches but only 2 per epoch are used
     assert [(r["step"], r["epoch"]) for r in steps] == [(1, 0), (2, 0), (3, 1), (4, 1)]

@@ -93,6 +93,14 @@ def assert_clear_error(proc: subprocess.CompletedProcess, *needles: str) -> None
         assert n in out, (n, out)
 
 
+def assert_refused(result: tuple[int, str], *needles: str) -> None:
+    """A refusal as `run_main` returns it: exit 2, no Python traceback, every needle in the output."""
+    code, out = result
+    assert code == 2 and "Traceback" not in out, out
+    for n in needles:
+        assert n in out, (n, out)
+
+
 def run_main(*args: str) -> tuple[int, str]:
     """The CLI entry point in this process (so monkeypatched faults apply): (exit code, stdout + stderr)."""
     from contextlib import redirect_stderr, redirect_stdout
@@ -134,20 +142,12 @@ def ddp_resume_worker(rank: int, world: int, port: int, out_dir: str, die_at_cal
 
     from clipdistill.errors import UserError
     from clipdistill.train import TrainConfig, fit
+    from ddp_helpers import before_call, join_as_rank
 
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    join_as_rank(rank, world, port)
     task = ToyTask(crash_at_call=None)
     if rank == 1 and die_at_call is not None:
-        step = task.training_step
-
-        def dying(batch):
-            if task.calls + 1 == die_at_call:
-                os._exit(3)  # a peer that vanishes without a goodbye
-            return step(batch)
-
-        task.training_step = dying
+        before_call(task, die_at_call, lambda: os._exit(3))  # a peer that vanishes without a goodbye
     cfg = TrainConfig(lr=0.05, epochs=2, progress=False, tensorboard=False, save_every=2, device="cpu",
                       collective_timeout_s=5)
     try:
@@ -173,20 +173,12 @@ def ddp_stop_worker(rank: int, world: int, port: int, out_dir: str, signal_at_ca
 
     from clipdistill.errors import Interrupted
     from clipdistill.train import TrainConfig, fit
+    from ddp_helpers import before_call, join_as_rank
 
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    join_as_rank(rank, world, port)
     task = ToyTask(noisy=True)
     if rank == 1 and signal_at_call is not None:
-        step = task.training_step
-
-        def signalled(batch):
-            if task.calls + 1 == signal_at_call:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return step(batch)
-
-        task.training_step = signalled
+        before_call(task, signal_at_call, lambda: os.kill(os.getpid(), signal.SIGTERM))
     cfg = TrainConfig(lr=0.05, epochs=2, progress=False, tensorboard=False, save_every=100, log_every=1,
                       device="cpu", collective_timeout_s=20)
     try:

@@ -6,7 +6,6 @@ every step once."""
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -16,13 +15,13 @@ import pytest
 import torch
 from rel_cases import case
 from rel_helpers import HERE, cli, ddp_stop_worker
-from test_ddp import free_port
 from test_kill_distill import assert_bitwise_equal, reference, write_config  # noqa: F401  (fixture)
 from toy import ToyTask, make_factory, weights
 
 from clipdistill.errors import Interrupted
 from clipdistill.train import TrainConfig, fit
 from clipdistill.train.checkpoint import list_checkpoints
+from ddp_helpers import before_call, spawn_ranks
 
 FAULTY = HERE / "faulty_cli.py"
 
@@ -48,18 +47,6 @@ def test_signal_mid_epoch_checkpoints_and_resumes_bitwise(tmp_path, pairs, refer
     assert_bitwise_equal(run, reference)
 
 
-def _signal_at(task: ToyTask, call: int, signum: int) -> ToyTask:
-    step = task.training_step
-
-    def signalled(batch):
-        if task.calls + 1 == call:
-            os.kill(os.getpid(), signum)  # the handler records it; the step goes on
-        return step(batch)
-
-    task.training_step = signalled
-    return task
-
-
 @case("stop", "Ctrl-C (SIGINT) inside step 5 of a run logging every step, TensorBoard on; then `--resume latest`",
       "`Interrupted` after step 5 with its checkpoint; `metrics.jsonl` holds steps 1..12 once each (the resume "
       "cuts what the stopped run logged after its checkpoint, and a torn last line); TensorBoard's new events "
@@ -69,8 +56,9 @@ def test_sigint_then_resume_logs_each_step_once(tmp_path):
     ref = ToyTask(noisy=True)
     fit(ref, make_factory(16), c, tmp_path / "ref")
     run = tmp_path / "run"
+    ctrl_c = before_call(ToyTask(noisy=True), 5, lambda: os.kill(os.getpid(), signal.SIGINT))  # the step goes on
     with pytest.raises(Interrupted, match="SIGINT after optimizer step 5 of 12") as stop:
-        fit(_signal_at(ToyTask(noisy=True), 5, signal.SIGINT), make_factory(16), c, run)
+        fit(ctrl_c, make_factory(16), c, run)
     assert stop.value.signum == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the loop's handler is gone again
     assert [p.name for p in list_checkpoints(run)] == ["step_0000004", "step_0000005"]
@@ -101,15 +89,7 @@ def test_second_signal_stops_at_once(tmp_path):
 
 
 def spawn_two(tmp_path, signal_at_call: int | None, resume: str | None, tag: str) -> None:
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=ddp_stop_worker, args=(r, 2, port, str(tmp_path), signal_at_call, resume, tag))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert not p.is_alive(), "a DDP worker hung"
+    spawn_ranks(ddp_stop_worker, str(tmp_path), signal_at_call, resume, tag)
 
 
 @case("stop", "2-process DDP (gloo): SIGTERM reaches rank 1 only, inside its step 3 of 8",

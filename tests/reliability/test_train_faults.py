@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-
 import torch
 from rel_cases import case
 from rel_helpers import ddp_resume_worker, run_main, tiny_distill_config
-from test_ddp import free_port
 from toy import ToyTask, make_factory, weights
 
 from clipdistill.distill.task import DistillTask
 from clipdistill.train import TrainConfig, fit
 from clipdistill.train.checkpoint import list_checkpoints
+from ddp_helpers import spawn_ranks
 
 
 @case("train", "NaN injected into the distillation loss at the 3rd step",
@@ -36,15 +34,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, pairs, monkeypatch):
 
 
 def spawn_two(tmp_path, die_at_call: int | None, resume: str | None) -> None:
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=ddp_resume_worker, args=(r, 2, port, str(tmp_path), die_at_call, resume))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert not p.is_alive(), "a DDP worker hung"
+    spawn_ranks(ddp_resume_worker, str(tmp_path), die_at_call, resume)
 
 
 @case("train", "2-process DDP (gloo): rank 1 dies without a word at step 6",

@@ -1,34 +1,15 @@
 """Two gloo processes on CPU: same result as one process with the same global batch; a dead peer makes the
 survivor exit with a clear error instead of hanging."""
 
-import multiprocessing as mp
-import socket
-
 import torch
 from toy import ToyTask, ddp_worker, make_factory, weights
 
 from clipdistill.train import TrainConfig, fit
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn_two(tmp_path, die_at_call=None) -> None:
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=ddp_worker, args=(r, 2, port, str(tmp_path), die_at_call)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert not p.is_alive(), "a DDP worker hung"
+from ddp_helpers import spawn_ranks
 
 
 def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path):
-    spawn_two(tmp_path)
+    spawn_ranks(ddp_worker, str(tmp_path))
     assert (tmp_path / "outcome0.txt").read_text() == "ok"
     assert (tmp_path / "outcome1.txt").read_text() == "ok"
     single = ToyTask()
@@ -40,7 +21,7 @@ def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path):
 
 
 def test_dead_peer_makes_survivor_exit_with_user_error(tmp_path):
-    spawn_two(tmp_path, die_at_call=3)
+    spawn_ranks(ddp_worker, str(tmp_path), 3)  # rank 1 dies at its 3rd step
     assert not (tmp_path / "outcome1.txt").exists()  # rank 1 died
     msg = (tmp_path / "outcome0.txt").read_text()
     assert msg.startswith("UserError") and "collective" in msg and "--resume latest" in msg

@@ -70,20 +70,12 @@ def ddp_worker(rank: int, world: int, port: int, out_dir: str, die_at_call: int 
     import clipdistill  # noqa: F401
     from clipdistill.errors import UserError
     from clipdistill.train import TrainConfig, fit, init_distributed, shutdown
+    from ddp_helpers import before_call, join_as_rank
 
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    join_as_rank(rank, world, port)
     task = ToyTask()
     if die_at_call is not None and rank == 1:
-        step = task.training_step
-
-        def dying(batch):
-            if task.calls + 1 == die_at_call:
-                os._exit(3)  # a peer that vanishes without a goodbye
-            return step(batch)
-
-        task.training_step = dying
+        before_call(task, die_at_call, lambda: os._exit(3))  # a peer that vanishes without a goodbye
     cfg = TrainConfig(lr=0.05, epochs=2, progress=False, tensorboard=False, save_every=100, device="cpu",
                       collective_timeout_s=10)
     outcome = "ok"
