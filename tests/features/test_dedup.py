@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipdistill.features.dedup import greedy_dedup, hash_dedup, solve_cap
+from clipdistill.features.dedup import exact_sims, greedy_dedup, hash_dedup, solve_cap
 
 
 def test_chain_keeps_both_ends():
@@ -50,3 +50,51 @@ def test_hash_dedup_counts_differing_bits():
     assert hash_dedup(h, 0).tolist() == [0, 1, 2, 3, 4]  # all distinct
     assert hash_dedup(np.array([5, 5, 5], dtype=np.uint64), 0).tolist() == [0]  # identical hashes
     assert hash_dedup(h, 64).tolist() == [0]
+
+
+def _planted(m: int, d: int, seed: int) -> np.ndarray:
+    """Unit rows around one centre (a cluster), 20% of them near-copies of an earlier row, walk order shuffled."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(d) + rng.standard_normal((m, d)).astype(np.float32) / np.sqrt(d)
+    dup = rng.choice(np.arange(1, m), m // 5, replace=False)
+    x[dup] = x[rng.integers(0, dup)] + 0.05 * rng.standard_normal((len(dup), d)) / np.sqrt(d)
+    x = x[rng.permutation(m)]
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+
+
+def test_torch_blocks_keep_exactly_what_numpy_keeps():
+    """The torch path (forced on CPU here; on CUDA in `balance --device cuda`) keeps the same positions as numpy,
+    across thresholds, caps and block sizes."""
+    emb = _planted(700, 64, 0)
+    for threshold in (0.5, 0.9, 0.99):
+        for cap, block in ((None, 2048), (None, 64), (150, 100)):
+            ref = greedy_dedup(emb, threshold, cap, block)
+            assert 0 < len(ref) < len(emb)
+            assert greedy_dedup(emb, threshold, cap, block, device="cpu").tolist() == ref.tolist()
+
+
+def test_ties_are_decided_by_the_exact_cosine_on_every_backend():
+    """A threshold equal to a planted pair's float32 cosine: the pair is not above it (kept), and one float32
+    step below it the pair is a duplicate (dropped), whatever the matmul's last bits were."""
+    emb = _planted(300, 512, 1)
+    i, j = 3, 4
+    emb[j] = emb[i] + 1e-3 * emb[j]
+    emb[j] /= np.linalg.norm(emb[j])
+    tie = float(exact_sims(emb[[i]], emb[[j]])[0])
+    assert abs(tie - float(emb[i].astype(np.float64) @ emb[j])) < 1e-7
+    below = float(np.nextafter(np.float32(tie), np.float32(-1)))
+    for device in (None, "cpu"):
+        assert j in greedy_dedup(emb, tie, device=device)
+        assert j not in greedy_dedup(emb, below, device=device)
+        assert j not in greedy_dedup(emb, below, block=4, device=device)  # i and j in one block, then across blocks
+    assert greedy_dedup(emb, tie).tolist() == greedy_dedup(emb, tie, device="cpu").tolist()
+    assert greedy_dedup(emb, below).tolist() == greedy_dedup(emb, below, device="cpu").tolist()
+
+
+def test_exact_sims_matches_a_correctly_rounded_sum():
+    import math
+
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((50, 513)).astype(np.float32) for _ in range(2))
+    ref = [np.float32(math.fsum(p)) for p in a.astype(np.float64) * b.astype(np.float64)]
+    assert exact_sims(a, b).tolist() == ref

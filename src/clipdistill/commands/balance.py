@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
         train_points: int = typer.Option(64, help="k-means trains on this many random points per centroid"),
         niter: int = typer.Option(20, help="k-means iterations"),
         seed: int = typer.Option(0, help="k-means / random-control seed"),
-        device: str = typer.Option("auto", help="auto | cpu | cuda (faiss GPU)"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda: k-means (faiss GPU) and the de-dup's "
+                                   "similarity blocks (torch) on CUDA when visible (auto) or always (cuda)"),
+        timeout_s: float = typer.Option(1800.0, help="under torchrun: how long a rank waits for the others"),
         teacher: str | None = typer.Option(None, help="refuse a store made by another teacher SPEC"),
         data: str | None = typer.Option(None, help="refuse a store made from another data SOURCE"),
         overwrite: bool = overwrite_option("replace the balance output in --out"),
@@ -41,16 +43,20 @@ def register(app: typer.Typer) -> None:
         LAION-400M; k-means + greedy de-dup + cap and every threshold here are our choices
         (docs/reconstruction.md#cid-balance).
 
+        Under torchrun (`torchrun --nproc_per_node N -m clipdistill balance ...`) the ranks share the k-means
+        assignment and the de-dup by clusters; rank 0 writes --out (docs/scale_out.md#balance-at-scale).
+
         Example: clipdistill balance --features feats --out bal --clusters 16 --target-keep 0.563
         """
         from clipdistill.config import build_config
         from clipdistill.features.balance import BalanceOptions, run_balance
         from clipdistill.runfolder import claim
+        from clipdistill.train.distributed import launched_as_main
 
         opts = build_config(BalanceOptions, dict(clusters=clusters, target_keep=target_keep, threshold=threshold,
                                                  cap=cap, perceptual=perceptual, space=space, order=order,
                                                  labels=labels, train_points=train_points, niter=niter, seed=seed,
-                                                 device=device), "options")
+                                                 device=device, timeout_s=timeout_s), "options")
         fingerprint = None
         if data is not None:
             from clipdistill.data import open_source
@@ -59,8 +65,11 @@ def register(app: typer.Typer) -> None:
             # opened as embed opened it (columns, separator): those shape the keys the fingerprint covers
             how = FeatureStore(features).manifest["source"].get("options", {})
             fingerprint = open_source(data, **how).fingerprint()
-        with claim(out, "balance", overwrite=overwrite):  # before any computing: a bad --out fails at once
+        # before any computing: a bad --out fails at once; torchrun ranks > 0 leave the folder to rank 0
+        with claim(out, "balance", overwrite=overwrite, main=launched_as_main()):
             r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
+        if r is None:  # a torchrun rank > 0: rank 0 speaks for the run
+            return
         dups = "" if r["perceptual_duplicates"] is None else f"{r['perceptual_duplicates']} perceptual duplicates, "
         typer.echo(f"kept {r['kept']} of {r['samples']} ({r['kept_fraction']:.1%}; {dups}threshold "
                    f"{r['threshold']:.4f}, cap {r['cap']}) -> {out}/kept_keys.txt, labels.npy, centroids.npy, "

@@ -14,7 +14,11 @@ the same group's UNICOM/MLCD machinery and SemDeDup, and every choice is an opti
 4. with `target_keep`, solve the cap (or, when de-dup alone keeps too little, the threshold) so the kept
    fraction meets the target.
 
-Rows are read from the memory-mapped store a group of clusters at a time, so memory stays bounded.
+Rows are read from the memory-mapped store a group of clusters at a time, so memory stays bounded. The
+similarity blocks of step 2 run as torch matmuls on CUDA when `device` allows (numpy on CPU), with the same
+kept set (features/dedup.py). Under torchrun, rank 0 trains the centroids, the ranks assign a share of the
+chunks each and de-duplicate a share of the clusters each (balanced by size^2, the de-dup's cost), the solvers
+see every cluster's kept count (one all-reduce per pass), and rank 0 gathers the kept rows and writes DIR.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.distributed as dist
 from pydantic import Field, model_validator
 
 from clipdistill.config import StrictModel
@@ -34,6 +40,7 @@ from clipdistill.features.dedup import greedy_dedup, hash_dedup, solve_cap
 from clipdistill.features.kmeans import assign, train_centroids, use_gpu
 from clipdistill.features.store import FeatureStore
 from clipdistill.progress import StageProgress
+from clipdistill.train.distributed import DistInfo, init_distributed, shutdown
 
 
 class BalanceOptions(StrictModel):
@@ -55,7 +62,10 @@ class BalanceOptions(StrictModel):
     chunk: int = Field(65536, ge=1, description="rows per assignment chunk")
     group_rows: int = Field(65536, ge=1, description="rows of whole clusters read together for de-dup")
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="k-means (faiss) and the de-dup's "
+                                                   "similarity blocks (torch) on CUDA when visible (auto) or "
+                                                   "always (cuda), or on CPU")
+    timeout_s: float = Field(1800.0, gt=0, description="torchrun: how long a rank waits for the others")
 
     @model_validator(mode="after")
     def _solvable(self) -> BalanceOptions:
@@ -83,14 +93,18 @@ class Vectors:
         x = _unit(self.store.rows("image", idx))
         return x if self.kind == "image" else _unit(x + _unit(self.store.rows("text", idx)))
 
-    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        if self.kind == "image":
-            for start, block in self.store.chunks("image", self.chunk):
-                yield start, _unit(block)
-        else:
-            for (start, img), (_, txt) in zip(self.store.chunks("image", self.chunk),
-                                              self.store.chunks("text", self.chunk), strict=True):
-                yield start, _unit(_unit(img) + _unit(txt))
+    def chunks(self, rank: int = 0, world: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        """(global start row, unit vectors) of every `world`-th chunk from the `rank`-th, shard by shard (the
+        others are not read: the shards are memory-mapped)."""
+        i = 0
+        for s, (start, count) in enumerate(zip(self.store.starts, self.store.counts, strict=True)):
+            for a in range(0, count, self.chunk):
+                if i % world == rank:
+                    x = _unit(np.array(self.store.array("image", s)[a:a + self.chunk]))
+                    if self.kind != "image":
+                        x = _unit(x + _unit(np.array(self.store.array("text", s)[a:a + self.chunk])))
+                    yield start + a, x
+                i += 1
 
 
 Space = Literal["image", "multimodal"]
@@ -119,6 +133,7 @@ class Balanced:
     survivors_before_cap: int | None  # known only when the cap is solved after an uncapped de-dup
     perceptual_duplicates: int | None  # dropped by the pHash step; None: step not run
     gpu: bool  # faiss ran on GPU
+    dedup_device: str | None = None  # torch device of the de-dup's similarity blocks; None: numpy
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     def clustering(self, space: Space) -> Clustering:
@@ -133,11 +148,31 @@ class Balanced:
         return self.clustering(self.space)
 
 
-def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool) -> Clustering:
+def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool, info: DistInfo = DistInfo()) -> Clustering:
+    """k-means: centroids trained on rank 0 (sent to the others), each rank assigning its share of the chunks,
+    the labels gathered on every rank."""
     n = len(vectors.store)
-    centroids, obj = train_centroids(vectors.rows, n, opts.clusters, sample=opts.train_points * opts.clusters,
-                                     niter=opts.niter, seed=opts.seed, gpu=gpu)
-    labels, sims = assign(vectors.chunks(), centroids, n, gpu)
+    trained = [None]
+    if info.is_main:
+        trained = [train_centroids(vectors.rows, n, opts.clusters, sample=opts.train_points * opts.clusters,
+                                   niter=opts.niter, seed=opts.seed, gpu=gpu)]
+    if info.enabled:
+        dist.broadcast_object_list(trained, src=0)
+    centroids, obj = trained[0]
+    done: list[tuple[int, int]] = []
+
+    def mine() -> Iterator[tuple[int, np.ndarray]]:
+        for start, x in vectors.chunks(info.rank, info.world_size):
+            done.append((start, len(x)))
+            yield start, x
+
+    labels, sims = assign(mine(), centroids, n, gpu)
+    if info.enabled:
+        parts: list = [None] * info.world_size
+        dist.all_gather_object(parts, [(a, labels[a:a + m], sims[a:a + m]) for a, m in done])
+        for part in parts:
+            for a, lab, sim in part:
+                labels[a:a + len(lab)], sims[a:a + len(sim)] = lab, sim
     return Clustering(centroids=centroids, labels=labels, sims=sims, objective=obj)
 
 
@@ -151,50 +186,99 @@ def walk_order(labels: np.ndarray, sims: np.ndarray, order: str) -> tuple[np.nda
     return rows, np.concatenate([[0], np.cumsum(sizes)])
 
 
+def share(sizes: np.ndarray, info: DistInfo) -> np.ndarray:
+    """The clusters (ascending) this rank de-duplicates: largest cost first to the least loaded rank, cost
+    size^2 (a greedy walk compares each member with those kept before it); the same answer on every rank."""
+    if not info.enabled:
+        return np.arange(len(sizes))
+    load = np.zeros(info.world_size)
+    owner = np.empty(len(sizes), dtype=np.int64)
+    for c in np.argsort(-sizes.astype(np.float64) ** 2, kind="stable"):
+        owner[c] = int(np.argmin(load))
+        load[owner[c]] += float(sizes[c]) ** 2
+    return np.nonzero(owner == info.rank)[0]
+
+
+@dataclass
+class Kept:
+    """Kept store rows (walk order) of this rank's clusters, and every cluster's kept count (all ranks)."""
+
+    rows: dict[int, np.ndarray]
+    counts: np.ndarray  # int64 [K]
+
+    def capped(self, cap: int) -> Kept:
+        return Kept({c: x[:cap] for c, x in self.rows.items()}, np.minimum(self.counts, cap))
+
+
+def _counted(rows: dict[int, np.ndarray], k: int, info: DistInfo) -> Kept:
+    counts = np.zeros(k, dtype=np.int64)
+    counts[list(rows)] = [len(x) for x in rows.values()]
+    if info.enabled:  # the clusters are disjoint across ranks: a sum is every cluster's count
+        t = torch.from_numpy(counts).to(info.device)
+        dist.all_reduce(t)
+        counts = t.cpu().numpy()
+    return Kept(rows, counts)
+
+
 def per_cluster(rows: np.ndarray, bounds: np.ndarray, read: Callable[[np.ndarray], np.ndarray],
-                keep: Callable[[np.ndarray], np.ndarray], group_rows: int) -> list[np.ndarray]:
-    """Kept store rows of every cluster, in walk order: `keep(one cluster's values)` gives the positions kept,
-    `read(store rows)` the values. Whole clusters are read together up to `group_rows`."""
-    kept: list[np.ndarray] = []
-    k = len(bounds) - 1
-    c = 0
-    while c < k:
-        stop = c + 1  # at least one cluster per read, however big
-        while stop < k and bounds[stop + 1] - bounds[c] <= group_rows:
+                keep: Callable[[np.ndarray], np.ndarray], group_rows: int,
+                clusters: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """Kept store rows of each of `clusters` (ascending; default all), in walk order: `keep(one cluster's
+    values)` gives the positions kept, `read(store rows)` the values. Whole clusters are read together up to
+    `group_rows`."""
+    clusters = np.arange(len(bounds) - 1) if clusters is None else clusters
+    kept: dict[int, np.ndarray] = {}
+    g = 0
+    while g < len(clusters):
+        stop = g + 1  # at least one cluster per read, however big
+        total = bounds[clusters[g] + 1] - bounds[clusters[g]]
+        while stop < len(clusters) and total + bounds[clusters[stop] + 1] - bounds[clusters[stop]] <= group_rows:
+            total += bounds[clusters[stop] + 1] - bounds[clusters[stop]]
             stop += 1
-        values = read(rows[bounds[c]:bounds[stop]])
-        for j in range(c, stop):
-            lo, hi = bounds[j] - bounds[c], bounds[j + 1] - bounds[c]
-            kept.append(rows[bounds[j] + keep(values[lo:hi])])
-        c = stop
+        members = [rows[bounds[c]:bounds[c + 1]] for c in clusters[g:stop]]
+        values = read(np.concatenate(members))
+        lo = 0
+        for c, m in zip(clusters[g:stop], members, strict=True):
+            kept[int(c)] = m[keep(values[lo:lo + len(m)])]
+            lo += len(m)
+        g = stop
     return kept
 
 
 def dedup_all(vectors: Vectors, rows: np.ndarray, bounds: np.ndarray, threshold: float, cap: int | None,
-              group_rows: int) -> list[np.ndarray]:
-    """Semantic de-dup (and cap) of every cluster: kept store rows, in walk order."""
-    return per_cluster(rows, bounds, vectors.rows, lambda e: greedy_dedup(e, threshold, cap), group_rows)
+              group_rows: int, clusters: np.ndarray | None = None, device: str | None = None
+              ) -> dict[int, np.ndarray]:
+    """Semantic de-dup (and cap) of `clusters` (default all): kept store rows of each, in walk order."""
+    return per_cluster(rows, bounds, vectors.rows, lambda e: greedy_dedup(e, threshold, cap, device=device),
+                       group_rows, clusters)
 
 
 def drop_perceptual(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, max_distance: int,
-                    group_rows: int) -> tuple[np.ndarray, np.ndarray]:
+                    group_rows: int, info: DistInfo = DistInfo()) -> tuple[np.ndarray, np.ndarray]:
     """(rows, bounds) without the perceptual duplicates: per cluster, a member whose pHash is within
     `max_distance` bits of a member kept before it in the walk. Copies of one picture embed alike, so they
-    share a cluster; looking only inside clusters keeps this O(cluster size) per member at any N."""
+    share a cluster; looking only inside clusters keeps this O(cluster size) per member at any N. Under
+    torchrun each rank does its share of the clusters and every rank gets the whole result."""
     if "phash" not in store.fields:
         raise UserError(f"{store.root} holds no perceptual hashes: re-embed with --phash to use --perceptual")
     kept = per_cluster(rows, bounds, lambda idx: store.rows("phash", idx), lambda h: hash_dedup(h, max_distance),
-                       group_rows)
-    return np.concatenate(kept), np.concatenate([[0], np.cumsum([len(x) for x in kept])])
+                       group_rows, share(np.diff(bounds), info))
+    if info.enabled:
+        parts: list = [None] * info.world_size
+        dist.all_gather_object(parts, kept)
+        kept = {c: x for part in parts for c, x in part.items()}
+    ordered = [kept[c] for c in range(len(bounds) - 1)]
+    return np.concatenate(ordered), np.concatenate([[0], np.cumsum([len(x) for x in ordered])])
 
 
-def _fraction(kept: list[np.ndarray], cap: int | None, n: int) -> float:
-    return sum(len(x) if cap is None else min(len(x), cap) for x in kept) / n
+def _fraction(kept: Kept, cap: int | None, n: int) -> float:
+    return float((kept.counts if cap is None else np.minimum(kept.counts, cap)).sum()) / n
 
 
-def solve_threshold(run: Callable[[float], list[np.ndarray]], cap: int | None, target: float, n: int,
-                    lo: float) -> tuple[float, list[np.ndarray]]:
-    """Bisect the threshold (higher keeps more) until the kept fraction is within 1% of the target."""
+def solve_threshold(run: Callable[[float], Kept], cap: int | None, target: float, n: int,
+                    lo: float) -> tuple[float, Kept]:
+    """Bisect the threshold (higher keeps more) until the kept fraction is within 1% of the target. Every rank
+    sees the same global counts, so every rank takes the same steps."""
     hi = 1.0
     best = (lo, run(lo))
     for _ in range(SOLVE_STEPS):
@@ -207,32 +291,45 @@ def solve_threshold(run: Callable[[float], list[np.ndarray]], cap: int | None, t
     return best
 
 
-def balance(store: FeatureStore, opts: BalanceOptions) -> Balanced:
-    """Cluster, de-duplicate and cap. Returns arrays + the solved parameters + timings (no files)."""
+def dedup_device(opts: BalanceOptions, info: DistInfo) -> str | None:
+    """Where the de-dup's similarity blocks run: this process's CUDA device when `--device` allows and torch
+    sees one, else None (numpy: measured faster than torch on this project's CPU machine)."""
+    if opts.device == "cuda" and info.device.type != "cuda":
+        raise UserError("--device cuda but torch sees no CUDA device (a CUDA build of torch is needed for the "
+                        "de-dup; --device auto runs it on CPU)")
+    return str(info.device) if info.device.type == "cuda" else None
+
+
+def balance(store: FeatureStore, opts: BalanceOptions, info: DistInfo = DistInfo()) -> Balanced | None:
+    """Cluster, de-duplicate and cap. Returns arrays + the solved parameters + timings (no files); under
+    torchrun (`info`), every rank takes part and only rank 0 gets the result (None on the others)."""
     gpu = use_gpu(opts.device)
+    device = dedup_device(opts, info)
     n = len(store)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # passes: k-means, then one de-dup of every cluster per threshold tried (their number depends on the solve)
-    bar = StageProgress("balance", None, unit="passes")
+    bar = StageProgress("balance", None, unit="passes", enabled=info.is_main)
     vectors = Vectors(store, opts.space, opts.chunk)
-    grouping = cluster(vectors, opts, gpu)
+    grouping = cluster(vectors, opts, gpu, info)
     timings["kmeans_and_assign"] = time.perf_counter() - t0
     bar.advance(info=f"k-means ({opts.clusters} clusters) done")
     rows, bounds = walk_order(grouping.labels, grouping.sims, opts.order)
     perceptual = None
     if opts.perceptual is not None:
         t0 = time.perf_counter()
-        rows, bounds = drop_perceptual(store, rows, bounds, opts.perceptual, opts.group_rows)
+        rows, bounds = drop_perceptual(store, rows, bounds, opts.perceptual, opts.group_rows, info)
         perceptual = n - len(rows)
         timings["perceptual_dedup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     threshold, cap = opts.threshold, opts.cap
     survivors: int | None = None  # known only when the cap is solved after an uncapped de-dup
+    mine = share(np.diff(bounds), info)
 
-    def run(t: float, c: int | None = None) -> list[np.ndarray]:
-        kept = dedup_all(vectors, rows, bounds, t, c, opts.group_rows)
+    def run(t: float, c: int | None = None) -> Kept:
+        kept = _counted(dedup_all(vectors, rows, bounds, t, c, opts.group_rows, mine, device), len(bounds) - 1,
+                        info)
         bar.advance(info=f"de-dup at threshold {t:.4f}")
         return kept
 
@@ -254,35 +351,50 @@ def balance(store: FeatureStore, opts: BalanceOptions) -> Balanced:
                                 f"{_fraction(kept, None, n):.3f} < --target-keep {opts.target_keep}: raise "
                                 "--threshold or leave it out to have it solved")
             threshold, kept = solve_threshold(run, None, opts.target_keep, n, lo=threshold)
-        survivors = sum(len(x) for x in kept)
-        cap = solve_cap(np.array([len(x) for x in kept]), round(opts.target_keep * n))
-        kept = [x[:cap] for x in kept]
+        survivors = int(kept.counts.sum())
+        cap = solve_cap(kept.counts, round(opts.target_keep * n))
+        kept = kept.capped(cap)
     timings["dedup_and_cap"] = time.perf_counter() - t0
     bar.close()
 
+    mask_rows = np.concatenate([np.empty(0, dtype=np.int64), *kept.rows.values()])
+    if info.enabled:
+        parts: list | None = [None] * info.world_size if info.is_main else None
+        dist.gather_object(mask_rows, parts, dst=0)
+        mask_rows = np.concatenate(parts) if parts is not None else mask_rows
     keep_mask = np.zeros(n, dtype=bool)
-    if kept:
-        keep_mask[np.concatenate(kept)] = True
+    keep_mask[mask_rows] = True
     clusterings = {opts.space: grouping}
     for space in sorted({opts.labels, "image"} - {opts.space}):  # labels.npy is always the image clustering
         t0 = time.perf_counter()
-        clusterings[space] = cluster(Vectors(store, space, opts.chunk), opts, gpu)
+        clusterings[space] = cluster(Vectors(store, space, opts.chunk), opts, gpu, info)
         timings[f"{space}_kmeans"] = time.perf_counter() - t0
+    if not info.is_main:
+        return None
     return Balanced(kept=keep_mask, space=opts.space, image=clusterings["image"],
                     multimodal=clusterings.get("multimodal"), threshold=threshold, cap=cap,
-                    survivors_before_cap=survivors, perceptual_duplicates=perceptual, gpu=gpu, timings=timings)
+                    survivors_before_cap=survivors, perceptual_duplicates=perceptual, gpu=gpu,
+                    dedup_device=device, timings=timings)
 
 
 def run_balance(features: str | Path, out: str | Path, opts: BalanceOptions, *, teacher: str | None = None,
-                fingerprint: str | None = None) -> dict:
-    """`clipdistill balance`: read the store (refusing another teacher / source), balance, write DIR."""
+                fingerprint: str | None = None) -> dict | None:
+    """`clipdistill balance`: read the store (refusing another teacher / source), balance, write DIR. Under
+    torchrun every rank computes its share and rank 0 writes DIR and returns the report (None on the others)."""
     from clipdistill.features.balance_output import write_outputs
     from clipdistill.features.balance_report import build_report, plot_report
 
     store = FeatureStore(features, teacher=teacher, fingerprint=fingerprint)
     if len(store) == 0:
         raise UserError(f"feature store {features} holds no samples")
-    result = balance(store, opts)
+    use_gpu(opts.device)  # a missing faiss GPU is refused before any process group is joined
+    info = init_distributed("cpu" if opts.device == "cpu" else "auto", opts.timeout_s)
+    try:
+        result = balance(store, opts, info)
+    finally:
+        shutdown(info)
+    if result is None:
+        return None
     report = build_report(result, opts.clusters, opts.target_keep, opts.seed)
     out = Path(out)
     write_outputs(out, store, opts.model_dump(mode="json"), result, report)
