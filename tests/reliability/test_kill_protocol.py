@@ -20,7 +20,8 @@ def protocol_config(root, out) -> dict:
     world = build_tiny_world(root / "world")
     return {"world": str(world), "tasks": [{"name": "vqa", "kind": "vqa", "folder": "tasks/vqa"}],
             "fractions": [0.25], "seeds": [0], "full": False, "methods": ["baseline", "naive", "clip_td"],
-            "teacher": "open_clip:cd-student-xs-32", "batch_size": 8, "out": str(out), "student": TINY_STUDENT,
+            "teacher": {"models": ["open_clip:cd-student-xs-32"]}, "batch_size": 8, "out": str(out),
+            "student": TINY_STUDENT,
             "train": {"epochs": 1, "lr": 3e-3, "progress": False, "tensorboard": False, "device": "cpu"}}
 
 

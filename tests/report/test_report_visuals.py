@@ -113,7 +113,7 @@ def flow(tmp_path_factory):
     repo = Path(__file__).resolve().parents[2]
     _cli("finetune", str(repo / "configs" / "td" / "finetune_tiny.yaml"), "--set", f"world={w}", "--set",
          "task.name=snli_ve", "--set", "task.kind=snli_ve", "--set", "task.folder=tasks/snli_ve", "--set",
-         "task.val_split=dev", "--set", "task.shift_splits=[]", "--set", "teacher=open_clip:cd-student-xs-32",
+         "task.val_split=dev", "--set", "task.shift_splits=[]", "--set", "teacher.models=[open_clip:cd-student-xs-32]",
          "--set", "td.method=clip_td", "--set", "train.epochs=1", "--set", "fraction=0.25", "--set", f"out={ft}")
     results = root / "results"
     results.mkdir()

@@ -68,7 +68,7 @@ def test_finetune_with_a_store_never_runs_the_image_tower(world, saved_teacher, 
 
     monkeypatch.setattr(OpenClipModel, "encode_image_tokens", refuse)
     task = {"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"], "teacher_features": str(store)}
-    cfg = FinetuneConfig(task=task, world=str(world), student=TINY_STUDENT, teacher=saved_teacher,
+    cfg = FinetuneConfig(task=task, world=str(world), student=TINY_STUDENT, teacher={"models": [saved_teacher]},
                          td={"method": "clip_td"}, fraction=0.5, batch_size=16)
     metrics = run_finetune(cfg, tmp_path / "run", trainer=stand_in_fit, train_config={"epochs": 1, "lr": 1e-3},
                            log=lambda s: None)

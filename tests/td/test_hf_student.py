@@ -95,7 +95,7 @@ def test_unrecoverable_teacher_spans_fall_back_to_the_pooled_text(vilt, teacher,
 
 def _finetune(world, vilt, tmp_path, kind, method="clip_td"):
     cfg = FinetuneConfig(task={"name": kind, "kind": kind, "folder": TASKS[kind]}, world=str(world),
-                         student={"model": f"hf:{vilt}", "context_length": 24}, teacher=TEACHER,
+                         student={"model": f"hf:{vilt}", "context_length": 24}, teacher={"models": [TEACHER]},
                          td={"method": method, "pooled_weight": 0.5}, fraction=0.5, batch_size=8)
     run = tmp_path / kind
     results = run_finetune(cfg, run, trainer=stand_in_fit, train_config={"epochs": 1, "lr": 1e-3},
@@ -200,7 +200,7 @@ def test_finetune_command_trains_an_hf_vilt_through_the_shared_loop(world, vilt,
     config = Path(__file__).parents[2] / "src" / "clipdistill" / "configs" / "td" / "finetune_tiny.yaml"
     r = CliRunner().invoke(app, ["finetune", str(config), "--set", f"world={world}", "--set", "fraction=0.1",
                                  "--set", f"out={out}", "--set", f"student={{model: 'hf:{vilt}', context_length: 24}}",
-                                 "--set", f"teacher={TEACHER}", "--set", "td.selection=student_attention",
+                                 "--set", f"teacher.models=[{TEACHER}]", "--set", "td.selection=student_attention",
                                  "--set", "train={epochs: 1, progress: false, tensorboard: false, device: cpu}"])
     assert r.exit_code == 0, r.output
     assert (out / "task_model_hf" / "model.safetensors").is_file() and (out / "checkpoints").is_dir()
@@ -215,8 +215,8 @@ def test_protocol_cells_use_the_hf_student_and_a_bad_folder_stops_before_any_cel
     from clipdistill.td.protocol import ProtocolConfig, run_protocol
 
     base = {"tasks": [{"name": "snli_ve", "kind": "snli_ve", "folder": TASKS["snli_ve"]}], "world": str(world),
-            "fractions": [0.25], "seeds": [0], "full": False, "methods": ["prior", "clip_td"], "teacher": TEACHER,
-            "batch_size": 16, "out": str(tmp_path / "p")}
+            "fractions": [0.25], "seeds": [0], "full": False, "methods": ["prior", "clip_td"],
+            "teacher": {"models": [TEACHER]}, "batch_size": 16, "out": str(tmp_path / "p")}
     with pytest.raises(UserError, match="no such folder"):
         run_protocol(ProtocolConfig(**base, student={"model": f"hf:{tmp_path / 'missing'}"}), trainer=stand_in_fit,
                      train_config={"epochs": 1, "lr": 1e-3}, progress=lambda s: None)

@@ -65,9 +65,9 @@ def test_protocol_on_the_world_end_to_end_resume_and_refusals(world, tmp_path):
     again = run_protocol(_cfg(moved, tmp_path / "p"), trainer=None, train_config=TRAIN, progress=seen.append)
     assert seen and all(s.startswith("skip") for s in seen) and again["rows"] == rows
 
-    other_teacher = _cfg(moved, tmp_path / "p", teacher="open_clip:cd-student-s-32")
+    other_teacher = _cfg(moved, tmp_path / "p", teacher={"models": ["open_clip:cd-student-s-32"]})
     seen.clear()  # baseline cells never load the teacher: reused under another one, distilled cells are not
-    stored = _cfg(moved, tmp_path / "p", teacher="open_clip:cd-student-s-32", methods=["baseline"])
+    stored = _cfg(moved, tmp_path / "p", teacher={"models": ["open_clip:cd-student-s-32"]}, methods=["baseline"])
     stored.tasks[0].teacher_features = str(tmp_path / "feats")  # nor a teacher feature store
     run_protocol(stored, trainer=None, train_config=TRAIN, progress=seen.append)
     assert len(seen) == 3 and all(s.startswith("skip") for s in seen)
@@ -171,7 +171,7 @@ def test_commands_have_help_with_example_and_bad_config_is_a_clear_error(tmp_pat
         # `Example: clipdistill VERB ...` or `Example (what it shows):` with the command on the next line
         assert r.exit_code == 0 and "Example" in r.output and f"clipdistill {verb} configs/td/" in r.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("tasks: []\nteacher: open_clip:cd-student-xs-32\nseeds: [0]\nfractionz: [0.1]\n")
+    bad.write_text("tasks: []\nteacher: {models: [open_clip:cd-student-xs-32]}\nseeds: [0]\nfractionz: [0.1]\n")
     r = runner.invoke(app, ["protocol", str(bad)])
     assert r.exit_code != 0 and "fractions" in str(r.exception)
 

@@ -24,8 +24,8 @@ LOOP = {"lr": 1e-3, "log_every": 1, "save_every": 100, "progress": False, "tenso
 def _cfg(world, out, **kw):
     base = {"tasks": [{"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"]}], "world": str(world),
             "fractions": [0.05, 0.25], "seeds": [0], "full": False, "methods": ["prior", "baseline"],
-            "teacher": TEACHER, "student": TINY_STUDENT, "batch_size": 8, "eval_batch_size": 64, "train": LOOP,
-            "out": str(out)}
+            "teacher": {"models": [TEACHER]}, "student": TINY_STUDENT, "batch_size": 8, "eval_batch_size": 64,
+            "train": LOOP, "out": str(out)}
     return ProtocolConfig(**{**base, **kw})
 
 
