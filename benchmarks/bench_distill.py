@@ -12,14 +12,11 @@ the variants round by round and keep each one's median, so drift on a shared mac
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
 import clipdistill  # noqa: F401
+from benchargs import parse, parser, write_result
 from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
@@ -43,19 +40,12 @@ def plain_step(student, opt, view: View):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "benchmarks/out/distill.json", quick="batch 32, 3 rounds")
     ap.add_argument("--student", default="open_clip:cd-student-s-32")
     ap.add_argument("--teacher", default="open_clip:cd-teacher-64")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="batch 32, 3 rounds")
-    ap.add_argument("--out", default="benchmarks/out/distill.json")
-    args = ap.parse_args()
-    if args.quick:
-        args.batch, args.rounds = 32, 3
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse(ap, batch=32, rounds=3)
     student = load_model(args.student).train()
     teachers = FrozenTeachers([args.teacher])
     t = teachers.models[0]
@@ -99,9 +89,7 @@ def main() -> None:
              "ok": online_ratio <= 1.05},
         ],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result(args.out, res)
 
 
 if __name__ == "__main__":

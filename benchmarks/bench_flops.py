@@ -9,16 +9,14 @@ count.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import clipdistill  # noqa: F401
+from benchargs import parse, parser, write_result
 from clipdistill.train.config import TrainConfig
 from clipdistill.train.optim import build_optimizer
 from clipdistill.zoo import load_model
@@ -67,19 +65,12 @@ def student_step_flops(arch: str, batch: int, steps: int, optimizer: str = "buil
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "benchmarks/out/flops.json", quick="batch 32, 2 timed steps")
     ap.add_argument("--arch", default="cd-student-s-32")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/out/flops.json")
     ap.add_argument("--optimizer", choices=["built", "loop"], default="built")
-    ap.add_argument("--quick", action="store_true", help="batch 32, 2 timed steps")
-    args = ap.parse_args()
-    if args.quick:
-        args.batch, args.steps = 32, 2
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse(ap, batch=32, steps=2)
     res = student_step_flops(args.arch, args.batch, args.steps, args.optimizer)
     res["optimizer"] = args.optimizer
     res["matmul_peak_flops"] = matmul_peak()
@@ -87,9 +78,7 @@ def main() -> None:
     res["threads"] = args.threads
     res["checks"] = [{"name": "student step FLOP/s / matmul peak", "value": res["share_of_peak"],
                       "target": "report", "ok": True}]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result(args.out, res)
 
 
 if __name__ == "__main__":

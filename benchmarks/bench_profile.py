@@ -11,16 +11,14 @@ as JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import clipdistill  # noqa: F401
+from benchargs import parse, parser, write_result
 from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
@@ -42,21 +40,14 @@ def tops(prof, n: int) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "benchmarks/out/profile.json", quick="batch 32, 2 steps")
     ap.add_argument("--student", default="open_clip:cd-student-s-32")
     ap.add_argument("--teacher", default="open_clip:cd-teacher-64")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--optimizer", choices=["built", "loop"], default="built")
     ap.add_argument("--top", type=int, default=12)
-    ap.add_argument("--quick", action="store_true", help="batch 32, 2 steps")
-    ap.add_argument("--out", default="benchmarks/out/profile.json")
-    args = ap.parse_args()
-    if args.quick:
-        args.batch, args.steps = 32, 2
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse(ap, batch=32, steps=2)
     teachers = FrozenTeachers([args.teacher])
     t = teachers.models[0]
     b = args.batch
@@ -97,8 +88,7 @@ def main() -> None:
         print(f"{mode} teacher, optimizer={args.optimizer}: {seconds * 1000:.1f} ms/step (batch {b})")
         for row in result[mode]["top"]:
             print(f"  {row['self_cpu_share'] * 100:5.1f}%  {row['op']}  x{row['calls']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result, echo=False)
 
 
 if __name__ == "__main__":

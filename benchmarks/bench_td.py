@@ -14,8 +14,6 @@ and what a CLIP-TD step costs over the plain fine-tune step.
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 import clipdistill  # noqa: F401
+from benchargs import parse, parser, write_result
 from clipdistill.data.tasks import open_task
 from clipdistill.features.embed import EmbedOptions, embed_features
 from clipdistill.td.cached import CachedImageTeacher
@@ -35,18 +34,11 @@ from interleave import interleaved_medians, task_step
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "benchmarks/out/td.json", quick="batch 8, 3 rounds")
     ap.add_argument("--teacher-arch", default="cd-teacher-rn-64")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="batch 8, 3 rounds")
-    ap.add_argument("--out", default="benchmarks/out/td.json")
-    args = ap.parse_args()
-    if args.quick:
-        args.batch, args.rounds = 8, 3
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse(ap, batch=8, rounds=3)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         world = tmp / "world"
@@ -84,9 +76,7 @@ def main() -> None:
                        "target": "none", "ok": None},
                       {"name": "CLIP-TD step, online with / without candidate memo",
                        "value": med["online"] / med["online_no_memo"], "target": "none", "ok": None}]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result(args.out, res)
 
 
 if __name__ == "__main__":
