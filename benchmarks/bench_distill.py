@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import clipdistill  # noqa: F401
-from benchargs import parse, parser, write_result
+from benchargs import add_models, parse, parser, write_result
 from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
@@ -41,8 +41,7 @@ def plain_step(student, opt, view: View):
 
 def main() -> None:
     ap = parser(__doc__, "benchmarks/out/distill.json", quick="batch 32, 3 rounds")
-    ap.add_argument("--student", default="open_clip:cd-student-s-32")
-    ap.add_argument("--teacher", default="open_clip:cd-teacher-64")
+    add_models(ap)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=8)
     args = parse(ap, batch=32, rounds=3)

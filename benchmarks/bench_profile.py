@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import clipdistill  # noqa: F401
-from benchargs import parse, parser, write_result
+from benchargs import add_models, parse, parser, write_result
 from clipdistill.distill.batch import DistillBatch, TeacherMode, View
 from clipdistill.distill.task import DistillTask
 from clipdistill.distill.teacher import FrozenTeachers
@@ -41,8 +41,7 @@ def tops(prof, n: int) -> list[dict]:
 
 def main() -> None:
     ap = parser(__doc__, "benchmarks/out/profile.json", quick="batch 32, 2 steps")
-    ap.add_argument("--student", default="open_clip:cd-student-s-32")
-    ap.add_argument("--teacher", default="open_clip:cd-teacher-64")
+    add_models(ap)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--optimizer", choices=["built", "loop"], default="built")

@@ -1,5 +1,6 @@
 """Command-line setup the timing benchmarks share (bench_distill, bench_td, bench_profile, bench_flops): the
-`--threads` / `--quick` / `--out` options, what `--quick` shrinks, torch's threads and seed, the result JSON."""
+`--threads` / `--quick` / `--out` options (and the student / teacher pair), what `--quick` shrinks, torch's threads
+and seed, the result JSON."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ def parser(doc: str, out: str, quick: str, threads: int = 2) -> argparse.Argumen
     ap.add_argument("--quick", action="store_true", help=quick)
     ap.add_argument("--out", default=out)
     return ap
+
+
+def add_models(ap: argparse.ArgumentParser) -> None:
+    """`--student` / `--teacher` SPECs; by default the presets' student (configs/cid.yaml) and tinyclip.yaml's
+    teacher."""
+    ap.add_argument("--student", default="open_clip:cd-student-s-32", help="student SPEC")
+    ap.add_argument("--teacher", default="open_clip:cd-teacher-64", help="teacher SPEC")
 
 
 def parse(ap: argparse.ArgumentParser, **quick) -> argparse.Namespace:
