@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from clipdistill.features import replay
 from clipdistill.features.augment import AugmentOptions, views
 from clipdistill.features.embed import EmbedOptions, embed_features
 from clipdistill.features.store import FeatureStore
+from ddp_helpers import free_port
 
 
 def shard_bytes(store) -> dict[str, bytes]:
@@ -110,16 +110,10 @@ def test_phash_stores_each_pictures_perceptual_hash(reference, pairs, teacher, t
         embed_features(opts(pairs, teacher), out)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_one(reference, pairs, teacher, tmp_path):
     out = tmp_path / "store2"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "clipdistill", "embed", "--teacher", teacher, "--data", str(pairs), "--out", str(out),
            "--shard-size", "8", "--batch-size", "8", "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
