@@ -166,7 +166,7 @@ def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool, info: DistInfo = 
             done.append((start, len(x)))
             yield start, x
 
-    labels, sims = assign(mine(), centroids, n, gpu)
+    labels, sims = assign(mine(), centroids, n, gpu, info.local_rank if info.enabled else None)
     if info.enabled:
         parts: list = [None] * info.world_size
         dist.all_gather_object(parts, [(a, labels[a:a + m], sims[a:a + m]) for a, m in done])

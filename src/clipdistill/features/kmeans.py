@@ -35,11 +35,12 @@ def train_centroids(rows: Rows, n: int, k: int, *, sample: int, niter: int, seed
 
 
 def assign(chunks: Iterator[tuple[int, np.ndarray]], centroids: np.ndarray, n: int,
-           gpu: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(label int32 [n], cosine to its centroid float32 [n]) by inner product with the unit centroids."""
+           gpu: bool, gpu_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(label int32 [n], cosine to its centroid float32 [n]) by inner product with the unit centroids, on every
+    visible GPU, or on GPU `gpu_id` alone (a torchrun rank's own, so ranks do not share every GPU)."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     if gpu:
-        index = faiss.index_cpu_to_all_gpus(index)
+        index = faiss.index_cpu_to_gpus_list(index, gpus=None if gpu_id is None else [gpu_id])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     labels = np.empty(n, dtype=np.int32)
     sims = np.empty(n, dtype=np.float32)
