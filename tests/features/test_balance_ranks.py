@@ -62,3 +62,18 @@ def test_two_ranks_write_what_one_process_writes(store, tmp_path, args):
     assert 0 < r1["kept"] < r1["samples"] and abs(r1["kept_fraction"] - 0.563) <= 0.01 * 0.563
     if "--perceptual" in args:
         assert r1["perceptual_duplicates"] >= 60
+
+
+def test_a_bad_option_stops_every_rank_at_once(store, tmp_path):
+    """Every rank refuses what rank 0 refuses (none is left waiting for rank 0's centroids until the timeout)."""
+    import subprocess
+
+    from ddp_helpers import REPO, one_thread_env
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "clipdistill",
+           "balance", "--features", str(store), "--out", str(tmp_path / "bal"), "--clusters", "99999", "--device",
+           "cpu", "--timeout-s", "600"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=one_thread_env(), cwd=REPO)
+    assert done.returncode != 0
+    assert done.stderr.count("error: --clusters 99999 is more than the 1500 samples in the store") == 2, done.stderr
+    assert not (tmp_path / "bal" / "kept_keys.txt").exists()  # (the traceback in stderr is torchrun's own report)

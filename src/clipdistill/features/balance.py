@@ -152,6 +152,8 @@ def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool, info: DistInfo = 
     """k-means: centroids trained on rank 0 (sent to the others), each rank assigning its share of the chunks,
     the labels gathered on every rank."""
     n = len(vectors.store)
+    if opts.clusters > n:  # here too, not only in train_centroids: every rank must refuse, none wait for rank 0
+        raise UserError(f"--clusters {opts.clusters} is more than the {n} samples in the store")
     trained = [None]
     if info.is_main:
         trained = [train_centroids(vectors.rows, n, opts.clusters, sample=opts.train_points * opts.clusters,
