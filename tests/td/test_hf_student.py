@@ -35,11 +35,11 @@ def test_forward_is_vilt_models_with_patches_in_grid_order(vilt, monkeypatch):
         out = student(images, ids, need_attention=True)
         want = ref(input_ids=ids, attention_mask=(ids != 0).long(), pixel_values=images)
     length = ids.shape[1]
-    assert torch.allclose(out["cls"], want.pooler_output, atol=1e-6)
-    assert torch.allclose(out["text_tokens"], want.last_hidden_state[:, :length], atol=1e-6)
-    assert torch.allclose(out["image_tokens"], want.last_hidden_state[:, length + 1:], atol=1e-6)
-    assert out["image_tokens"].shape == (2, 16, 32) and out["cls_attention"].shape == (2, 16 + length)
-    assert torch.equal(out["text_mask"], ids != 0)
+    assert torch.allclose(out.cls, want.pooler_output, atol=1e-6)
+    assert torch.allclose(out.text_tokens, want.last_hidden_state[:, :length], atol=1e-6)
+    assert torch.allclose(out.image_tokens, want.last_hidden_state[:, length + 1:], atol=1e-6)
+    assert out.image_tokens.shape == (2, 16, 32) and out.cls_attention.shape == (2, 16 + length)
+    assert torch.equal(out.text_mask, ids != 0)
 
 
 def test_wordpiece_tokens_meet_clip_bpe_tokens_by_words(vilt, teacher):
@@ -86,11 +86,11 @@ def test_unrecoverable_teacher_spans_fall_back_to_the_pooled_text(vilt, teacher,
         for i, pooled in enumerate(want):
             real = batch.teacher.alignment.real[i]
             if pooled:  # every real student token's target is the pooled teacher text
-                assert torch.equal(signals["mask"][i], real)
-                assert torch.allclose(signals["tokens"][i, real], pooled_text[i].expand(int(real.sum()), -1),
+                assert torch.equal(signals.mask[i], real)
+                assert torch.allclose(signals.tokens[i, real], pooled_text[i].expand(int(real.sum()), -1),
                                       atol=1e-5)
             else:  # word-aligned: only real tokens, each a mean of teacher tokens
-                assert signals["mask"][i].any() and not (signals["mask"][i] & ~real).any()
+                assert signals.mask[i].any() and not (signals.mask[i] & ~real).any()
 
 
 def _finetune(world, vilt, tmp_path, kind, method="clip_td"):

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from clipdistill.td.contracts import StudentOutput, TeacherSignals
 from clipdistill.td.objective import DistillHeads, distillation_terms, masked_token_loss
 from clipdistill.td.selection import count_to_keep, select_tokens, topk_mask
 from clipdistill.td.weighting import (
@@ -20,7 +21,8 @@ def _teacher():
     # 4 image patches; the text embedding is e0, so patches most like e0 are relevant: patch 2 (e0), then 0
     patch = torch.stack([0.6 * E[0] + 0.8 * E[1], E[3], E[0], E[1]])[None]
     tokens = torch.stack([E[2], E[1], 0.8 * E[1] + 0.6 * E[2], E[3]])[None]  # image embedding is e1
-    return {"patch": patch, "text_pooled": E[0][None], "tokens": tokens, "image_pooled": E[1][None]}
+    return TeacherSignals(patch=patch, tokens=tokens, mask=torch.ones(1, 4, dtype=torch.bool), image_pooled=E[1][None],
+                          text_pooled=E[0][None])
 
 
 def test_teacher_relevance_picks_most_similar_tokens():
@@ -59,12 +61,12 @@ def test_confidence_weights_hand_computed():
     assert torch.allclose(probs, torch.tensor([[0.75, 0.25], [0.75, 0.25]]))
     labels = torch.tensor([0, 1])  # the teacher is right on item 0 (c = .75), wrong on item 1 (c = .25)
     w = instance_weights(probs, labels, WeightConfig(beta=0.0))
-    assert w["weight"].tolist() == pytest.approx([0.75, 0.0])
-    assert instance_weights(probs, labels, WeightConfig(beta=0.5))["weight"].tolist() == pytest.approx([0.75, 0.125])
-    assert instance_weights(probs, labels, WeightConfig(mode="uniform"))["weight"].tolist() == [1.0, 1.0]
-    normed = instance_weights(probs, labels, WeightConfig(beta=0.5, normalize=True))["weight"]
+    assert w.weight.tolist() == pytest.approx([0.75, 0.0])
+    assert instance_weights(probs, labels, WeightConfig(beta=0.5)).weight.tolist() == pytest.approx([0.75, 0.125])
+    assert instance_weights(probs, labels, WeightConfig(mode="uniform")).weight.tolist() == [1.0, 1.0]
+    normed = instance_weights(probs, labels, WeightConfig(beta=0.5, normalize=True)).weight
     assert normed.tolist() == pytest.approx([0.75 / 0.4375, 0.125 / 0.4375])  # batch mean of (.75, .125)
-    assert instance_weights(probs[1:], labels[1:], WeightConfig(normalize=True))["weight"].tolist() == [0.0]
+    assert instance_weights(probs[1:], labels[1:], WeightConfig(normalize=True)).weight.tolist() == [0.0]
     m = modality_weights(torch.tensor([0.5]), torch.tensor([0.5]), 1.0)
     assert torch.allclose(m, torch.ones(1, 2))
 
@@ -80,15 +82,16 @@ def test_weighted_masked_distillation_and_no_gradient_through_weights():
     dist = torch.tensor([[1.0, 3.0, 5.0]])
     assert masked_token_loss(dist, torch.tensor([[True, False, True]])).tolist() == [3.0]
     heads = DistillHeads(4, 4)
-    student = {"cls": torch.randn(2, 4), "image_tokens": torch.randn(2, 3, 4, requires_grad=True),
-               "text_tokens": torch.randn(2, 2, 4)}
-    teacher = {"patch": torch.randn(2, 3, 4), "tokens": torch.randn(2, 2, 4), "image_pooled": torch.randn(2, 4),
-               "text_pooled": torch.randn(2, 4)}
+    student = StudentOutput(cls=torch.randn(2, 4), image_tokens=torch.randn(2, 3, 4, requires_grad=True),
+                            text_tokens=torch.randn(2, 2, 4), text_mask=torch.ones(2, 2, dtype=torch.bool))
+    teacher = TeacherSignals(patch=torch.randn(2, 3, 4), tokens=torch.randn(2, 2, 4),
+                             mask=torch.ones(2, 2, dtype=torch.bool), image_pooled=torch.randn(2, 4),
+                             text_pooled=torch.randn(2, 4))
     sel_v, sel_t = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool)
     w = torch.tensor([1.0, 0.0], requires_grad=True)
     terms = distillation_terms(heads, student, teacher, sel_v, sel_t, w.detach(), None, distance="cosine",
                                pooled_weight=0.0)
     terms["distill"].backward()
     # item 1 has weight 0: its tokens get no gradient
-    assert student["image_tokens"].grad[1].abs().sum() == 0
-    assert student["image_tokens"].grad[0].abs().sum() > 0
+    assert student.image_tokens.grad[1].abs().sum() == 0
+    assert student.image_tokens.grad[0].abs().sum() > 0

@@ -1,7 +1,10 @@
+import dataclasses
+
 import torch
 from td_helpers import open_examples
 from torch.utils.flop_counter import FlopCounterMode
 
+from clipdistill.td.contracts import StudentOutput
 from clipdistill.td.examples import vcr_items
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.student import VLStudent, VLStudentConfig, build_student, init_from_clip
@@ -13,7 +16,7 @@ SMALL = VLStudentConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2
 def _flops(modules, batch, kind):
     with FlopCounterMode(display=False) as fc:
         out = modules["student"](batch.image, batch.ids)
-        modules["head"](out["cls"])
+        modules["head"](out.cls)
     return fc.get_total_flops()
 
 
@@ -60,4 +63,20 @@ def test_student_seeded_from_clip_towers(teacher):
     assert torch.equal(fresh.blocks[1].attn.in_proj_weight, vis.transformer.resblocks[1].attn.in_proj_weight)
     assert torch.equal(fresh.conv1.weight, vis.conv1.weight)
     out = fresh(torch.randn(2, 3, 32, 32), torch.randint(1, 100, (2, 16)), need_attention=True)
-    assert out["cls_attention"].shape == (2, 64 + 16)
+    assert out.cls_attention.shape == (2, 64 + 16)
+
+
+def test_vcr_distils_the_forward_of_each_items_ground_truth_sequence(world):
+    items = [it for e in open_examples(world, "vcr") for it in vcr_items(e)][:3]
+    task = TDTask("vcr", VLStudent(SMALL), TDConfig(method="baseline"))
+    batch = Collator("vcr", task.student)(items)
+    n = batch.task.n_choices
+    rows = [i * n + it.label for i, it in enumerate(items)]
+    with torch.no_grad():
+        for attention in (False, True):
+            got = task.task_kind.distilled(task._forward(batch, need_attention=attention), batch)
+            want = task.student(batch.image, batch.ids[rows], need_attention=attention)
+            assert isinstance(got, StudentOutput) and (got.cls_attention is None) == (not attention)
+            for f in dataclasses.fields(StudentOutput):
+                a, b = getattr(got, f.name), getattr(want, f.name)
+                assert (a is None and b is None) or torch.allclose(a.float(), b.float(), atol=1e-5), f.name

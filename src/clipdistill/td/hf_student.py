@@ -1,5 +1,5 @@
 """A local transformers ViLT folder as the CLIP-TD student (`student.model: hf:DIR`), behind the interface of our own
-`VLStudent`: `forward(images, ids) -> {"cls", "image_tokens", "text_tokens", "text_mask", "cls_attention"}`,
+`VLStudent`: `forward(images, ids) -> StudentOutput` (td/contracts.py),
 `tokenize(texts)`, `image_transform()`, `grid`, `width`.
 
 - Weights: `ViltModel.from_pretrained(DIR, use_safetensors=True)` (pickled `.bin` weights are refused); a
@@ -31,6 +31,7 @@ from torchvision import transforms as T
 
 from clipdistill.errors import UserError
 from clipdistill.manifest import sha256_file
+from clipdistill.td.contracts import StudentOutput
 from clipdistill.zoo.base import cap_texts
 
 VILT_MEAN = VILT_STD = (0.5, 0.5, 0.5)  # ViltImageProcessor's defaults (IMAGENET_STANDARD)
@@ -151,7 +152,7 @@ class HFViltStudent(nn.Module):
         pos = torch.cat([emb.position_embeddings[:, :1, :].expand(b, -1, -1), pos], dim=1)
         return emb.dropout(x + pos)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, need_attention: bool = False) -> dict:
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, need_attention: bool = False) -> StudentOutput:
         ids = ids[:, : self.context_length]
         text_mask = ids != self.pad_id
         image_embeds = self._image_embeds(images)
@@ -159,12 +160,12 @@ class HFViltStudent(nn.Module):
                         pixel_mask=torch.ones(image_embeds.shape[:2], dtype=torch.long, device=ids.device),
                         output_attentions=need_attention, return_dict=True)
         seq, length = out.last_hidden_state, ids.shape[1]
-        res = {"cls": out.pooler_output, "image_tokens": seq[:, length + 1:], "text_tokens": seq[:, :length],
-               "text_mask": text_mask}
+        attention = None
         if need_attention:  # last layer, heads averaged, the pooled [CLS] (position 0) row: image then text
             row = out.attentions[-1].mean(1)[:, 0]
-            res["cls_attention"] = torch.cat([row[:, length + 1:], row[:, :length]], dim=1).detach()
-        return res
+            attention = torch.cat([row[:, length + 1:], row[:, :length]], dim=1).detach()
+        return StudentOutput(cls=out.pooler_output, image_tokens=seq[:, length + 1:], text_tokens=seq[:, :length],
+                             text_mask=text_mask, cls_attention=attention)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipdistill.td.contracts import StudentOutput, TeacherSignals
+
 Distance = Literal["cosine", "mse", "smooth_l1"]
 
 
@@ -50,8 +52,8 @@ class DistillHeads(nn.Module):
 
 def distillation_terms(
     heads: DistillHeads,
-    student: dict[str, torch.Tensor],
-    teacher: dict[str, torch.Tensor],
+    student: StudentOutput,
+    teacher: TeacherSignals,
     image_sel: torch.Tensor,
     text_sel: torch.Tensor,
     weights: torch.Tensor,
@@ -62,20 +64,20 @@ def distillation_terms(
 ) -> dict[str, torch.Tensor]:
     """Weighted distillation terms (scalars): distill_image, distill_text, distill_pooled, distill.
 
-    student: {"cls" [B,d], "image_tokens" [B,N,d], "text_tokens" [B,L,d]}; teacher: {"patch" [B,N,D],
-    "tokens" [B,L,D], "image_pooled" [B,D], "text_pooled" [B,D]} aligned to the student's positions.
+    student: one row per instance (its cls, image_tokens and text_tokens are read); teacher: aligned to the
+    student's positions.
     """
     w_v = weights if modality is None else weights * modality[:, 0]
     w_t = weights if modality is None else weights * modality[:, 1]
-    d_v = feature_distance(heads.image(student["image_tokens"]), teacher["patch"], distance)
-    d_t = feature_distance(heads.text(student["text_tokens"]), teacher["tokens"], distance)
+    d_v = feature_distance(heads.image(student.image_tokens), teacher.patch, distance)
+    d_t = feature_distance(heads.text(student.text_tokens), teacher.tokens, distance)
     l_v = (w_v * masked_token_loss(d_v, image_sel)).mean()
     l_t = (w_t * masked_token_loss(d_t, text_sel)).mean()
     terms = {"distill_image": l_v, "distill_text": l_t}
     total = l_v + l_t
     if pooled_weight > 0:
-        target = F.normalize(teacher["image_pooled"], dim=-1) + F.normalize(teacher["text_pooled"], dim=-1)
-        l_g = (weights * feature_distance(heads.pooled(student["cls"]), target, distance)).mean()
+        target = F.normalize(teacher.image_pooled, dim=-1) + F.normalize(teacher.text_pooled, dim=-1)
+        l_g = (weights * feature_distance(heads.pooled(student.cls), target, distance)).mean()
         terms["distill_pooled"] = l_g
         total = total + pooled_weight * l_g
     terms["distill"] = total

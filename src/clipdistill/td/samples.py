@@ -52,11 +52,10 @@ def save_td_samples(task, collate, items: list, run_dir: Path, n: int = 4) -> Pa
     out, ids = task.task_kind.distilled(out, batch), task.task_kind.distilled_ids(batch)
     teacher, probs, _ = task._teacher_signals(batch)
     w = instance_weights(probs, batch.teacher.labels, td.weights)
-    sel_v, sel_t = select_tokens(td.selection, image_valid=torch.ones(out["image_tokens"].shape[:2], dtype=torch.bool,
+    sel_v, sel_t = select_tokens(td.selection, image_valid=torch.ones(out.image_tokens.shape[:2], dtype=torch.bool,
                                                                       device=device),
-                                 text_valid=out["text_mask"] & teacher["mask"], image_fraction=td.image_fraction,
-                                 text_fraction=td.text_fraction, teacher=teacher,
-                                 cls_attention=out.get("cls_attention"))
+                                 text_valid=out.text_mask & teacher.mask, image_fraction=td.image_fraction,
+                                 text_fraction=td.text_fraction, teacher=teacher, cls_attention=out.cls_attention)
     grid = task.student.grid
     size = grid * math.ceil(VIEW / grid)
     view = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
@@ -67,14 +66,14 @@ def save_td_samples(task, collate, items: list, run_dir: Path, n: int = 4) -> Pa
         ex = getattr(it, "example", it)
         name = f"{i:02d}.png"
         view(ex.load_image().convert("RGB")).save(folder / name)
-        real = out["text_mask"][i].nonzero().flatten().tolist()
+        real = out.text_mask[i].nonzero().flatten().tolist()
         samples.append({
             "key": ex.key, "image": f"td_samples/{name}", "task": task.kind,
             "patches": sel_v[i].nonzero().flatten().tolist(),
             "tokens": [_token_text(int(ids[i, j]), task.student) for j in real],
             "selected": [bool(sel_t[i, j]) for j in real],
-            "weight": float(w["weight"][i]), "teacher_prob": float(w["confidence"][i]),
-            "teacher_correct": bool(w["teacher_correct"][i]),
+            "weight": float(w.weight[i]), "teacher_prob": float(w.confidence[i]),
+            "teacher_correct": bool(w.teacher_correct[i]),
         })
     path = run_dir / FILE
     atomic_write_text(path, json.dumps({"grid": grid, "selection": td.selection, "image_fraction": td.image_fraction,

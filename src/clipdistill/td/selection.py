@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from clipdistill.td.contracts import TeacherSignals
+
 SelectionRule = Literal["teacher_relevance", "student_attention", "all"]
 
 
@@ -51,12 +53,12 @@ def select_tokens(
     text_valid: torch.Tensor,
     image_fraction: float,
     text_fraction: float,
-    teacher: dict[str, torch.Tensor] | None = None,
+    teacher: TeacherSignals | None = None,
     cls_attention: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(image mask [B, N], text mask [B, L]) of the tokens to distil.
 
-    teacher: {"patch": [B,N,D], "text_pooled": [B,D], "tokens": [B,L,D], "image_pooled": [B,D]} (rule A);
+    teacher: its patch, text token and pooled features (rule A);
     cls_attention: [B, N + L] attention of [CLS] to the image then the text tokens (rule B).
     """
     if rule == "all":
@@ -64,8 +66,7 @@ def select_tokens(
     if rule == "teacher_relevance":
         if teacher is None:
             raise ValueError("teacher_relevance selection needs teacher features")
-        img_s, txt_s = relevance_scores(teacher["patch"], teacher["text_pooled"], teacher["tokens"],
-                                        teacher["image_pooled"])
+        img_s, txt_s = relevance_scores(teacher.patch, teacher.text_pooled, teacher.tokens, teacher.image_pooled)
     elif rule == "student_attention":
         if cls_attention is None:
             raise ValueError("student_attention selection needs the student's [CLS] attention")

@@ -20,6 +20,7 @@ from torchvision import transforms as T
 
 from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
+from clipdistill.td.contracts import StudentOutput
 
 
 class VLStudentConfig(StrictModel):
@@ -82,8 +83,7 @@ def student_transform(image_size: int) -> T.Compose:
 
 
 class VLStudent(nn.Module):
-    """forward(images [B,3,H,W], ids [B,L]) -> {"cls", "image_tokens", "text_tokens", "text_mask",
-    "cls_attention" (last layer, heads averaged, [B, N + L]; only when asked)}.
+    """forward(images [B,3,H,W], ids [B,L]) -> `StudentOutput` (td/contracts.py; `cls_attention` only when asked).
 
     The student interface (shared with td.hf_student.HFViltStudent): `tokenize(texts)`, `image_transform()`,
     `token_spans` (None here: the CLIP BPE tokenizer's positions are the teacher's own), `width`, `grid`,
@@ -133,7 +133,7 @@ class VLStudent(nn.Module):
     def describe(self) -> dict:
         return {"family": self.family, **self.cfg.model_dump()}
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, need_attention: bool = False):
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, need_attention: bool = False) -> StudentOutput:
         b = images.shape[0]
         ids = ids[:, : self.cfg.context_length]
         text_mask = ids != 0  # open_clip pads with 0; SOT/EOT/words are non-zero
@@ -146,10 +146,8 @@ class VLStudent(nn.Module):
         for i, block in enumerate(self.blocks):
             x, attn = block(x, pad, need_weights=need_attention and i == len(self.blocks) - 1)
         x = self.ln_post(x)
-        out = {"cls": x[:, 0], "image_tokens": x[:, 1 : 1 + n], "text_tokens": x[:, 1 + n :], "text_mask": text_mask}
-        if need_attention:
-            out["cls_attention"] = attn[:, 0, 1:].detach()
-        return out
+        return StudentOutput(cls=x[:, 0], image_tokens=x[:, 1 : 1 + n], text_tokens=x[:, 1 + n :], text_mask=text_mask,
+                             cls_attention=attn[:, 0, 1:].detach() if need_attention else None)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -20,6 +20,7 @@ from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
 from clipdistill.td.align import align_batch, teacher_spans
 from clipdistill.td.batch import TDBatch, TeacherInputs, WordAlignment
+from clipdistill.td.contracts import StudentOutput, TeacherSignals
 from clipdistill.td.examples import ChoiceItem, TaskExample
 from clipdistill.td.objective import Distance, DistillHeads, distillation_terms
 from clipdistill.td.selection import SelectionRule, select_tokens
@@ -183,10 +184,10 @@ class TDTask:
         """What inference needs: the student and its task head (teacher and projection heads are dropped)."""
         return {"student": self.student, "head": self.head}
 
-    def _task_logits(self, out: dict, batch: TDBatch) -> torch.Tensor:
+    def _task_logits(self, out: StudentOutput, batch: TDBatch) -> torch.Tensor:
         return self.task_kind.logits(self.head, out, batch)
 
-    def _forward(self, batch: TDBatch, need_attention: bool = False) -> dict:
+    def _forward(self, batch: TDBatch, need_attention: bool = False) -> StudentOutput:
         return self.student(self.task_kind.student_images(batch), batch.ids, need_attention=need_attention)
 
     def candidate_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
@@ -214,22 +215,24 @@ class TDTask:
         w = instance_weights(probs, batch.teacher.labels, td.weights)
         modality = None
         if td.weights.per_modality:
-            modality = modality_weights(w["confidence"], conf_t2i, td.weights.modality_temperature)
-        image_valid = torch.ones(out["image_tokens"].shape[:2], dtype=torch.bool)
-        text_valid = out["text_mask"] & teacher["mask"]
+            modality = modality_weights(w.confidence, conf_t2i, td.weights.modality_temperature)
+        image_valid = torch.ones(out.image_tokens.shape[:2], dtype=torch.bool)
+        text_valid = out.text_mask & teacher.mask
         sel_v, sel_t = select_tokens(td.selection, image_valid=image_valid, text_valid=text_valid,
                                      image_fraction=td.image_fraction, text_fraction=td.text_fraction,
-                                     teacher=teacher, cls_attention=out.get("cls_attention"))
-        dist = distillation_terms(self.distill_heads, out, teacher, sel_v, sel_t, w["weight"], modality,
+                                     teacher=teacher, cls_attention=out.cls_attention)
+        dist = distillation_terms(self.distill_heads, out, teacher, sel_v, sel_t, w.weight, modality,
                                   distance=td.distance, pooled_weight=td.pooled_weight)
         terms.update(dist)
-        terms["weight_mean"] = w["weight"].mean()
-        terms["teacher_acc"] = w["teacher_correct"].float().mean()
+        terms["weight_mean"] = w.weight.mean()
+        terms["teacher_acc"] = w.teacher_correct.float().mean()
         terms["loss"] = task + td.lam * dist["distill"]
         return terms
 
     @torch.no_grad()
-    def _teacher_signals(self, batch: TDBatch):
+    def _teacher_signals(self, batch: TDBatch) -> tuple[TeacherSignals, torch.Tensor, torch.Tensor]:
+        """The teacher's features aligned to the student's positions, its probabilities over the candidates [B, C]
+        and its text-to-image confidence [B]."""
         t, inputs = self.teacher, batch.teacher
         if inputs is None:
             raise ValueError("a distilling task needs batches with teacher inputs: Collator(..., teacher=task.teacher)")
@@ -253,8 +256,8 @@ class TDTask:
                 tmask = torch.where(pooled[:, None], align.real, tmask)
         else:
             tokens, tmask = align_text(tokens, tmask, batch.ids.shape[1])
-        teacher = {"patch": align_patches(patch, self.student.grid), "tokens": tokens, "mask": tmask,
-                   "image_pooled": img_pooled, "text_pooled": txt_pooled}
+        teacher = TeacherSignals(patch=align_patches(patch, self.student.grid), tokens=tokens, mask=tmask,
+                                 image_pooled=img_pooled, text_pooled=txt_pooled)
         probs = self.task_kind.teacher_probs(self, img_pooled, txt_pooled, batch)
         conf_t2i = text_to_image_confidence(img_pooled, txt_pooled, t.logit_scale)
         return teacher, probs, conf_t2i

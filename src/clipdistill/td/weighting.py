@@ -15,6 +15,7 @@ confidence above and c_t2i how strongly the ground-truth text picks its own imag
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -53,9 +54,18 @@ def text_to_image_confidence(image_t: torch.Tensor, text_t: torch.Tensor, logit_
     return logits.softmax(-1).diagonal()
 
 
+@dataclass(frozen=True)
+class InstanceWeights:
+    """What `instance_weights` gives each instance of a batch (all detached)."""
+
+    weight: torch.Tensor  # [B]: the distillation weight w
+    confidence: torch.Tensor  # [B]: c, the teacher's probability of the ground truth
+    teacher_correct: torch.Tensor  # bool [B]: the teacher's argmax is the ground truth
+
+
 @torch.no_grad()
-def instance_weights(probs: torch.Tensor, labels: torch.Tensor, cfg: WeightConfig) -> dict[str, torch.Tensor]:
-    """{"weight": [B], "confidence": [B], "teacher_correct": [B] bool} from teacher probs [B, C]."""
+def instance_weights(probs: torch.Tensor, labels: torch.Tensor, cfg: WeightConfig) -> InstanceWeights:
+    """The weights of the instances whose teacher probabilities are probs [B, C] and ground truths labels [B]."""
     conf = probs.gather(1, labels[:, None]).squeeze(1)
     correct = probs.argmax(1) == labels
     if cfg.mode == "uniform":
@@ -66,7 +76,7 @@ def instance_weights(probs: torch.Tensor, labels: torch.Tensor, cfg: WeightConfi
         raise ValueError(f"unknown weight mode {cfg.mode!r} (confidence | uniform)")
     if cfg.normalize:
         w = w / w.mean().clamp(min=1e-8)
-    return {"weight": w.detach(), "confidence": conf.detach(), "teacher_correct": correct}
+    return InstanceWeights(weight=w.detach(), confidence=conf.detach(), teacher_correct=correct)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from torch import nn
 from clipdistill.data.tasks import TaskData, open_task, task_image_dir
 from clipdistill.splits import stratum
 from clipdistill.td.batch import Labels, TaskPayload, TDBatch
+from clipdistill.td.contracts import StudentOutput
 from clipdistill.td.examples import TaskExample
 from clipdistill.td.weighting import choice_probs
 
@@ -80,8 +81,8 @@ class TaskKindBase:
         """The images the student sees, one per text sequence."""
         return batch.image
 
-    def logits(self, head: nn.Module, out: dict, batch: TDBatch) -> torch.Tensor:
-        return head(out["cls"])
+    def logits(self, head: nn.Module, out: StudentOutput, batch: TDBatch) -> torch.Tensor:
+        return head(out.cls)
 
     def targets(self, batch: TDBatch) -> torch.Tensor:
         """The head's loss target; this default serves kinds whose payload is `Labels` (or extends it)."""
@@ -89,7 +90,7 @@ class TaskKindBase:
             raise TypeError(f"a {type(batch.task).__name__} payload has no labels: its kind defines targets()")
         return batch.task.labels
 
-    def distilled(self, out: dict, batch: TDBatch) -> dict:
+    def distilled(self, out: StudentOutput, batch: TDBatch) -> StudentOutput:
         """The student outputs distilled: one row per instance (VCR keeps the ground-truth candidate's row)."""
         return out
 

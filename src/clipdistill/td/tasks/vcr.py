@@ -65,15 +65,14 @@ class VCR(TaskKindBase):
         return batch.image.repeat_interleave(batch.task.n_choices, dim=0)
 
     def logits(self, head, out, batch):
-        return head(out["cls"], batch.task.n_choices)
+        return head(out.cls, batch.task.n_choices)
 
     def _rows(self, batch: TDBatch) -> torch.Tensor:
         task: Choices = batch.task
         return torch.arange(len(task.labels), device=task.labels.device) * task.n_choices + task.labels
 
     def distilled(self, out, batch):
-        rows = self._rows(batch)
-        return {k: v[rows] for k, v in out.items()}
+        return out.rows(self._rows(batch))
 
     def distilled_ids(self, batch):
         return batch.ids[self._rows(batch)]
