@@ -1,6 +1,7 @@
 """`clipdistill demo`: the whole flow on the embedded world, through the same CLI verbs a user would type.
 
-world -> stand-in teacher -> embed -> balance -> distill (baseline, cid) -> eval -> CLIP-TD mini-protocol -> report
+world -> test sets -> stand-in teacher -> embed -> balance -> distill (baseline, cid) -> eval -> CLIP-TD
+mini-protocol -> report
 
 Each stage prints the command it runs and records it in `OUT/.stages/<stage>.json` when it finishes. A rerun
 reuses a finished stage whose command is unchanged and whose upstream stages were all reused, so a second
@@ -10,7 +11,9 @@ reuses a finished stage whose command is unchanged and whose upstream stages wer
 from __future__ import annotations
 
 import json
+import math
 import shlex
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -37,16 +40,21 @@ class Sizes:
     td_fractions: tuple[float, ...]
     td_seeds: tuple[int, ...]
     td_epochs: int
+    test_per_class: int  # images per class of the shape / colour sets the final table is scored on
 
 
 SIZES = {
-    "tiny": Sizes("tiny", 2, 2, 32, 8, (0.25,), (0,), 1),
-    "small": Sizes("small", 16, 10, 128, 64, (0.05, 0.25), (0, 1), 4),
+    "tiny": Sizes("tiny", 2, 2, 32, 8, (0.25,), (0,), 1, 6),
+    # 750 shape images per class (6,000): the world's own 160-image split carries +-6 pt of 95% sampling noise,
+    # too much to tell a distilled student from the baseline; on 6,000 the interval of a difference is ~1.3 pt
+    "small": Sizes("small", 16, 10, 128, 64, (0.05, 0.25), (0, 1), 4, 750),
 }
 
 # A ResNet stand-in: within the demo's budget it learns the small world's shapes (a ViT teacher of this size
 # stays at chance on them, leaving no gap for the student to close) and trains 16 epochs in a few minutes.
 TEACHER_ARCH = "open_clip:cd-teacher-rn-64"
+DISTILLED = ("cid",)  # students taught by the teacher; each is compared with the baseline
+MODELS = ("teacher", "baseline", *DISTILLED)
 STUDENT_ARCH = "open_clip:cd-student-s-32"
 
 
@@ -66,6 +74,8 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
     stages: list[tuple[str, str, list[list[str]]]] = [
         ("world", "build the embedded world (a stand-in for real data)",
          [["world", "--out", str(world), "--size", s.world, "--seed", "0"]]),
+        ("test_sets", f"larger shape / colour test sets ({s.test_per_class} per class), drawn like the world's own",
+         [[EXTRA_TEST, str(world), str(out / "test"), "--per-class", str(s.test_per_class)]]),
     ]
     if teacher is None:
         stages.append(("teacher", "train the stand-in teacher (contrastive, no teacher of its own)",
@@ -94,11 +104,10 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
     evals = []
     for name, spec in models.items():
         for cset in ("shape", "color"):
-            folder = world / "classify" / cset
-            evals.append(["eval", "zeroshot", "--model", spec, "--data", str(folder / "test"), "--name", cset,
+            evals.append(["eval", "zeroshot", "--model", spec, "--data", str(out / "test" / cset), "--name", cset,
                           "--output", str(out / "eval" / f"{name}-{cset}-zeroshot.json")])
         evals.append(["eval", "linear-probe", "--model", spec, "--train", str(world / "classify" / "shape" / "train"),
-                      "--data", str(world / "classify" / "shape" / "test"), "--name", "shape",
+                      "--data", str(out / "test" / "shape"), "--name", "shape",
                       "--output", str(out / "eval" / f"{name}-shape-linear_probe.json")])
     stages.append(("eval", "zero-shot and linear probe of teacher, baseline and CLIP-CID student", evals))
     fr = "[" + ",".join(str(f) for f in s.td_fractions) + "]"
@@ -115,9 +124,32 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
     return stages
 
 
+# Not a CLI verb: the test_sets stage is experiments/extra_test.py (world.build.write_extra_test), run in-process.
+EXTRA_TEST = "experiments/extra_test.py"
+
+
+def _extra_test(world: str, out: str, flag: str, per_class: str) -> None:
+    from clipdistill.world.build import write_extra_test
+
+    # a rerun (new --per-class, or a rebuilt world) replaces the sets the demo drew before: they are derived
+    # from the world alone; written beside, then renamed, so an interrupted stage leaves no half set behind
+    tmp = Path(f"{out}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_extra_test(world, tmp, int(per_class))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def _shown(argv: list[str]) -> str:
+    return f"python {shlex.join(argv)}" if argv[0] == EXTRA_TEST else f"clipdistill {shlex.join(argv)}"
+
+
 def _run(argv: list[str]) -> None:
     from clipdistill.cli import app
 
+    if argv[0] == EXTRA_TEST:
+        _extra_test(*argv[1:])
+        return
     try:
         app(argv, standalone_mode=False)
     except SystemExit as e:  # typer exits on --help-style paths; anything non-zero is a failure
@@ -148,7 +180,7 @@ def run_demo(out: Path, size: str = "small", teacher: str | None = None, data: s
         console.rule(f"[bold]{name}[/]: {what}")
         t = time.perf_counter()
         for argv in commands:
-            console.print(f"[dim]$ clipdistill {shlex.join(argv)}[/]")
+            console.print(f"[dim]$ {_shown(argv)}[/]")
             _run(argv)
         timings[name] = round(time.perf_counter() - t, 1)
         mark.write_text(json.dumps({"commands": commands, "seconds": timings[name]}))
@@ -160,44 +192,71 @@ def run_demo(out: Path, size: str = "small", teacher: str | None = None, data: s
     return summary
 
 
-def _metric(path: Path, key: str) -> float | None:
+def _metric(path: Path, key: str) -> tuple[float | None, int | None]:
+    """(score, number of test images) from an eval result file; (None, None) when the stage did not write it."""
     if not path.is_file():
+        return None, None
+    doc = json.loads(path.read_text())
+    return doc["metrics"].get(key), doc.get("provenance", {}).get("samples")
+
+
+def lead(p1: float | None, n1: int | None, p0: float | None, n0: int | None) -> dict | None:
+    """Points p1 - p0 and the half-width of its normal 95% interval, the two scores taken as independent
+    proportions on n1 and n0 images. Both models see the same images, so the paired interval would be narrower:
+    this one is the cautious choice. It covers the test set's sampling only, not the spread between trainings."""
+    if None in (p1, n1, p0, n0) or not n1 or not n0:
         return None
-    return json.loads(path.read_text())["metrics"].get(key)
+    half = 1.96 * math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+    return {"points": 100 * (p1 - p0), "half_width": 100 * half, "beyond": abs(p1 - p0) > half}
 
 
 def summarise(out: Path, teacher: str | None) -> dict:
     """The final table's numbers, read back from the files the stages wrote."""
     rows = {}
-    for name in ("teacher", "baseline", "cid"):
+    for name in MODELS:
         ev = out / "eval"
         res = ev / f"{name}-shape-zeroshot.json"
         data = json.loads(res.read_text()) if res.is_file() else {}
         eff = data.get("efficiency", {})
+        (zs, zs_n), (lp, lp_n) = _metric(res, "acc1"), _metric(ev / f"{name}-shape-linear_probe.json", "lp_acc1")
         rows[name] = {
             "params": eff.get("params", {}).get("total") if isinstance(eff.get("params"), dict) else eff.get("params"),
             "image_per_s": eff.get("image_encode_per_s"),
-            "zeroshot_shape": _metric(res, "acc1"),
-            "zeroshot_color": _metric(ev / f"{name}-color-zeroshot.json", "acc1"),
-            "linear_probe_shape": _metric(ev / f"{name}-shape-linear_probe.json", "lp_acc1"),
+            "zeroshot_shape": zs, "shape_images": zs_n,
+            "zeroshot_color": _metric(ev / f"{name}-color-zeroshot.json", "acc1")[0],
+            "linear_probe_shape": lp, "probe_images": lp_n,
         }
+    base = rows["baseline"]
+    for name in DISTILLED:
+        r = rows[name]
+        r["zeroshot_shape_lead"] = lead(r["zeroshot_shape"], r["shape_images"], base["zeroshot_shape"],
+                                        base["shape_images"])
+        r["linear_probe_shape_lead"] = lead(r["linear_probe_shape"], r["probe_images"], base["linear_probe_shape"],
+                                            base["probe_images"])
     td_file = out / "clip_td" / "summary.json"
     rows["clip_td"] = json.loads(td_file.read_text()) if td_file.is_file() else None
     return rows
 
 
 def summary_table(summary: dict) -> Table:
-    table = Table(title="clipdistill demo (embedded world, stand-in teacher)")
-    for col in ("model", "params", "images/s", "zero-shot shape", "zero-shot colour", "linear probe shape"):
+    n = summary["baseline"].get("shape_images")
+    table = Table(title="clipdistill demo (embedded world, stand-in teacher)"
+                  + (f"; shape scored on {n:,} test images" if n else ""))
+    for col in ("model", "params", "images/s", "zero-shot shape", "vs baseline, 95% CI", "zero-shot colour",
+                "linear probe shape", "vs baseline, 95% CI"):
         table.add_column(col)
 
     def f(v, pct=True):
         return "-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:,.0f}")
 
-    for name in ("teacher", "baseline", "cid"):
+    def d(v):
+        return "-" if v is None else f"{v['points']:+.1f} +- {v['half_width']:.1f}"
+
+    for name in MODELS:
         r = summary[name]
         table.add_row(name, f(r["params"], False), f(r["image_per_s"], False), f(r["zeroshot_shape"]),
-                      f(r["zeroshot_color"]), f(r["linear_probe_shape"]))
+                      d(r.get("zeroshot_shape_lead")), f(r["zeroshot_color"]), f(r["linear_probe_shape"]),
+                      d(r.get("linear_probe_shape_lead")))
     td = summary.get("clip_td")
     if td:
         table.caption = "CLIP-TD gain over the baseline fine-tune: " + ", ".join(
