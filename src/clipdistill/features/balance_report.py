@@ -35,6 +35,7 @@ def build_report(result: Balanced, k: int, target: float | None, seed: int) -> d
         "threshold": result.threshold, "cap": result.cap, "survivors_before_cap": result.survivors_before_cap,
         "perceptual_duplicates": result.perceptual_duplicates,
         "space": result.space, "kmeans_objective": result.deduped.objective, "faiss_gpu": result.gpu,
+        "dedup_device": result.dedup_device or "cpu (numpy)",
         "cluster_size_stats": {name: _stats(s) for name, s in sizes.items()},
         # hist_before / hist_after: the keys `clipdistill report` reads a balance report by
         **{f"hist_{name}": {"edges": edges.tolist(), "counts": np.histogram(s, bins=edges)[0].tolist()}
