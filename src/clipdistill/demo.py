@@ -81,7 +81,7 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
         stages.append(("teacher", "train the stand-in teacher (contrastive, no teacher of its own)",
                        [["distill", preset("baseline"), "--out", str(out / "teacher"), "--overwrite", *common,
                          "--set", f"student.model={TEACHER_ARCH}", "--set", f"train.epochs={s.teacher_epochs}",
-                         "--set", "train.warmup_steps=20"]]))
+                         "--set", "train.warmup=0.05"]]))
     stages += [
         ("embed", "teacher features for every pair, stored once",
          [["embed", "--teacher", teacher_spec, "--data", source, "--out", str(out / "features")]]),
@@ -91,13 +91,13 @@ def plan(out: Path, s: Sizes, teacher: str | None, data: str | None) -> list[tup
         ("baseline", "baseline student: contrastive loss only, all data",
          [["distill", preset("baseline"), "--out", str(out / "students" / "baseline"), "--overwrite", *common,
            "--set", f"student.model={STUDENT_ARCH}", "--set", f"train.epochs={s.student_epochs}",
-           "--set", "train.warmup_steps=20"]]),
+           "--set", "train.warmup=0.05"]]),
         ("cid", "CLIP-CID student: balanced data + clip + cluster + instance, teacher read from the store",
          [["distill", preset("cid"), "--out", str(out / "students" / "cid"), "--overwrite", *common,
            "--set", f"student.model={STUDENT_ARCH}", "--set", f"teacher.models=[{teacher_spec}]",
            "--set", "teacher.mode=cached", "--set", f"teacher.features={out / 'features'}",
            "--set", f"data.keep={out / 'balance'}", "--set", f"train.epochs={s.student_epochs}",
-           "--set", "train.warmup_steps=20"]]),
+           "--set", "train.warmup=0.05"]]),
     ]
     models = {"teacher": teacher_spec, "baseline": f"run:{out / 'students' / 'baseline'}",
               "cid": f"run:{out / 'students' / 'cid'}"}
