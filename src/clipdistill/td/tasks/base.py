@@ -4,7 +4,7 @@ protocol ask the kind object and never branch on its name."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +17,7 @@ from clipdistill.splits import stratum
 from clipdistill.td.batch import Labels, TaskPayload, TDBatch
 from clipdistill.td.contracts import StudentOutput
 from clipdistill.td.examples import TaskExample
+from clipdistill.td.metrics import accuracy_result
 from clipdistill.td.weighting import choice_probs
 
 
@@ -122,3 +123,18 @@ class Scorer:
 
     def result(self) -> dict[str, float]:
         raise NotImplementedError
+
+
+class MeanScorer(Scorer):
+    """The mean of a per-example score (`metrics.accuracy_result`): `score(preds, batch)` gives one float per
+    prediction (a hit for SNLI-VE, the official VQA accuracy for VQA)."""
+
+    def __init__(self, score: Callable[[list, TDBatch], list[float]]):
+        self.score = score
+        self.scores: list[float] = []
+
+    def add(self, preds: list, batch: TDBatch) -> None:
+        self.scores += self.score(preds, batch)
+
+    def result(self) -> dict[str, float]:
+        return accuracy_result(self.scores)

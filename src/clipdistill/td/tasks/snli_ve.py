@@ -10,19 +10,12 @@ from clipdistill.data.tasks import TaskData
 from clipdistill.td.batch import Labels, TDBatch
 from clipdistill.td.heads import VE_LABELS, ClassifierHead, MLPClassifierHead
 from clipdistill.td.metrics import accuracy_result
-from clipdistill.td.tasks.base import Collated, Scorer, TaskKindBase
+from clipdistill.td.tasks.base import Collated, MeanScorer, Scorer, TaskKindBase
 from clipdistill.td.weighting import entailment_probs
 
 
-class _HitScorer(Scorer):
-    def __init__(self):
-        self.scores: list[float] = []
-
-    def add(self, preds: list, batch: TDBatch) -> None:
-        self.scores += [float(p == y) for p, y in zip(preds, batch.task.labels.tolist(), strict=True)]
-
-    def result(self) -> dict[str, float]:
-        return accuracy_result(self.scores)
+def _hits(preds: list, batch: TDBatch) -> list[float]:
+    return [float(p == y) for p, y in zip(preds, batch.task.labels.tolist(), strict=True)]
 
 
 class SNLIVE(TaskKindBase):
@@ -47,7 +40,7 @@ class SNLIVE(TaskKindBase):
         return entailment_probs(img_pooled, txt_pooled, task.null_embedding(), task.teacher.logit_scale)
 
     def scorer(self) -> Scorer:
-        return _HitScorer()
+        return MeanScorer(_hits)
 
     def prior(self, train, train_meta, evals: dict[str, TaskData]):
         """The majority class of the training subset."""

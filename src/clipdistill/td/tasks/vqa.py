@@ -12,7 +12,7 @@ from clipdistill.errors import UserError
 from clipdistill.td.batch import TaskPayload, TDBatch
 from clipdistill.td.heads import VQAHead, build_answer_vocab, vqa_targets
 from clipdistill.td.metrics import accuracy_result, normalize_answer, vqa_accuracy
-from clipdistill.td.tasks.base import Collated, Scorer, TaskKindBase
+from clipdistill.td.tasks.base import Collated, MeanScorer, Scorer, TaskKindBase
 
 
 def question_type(ex, meta: dict) -> str:
@@ -37,15 +37,8 @@ class Answers(TaskPayload):
     targets: torch.Tensor  # float [B, len(vocab)]
 
 
-class _AccuracyScorer(Scorer):
-    def __init__(self):
-        self.scores: list[float] = []
-
-    def add(self, preds: list, batch: TDBatch) -> None:
-        self.scores += [vqa_accuracy(p, a) for p, a in zip(preds, batch.task.answers, strict=True)]
-
-    def result(self) -> dict[str, float]:
-        return accuracy_result(self.scores)
+def _accuracies(preds: list, batch: TDBatch) -> list[float]:
+    return [vqa_accuracy(p, a) for p, a in zip(preds, batch.task.answers, strict=True)]
 
 
 class VQA(TaskKindBase):
@@ -81,7 +74,7 @@ class VQA(TaskKindBase):
         return [vocab[i] for i in logits.argmax(-1).tolist()]
 
     def scorer(self) -> Scorer:
-        return _AccuracyScorer()
+        return MeanScorer(_accuracies)
 
     def prior(self, train, train_meta, evals: dict[str, TaskData]):
         """The most frequent normalised human answer per question type; the overall one for unseen types."""
