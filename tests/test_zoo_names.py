@@ -230,3 +230,20 @@ def test_models_download_online_prefers_safetensors_then_loads_offline(tiny, cac
     assert paths[0].name == "open_clip_pytorch_model.bin" and str(cache) in str(paths[0])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert same_embeddings(tiny, load_model(f"open_clip:{ARCH}@tiny_tag"))
+
+
+def test_canonical_spec_makes_local_paths_absolute_and_keeps_names(tmp_path, monkeypatch):
+    from clipdistill.zoo.spec import canonical_spec, same_model_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    (tmp_path / "arch.json").write_text("{}")
+    assert canonical_spec("run:runs/t") == f"run:{tmp_path / 'runs' / 't'}"
+    assert same_model_spec("run:./runs/t/", f"run:{tmp_path}/runs/t")
+    got = canonical_spec("open_clip:arch.json@w.safetensors")
+    assert got == f"open_clip:{tmp_path}/arch.json@{tmp_path}/w.safetensors"
+    for named in ("open_clip:ViT-B-32@laion2b_s34b_b79k", "open_clip:hf-hub:timm/ViT-B-16-SigLIP",
+                  "hf:openai/clip-vit-base-patch32", "open_clip:ViT-B-32", "not a spec"):
+        assert canonical_spec(named) == named
+    assert not same_model_spec("run:runs/t", "run:runs/other")

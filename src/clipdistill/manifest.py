@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +113,15 @@ def check_manifest(data: dict[str, Any], expected: dict[str, Any], where: str) -
 
 
 def read_checked(folder: str | Path, stage: str, what: str, *, teacher: str | None = None,
-                 fingerprint: str | None = None) -> dict[str, Any]:
+                 fingerprint: str | None = None,
+                 same_teacher: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
     """A stage's manifest, checked against the teacher spec and source fingerprint the caller was told to
-    use (the feature store and the balance output are both keyed on these two)."""
+    use (the feature store and the balance output are both keyed on these two). `same_teacher(recorded, given)`:
+    whether two SPEC spellings name one model (the zoo's `same_model_spec`); default: equal strings."""
     data = read_manifest(folder, stage)
     expected = {}
-    if teacher is not None:
+    recorded = _get(data, "teacher.spec")
+    if teacher is not None and not (same_teacher and isinstance(recorded, str) and same_teacher(recorded, teacher)):
         expected["teacher.spec"] = teacher
     if fingerprint is not None:
         expected["source.fingerprint"] = fingerprint

@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,6 +118,26 @@ def test_feature_store_from_other_data(tmp_path, pairs, teacher, reference):
         FeatureStore(reference, teacher="open_clip:cd-teacher-64")
     with pytest.raises(ManifestMismatch):
         embed_features(opts(other, teacher), reference)
+
+
+def test_store_read_with_another_spelling_of_its_teacher(pairs, teacher, reference, monkeypatch):
+    """The manifest records the teacher with its local paths absolute: a relative spelling of the same file
+    (or the spelling of an older store) matches, another file does not."""
+    import json
+
+    arch, _, path = teacher.partition("@")
+    recorded = json.loads((reference / "manifest.json").read_text())["teacher"]["spec"]
+    assert recorded == f"{arch}@{Path(path).resolve()}"
+    monkeypatch.chdir(Path(path).parent.parent)
+    relative = f"{arch}@./{Path(path).parent.name}/{Path(path).name}"
+    assert len(FeatureStore(reference, teacher=relative)) == 32
+    before = shard_bytes(reference)
+    embed_features(opts(pairs, relative), reference)  # the same job: nothing to redo, nothing refused
+    assert shard_bytes(reference) == before
+    other = Path(path).parent / "copy.safetensors"
+    other.write_bytes(Path(path).read_bytes())
+    with pytest.raises(ManifestMismatch, match="teacher.spec"):
+        FeatureStore(reference, teacher=f"{arch}@{other}")
 
 
 @case("config", "`embed --out` rerun into an existing store with other source options (`max_caption_chars`, "

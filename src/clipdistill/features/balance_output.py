@@ -20,6 +20,7 @@ import numpy as np
 from clipdistill.errors import UserError
 from clipdistill.features.store import FeatureStore
 from clipdistill.manifest import MANIFEST, read_checked, write_manifest
+from clipdistill.zoo.spec import same_model_spec
 
 if TYPE_CHECKING:  # the reader below is imported by distill, which need not load faiss
     from clipdistill.features.balance import Balanced
@@ -61,7 +62,8 @@ class BalanceResult:
 
     def __init__(self, root: str | Path, *, teacher: str | None = None, fingerprint: str | None = None):
         self.root = Path(root)
-        self.manifest = read_checked(self.root, STAGE, "balance output", teacher=teacher, fingerprint=fingerprint)
+        self.manifest = read_checked(self.root, STAGE, "balance output", teacher=teacher, fingerprint=fingerprint,
+                                     same_teacher=same_model_spec)
         self.space = self.manifest["label_space"]
         self._keys: list[str] | None = None
         self._index: dict[str, int] | None = None

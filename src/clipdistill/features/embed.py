@@ -32,6 +32,7 @@ from clipdistill.progress import StageProgress
 from clipdistill.runfolder import StopSignals
 from clipdistill.train.distributed import init_distributed, shutdown
 from clipdistill.zoo import ClipModel, load_model
+from clipdistill.zoo.spec import canonical_spec, same_model_spec
 
 PLAN = "plan.json"
 
@@ -215,7 +216,9 @@ def _plan(opts: EmbedOptions, teacher: ClipModel, source, units: list) -> dict:
     sigmoid = {} if bias is None else {"logit_bias": float(bias.detach()),
                                        "sigmoid_scale": float(teacher.raw_logit_scale.detach().exp())}
     return {
-        "teacher": {"spec": opts.teacher, "weights_sha256": teacher.weights_hash(), "embed_dim": d["embed_dim"],
+        # the SPEC with local paths absolute: readers given another spelling of the same teacher still match
+        "teacher": {"spec": canonical_spec(opts.teacher), "weights_sha256": teacher.weights_hash(),
+                    "embed_dim": d["embed_dim"],
                     "logit_scale": float(teacher.logit_scale.detach()),
                     # the bias pairs with the unclamped scale (released SigLIPs pass 100; ClipModel clamps)
                     **sigmoid},
@@ -245,6 +248,8 @@ def _check_resume(out: Path, plan: dict) -> None:
         expected = {k: _dotted(plan, k) for k in RESUME_KEYS}
         earlier = json.loads(path.read_text())
         earlier["options"].setdefault("phash", False)  # plans written before --phash existed
+        if same_model_spec(earlier["teacher"]["spec"], plan["teacher"]["spec"]):  # a plan recorded as spelt
+            earlier["teacher"]["spec"] = plan["teacher"]["spec"]
         check_manifest(earlier, expected, f"{out} (an earlier embed run; use another --out)")
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from clipdistill.errors import DataError, UserError
 from clipdistill.manifest import read_checked
+from clipdistill.zoo.spec import same_model_spec
 
 STAGE = "embed"
 TMP_PREFIX = ".tmp-"
@@ -83,7 +84,8 @@ class FeatureStore:
 
     def __init__(self, root: str | Path, *, teacher: str | None = None, fingerprint: str | None = None):
         self.root = Path(root)
-        self.manifest = read_checked(self.root, STAGE, "feature store", teacher=teacher, fingerprint=fingerprint)
+        self.manifest = read_checked(self.root, STAGE, "feature store", teacher=teacher, fingerprint=fingerprint,
+                                     same_teacher=same_model_spec)
         self.names: list[str] = list(self.manifest["shards"])
         self.starts: list[int] = []
         self.counts: list[int] = []

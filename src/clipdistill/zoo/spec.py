@@ -15,6 +15,7 @@ fills it (see `hub.py`). An `@` after ARCH is a file when such a file exists or 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from clipdistill.errors import UserError
 
@@ -49,3 +50,27 @@ def parse_spec(spec: str) -> ModelSpec:
     if "@" in rest:
         raise UserError(f"bad model SPEC {spec!r}: '@CHECKPOINT' only applies to open_clip:ARCH")
     return ModelSpec(kind, rest)
+
+
+def _absolute(path: str) -> str:
+    """An existing local path, absolute; anything else (a tag, a Hub id, a name) as written."""
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else path
+
+
+def canonical_spec(spec: str) -> str:
+    """`spec` with its local paths absolute, so that two spellings of one local model (`run:runs/t`,
+    `run:/home/me/runs/t`, `run:./runs/t/`) compare equal where manifests record the SPEC. Names, tags and Hub
+    ids are kept as written; an unparsable SPEC is returned unchanged (loading it reports the error)."""
+    try:
+        s = parse_spec(spec)
+    except UserError:
+        return spec
+    target = s.target
+    if s.kind in ("run", "hf") or (s.kind == "open_clip" and target.endswith(".json")):
+        target = _absolute(target)
+    return str(ModelSpec(s.kind, target, _absolute(s.checkpoint) if s.checkpoint else None))
+
+
+def same_model_spec(a: str, b: str) -> bool:
+    return canonical_spec(a) == canonical_spec(b)
