@@ -73,6 +73,15 @@ def test_demo_tiny_end_to_end_then_reuse(tmp_path, capsys, monkeypatch):
     assert printed.count("reuse") >= 10 and again["cid"] == summary["cid"]
     assert (out / "students" / "cid" / "model.safetensors").stat().st_mtime_ns == stamp
 
+    # --force: every stage after the (seeded, never overwritten) world runs again over its own outputs
+    world_stamp = (out / "world" / "world.json").stat().st_mtime_ns
+    forced = run_demo(out, size="tiny", force=True)
+    printed = capsys.readouterr().out
+    assert printed.count("reuse") == 1 and "reuse world" in printed
+    assert (out / "students" / "cid" / "model.safetensors").stat().st_mtime_ns != stamp
+    assert (out / "world" / "world.json").stat().st_mtime_ns == world_stamp
+    assert forced["cid"]["zeroshot_shape"] == summary["cid"]["zeroshot_shape"]  # seeded: the same student again
+
 
 def test_demo_help_says_how_to_use_real_data():
     res = CliRunner().invoke(app, ["demo", "--help"], terminal_width=200)

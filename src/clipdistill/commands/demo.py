@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
                                     "hf:/models/clip-vit-b-32 or open_clip:ViT-B-32@/ckpt/epoch_32.pt"),
         data: str = typer.Option(None, help="Use these image-text pairs instead of the world's, e.g. "
                                  "'/data/laion/{00000..00127}.tar' or pairs.csv (zero-shot sets stay the world's)."),
-        force: bool = typer.Option(False, help="Rerun every stage even when its output is reusable."),
+        force: bool = typer.Option(False, help="Rerun every stage even when its output is reusable (the world, "
+                                   "the same bytes for the same command, is kept)."),
     ) -> None:
         """Run world -> teacher -> embed -> balance -> distill -> eval -> CLIP-TD -> report.
 
