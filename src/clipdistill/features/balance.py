@@ -94,17 +94,14 @@ class Vectors:
         return x if self.kind == "image" else _unit(x + _unit(self.store.rows("text", idx)))
 
     def chunks(self, rank: int = 0, world: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-        """(global start row, unit vectors) of every `world`-th chunk from the `rank`-th, shard by shard (the
-        others are not read: the shards are memory-mapped)."""
-        i = 0
-        for s, (start, count) in enumerate(zip(self.store.starts, self.store.counts, strict=True)):
-            for a in range(0, count, self.chunk):
-                if i % world == rank:
-                    x = _unit(np.array(self.store.array("image", s)[a:a + self.chunk]))
-                    if self.kind != "image":
-                        x = _unit(x + _unit(np.array(self.store.array("text", s)[a:a + self.chunk])))
-                    yield start + a, x
-                i += 1
+        """(global start row, unit vectors) of every `world`-th chunk from the `rank`-th (`FeatureStore.chunks`)."""
+        if self.kind == "image":
+            for start, block in self.store.chunks("image", self.chunk, rank, world):
+                yield start, _unit(block)
+        else:
+            for (start, img), (_, txt) in zip(self.store.chunks("image", self.chunk, rank, world),
+                                              self.store.chunks("text", self.chunk, rank, world), strict=True):
+                yield start, _unit(_unit(img) + _unit(txt))
 
 
 Space = Literal["image", "multimodal"]

@@ -124,13 +124,18 @@ class FeatureStore:
                             "re-embed with --tokens / --augs to add them")
         return np.load(self.root / self.names[shard] / f"{field}.npy", mmap_mode="r")
 
-    def chunks(self, field: str, chunk: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
-        """(global start row, in-memory copy of up to `chunk` rows), shard by shard; each shard's map is
-        dropped before the next is opened, so resident memory stays near one chunk."""
+    def chunks(self, field: str, chunk: int = 65536, rank: int = 0, world: int = 1
+               ) -> Iterator[tuple[int, np.ndarray]]:
+        """(global start row, in-memory copy of up to `chunk` rows) of every `world`-th chunk from the `rank`-th
+        (the others are not read), shard by shard; each shard's map is dropped before the next is opened, so
+        resident memory stays near one chunk."""
+        i = 0
         for s, (start, count) in enumerate(zip(self.starts, self.counts, strict=True)):
             arr = self.array(field, s)
             for a in range(0, count, chunk):
-                yield start + a, np.array(arr[a:a + chunk])
+                if i % world == rank:
+                    yield start + a, np.array(arr[a:a + chunk])
+                i += 1
             del arr
 
     def _owner(self, rows: np.ndarray) -> np.ndarray:
