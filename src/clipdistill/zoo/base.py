@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,31 @@ class ClipModel(nn.Module):
             "params": self.num_params(),
             **({"load_warnings": list(self.load_warnings)} if self.load_warnings else {}),
         }
+
+
+# torch.nn.init's in-place initialisers: what module constructors and open_clip's `init_parameters` call
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+
+
+@contextmanager
+def skip_weight_init() -> Iterator[None]:
+    """Build a module without running torch.nn.init's initialisers (its tensors keep whatever memory they got).
+    Only for a module whose every tensor is then loaded by `load_exact_state`, which refuses a missing one: the
+    discarded random init is most of a large teacher's load time on CPU (ViT-B/32: ~1 s)."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS if hasattr(nn.init, name)}
+
+    def keep(tensor, *args, **kwargs):
+        return tensor
+
+    try:
+        for name in saved:
+            setattr(nn.init, name, keep)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def load_exact_state(module: nn.Module, state: dict[str, torch.Tensor], where: str, against: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import open_clip
@@ -17,7 +18,7 @@ from torch import nn
 
 from clipdistill.errors import UserError
 from clipdistill.safeload import load_tensors
-from clipdistill.zoo.base import CappedTokenizer, ClipModel, eos_mask, load_exact_state
+from clipdistill.zoo.base import CappedTokenizer, ClipModel, eos_mask, load_exact_state, skip_weight_init
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 _registered = False
@@ -154,15 +155,17 @@ def validate_config(cfg, where: str) -> None:
                 fail(f"missing {path} (open_clip would silently use its default; every open_clip config sets it)")
 
 
-def build_open_clip(name: str, cfg: dict) -> nn.Module:
-    """Random-init open_clip model from a config dict (registered under `name` for the tokenizer)."""
+def build_open_clip(name: str, cfg: dict, init: bool = True) -> nn.Module:
+    """Random-init open_clip model from a config dict (registered under `name` for the tokenizer). `init=False`:
+    the initialisers are skipped, for a model whose every tensor `apply_state` then loads."""
     open_clip.factory._MODEL_CONFIGS.setdefault(name, cfg)
     if open_clip.factory._MODEL_CONFIGS[name] != cfg:  # a JSON file that shadows another config's name
         name = f"{name}-{abs(hash(json.dumps(cfg, sort_keys=True))) % 10**8}"
         open_clip.factory._MODEL_CONFIGS[name] = cfg
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly" on the root logger: expected here
     try:
-        model = open_clip.create_model(name, pretrained=None)
+        with nullcontext() if init else skip_weight_init():
+            model = open_clip.create_model(name, pretrained=None)
     finally:
         logging.disable(logging.NOTSET)
     model.clipdistill_arch_name = name
@@ -285,7 +288,7 @@ def load_open_clip(spec: str, arch: str, checkpoint: str | None, download: bool 
     if checkpoint and not Path(checkpoint).exists() and not _looks_like_path(checkpoint):
         source, tag_cfg = hub.open_clip_tag_source(spec, name, checkpoint)
         checkpoint = str(hub.resolve(source, download)[0])
-    inner = build_open_clip(name, cfg)
+    inner = build_open_clip(name, cfg, init=not checkpoint)
     warnings_: list[str] = []
     if tag_cfg:
         # as open_clip's create_model: the tag's mean/std/interpolation/resize_mode override the arch's
@@ -338,7 +341,7 @@ def _load_hf_hub(spec: str, repo_id: str, download: bool) -> OpenClipModel:
     cfg = config["model_cfg"]
     validate_config(cfg, f"{spec} ({hub.OPEN_CLIP_CONFIG})")
     name = "hf-hub-" + repo_id.replace("/", "-")
-    inner = build_open_clip(name, cfg)
+    inner = build_open_clip(name, cfg, init=False)
     pp = config.get("preprocess_cfg") or {}
     if pp:
         set_model_preprocess_cfg(inner, merge_preprocess_dict(dict(inner.visual.preprocess_cfg), pp))

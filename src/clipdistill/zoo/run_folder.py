@@ -39,6 +39,6 @@ def load_run(folder: str, spec: str) -> OpenClipModel:
     if not isinstance(meta, dict) or not isinstance(meta.get("arch"), str) or "arch_config" not in meta:
         raise UserError(f"{spec}: {meta_path} lacks arch / arch_config; the run folder is damaged")
     validate_config(meta["arch_config"], f"{spec} ({MODEL_JSON} arch_config)")
-    inner = build_open_clip(meta["arch"], meta["arch_config"])
+    inner = build_open_clip(meta["arch"], meta["arch_config"], init=False)
     apply_state(inner, load_tensors(weights), spec)
     return OpenClipModel(inner, spec, meta["arch"], meta["arch_config"])
