@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clipdistill.errors import UserError
@@ -145,6 +146,12 @@ def _shown(argv: list[str]) -> str:
     return f"python {shlex.join(argv)}" if argv[0] == EXTRA_TEST else f"clipdistill {shlex.join(argv)}"
 
 
+def print_command(argv: list[str]) -> None:
+    """The command exactly as it runs, on one line whatever the width, so it can be pasted back: escaped, since
+    rich reads `[run:DIR]` in a `--set 'teacher.models=[...]'` as a markup tag and drops it."""
+    console.print(f"[dim]$ {escape(_shown(argv))}[/]", soft_wrap=True)
+
+
 def _run(argv: list[str]) -> None:
     from clipdistill.cli import app
 
@@ -177,14 +184,14 @@ def run_demo(out: Path, size: str = "small", teacher: str | None = None, data: s
         # --force reruns every stage after it
         same = mark.is_file() and json.loads(mark.read_text())["commands"] == commands
         if same and (not upstream_changed or name == "world"):
-            console.print(f"[green]reuse[/] {name}: {what}")
+            console.print(f"[green]reuse[/] {name}: {escape(what)}")
             bar.advance()
             continue
         upstream_changed = True
-        console.rule(f"[bold]{name}[/]: {what}")
+        console.rule(f"[bold]{name}[/]: {escape(what)}")
         t = time.perf_counter()
         for argv in commands:
-            console.print(f"[dim]$ {_shown(argv)}[/]")
+            print_command(argv)
             _run(argv)
         timings[name] = round(time.perf_counter() - t, 1)
         mark.write_text(json.dumps({"commands": commands, "seconds": timings[name]}))
@@ -192,7 +199,7 @@ def run_demo(out: Path, size: str = "small", teacher: str | None = None, data: s
     bar.close()
     summary = summarise(out, teacher)
     console.print(summary_table(summary))
-    console.print(f"report: [bold]{out / 'report' / 'report.html'}[/]")
+    console.print(f"report: [bold]{escape(str(out / 'report' / 'report.html'))}[/]")
     return summary
 
 

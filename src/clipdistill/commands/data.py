@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
             words.append(len(sample.text.split()))
             if limit and n >= limit:
                 break
-        table = Table(title=f"data inspect {source}", show_header=False)
+        table = Table(title=f"data inspect {escape(source)}", show_header=False)  # a path is not rich markup
         table.add_row("samples read", str(n))
         table.add_row("skipped (total)", str(src.skips.total))
         for reason, count in sorted(src.skips.items()):

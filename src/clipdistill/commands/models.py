@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -57,9 +58,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(info, indent=2))
             return
-        table = Table(title=spec, show_header=False)
+        table = Table(title=escape(spec), show_header=False)  # SPECs and values are not rich markup
         for key, value in info.items():
-            table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+            table.add_row(key, escape(json.dumps(value) if isinstance(value, dict | list) else str(value)))
         Console().print(table)
 
     @models.command("download")
