@@ -14,6 +14,7 @@ import json
 import math
 import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -26,7 +27,8 @@ from rich.table import Table
 from clipdistill.errors import UserError
 from clipdistill.progress import StageProgress
 
-console = Console()
+# a log file (`make demo > demo.log`) gets rich's 80-column default, which cut the summary's cells to "21,311…"
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 @dataclass(frozen=True)
