@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from clipdistill.config import StrictModel
-from clipdistill.data.sources import SourceOptions
+from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.train import TrainConfig
 from clipdistill.vlpretrain.text import WORLD_ATTRIBUTES
 
 
 class StudentArch(StrictModel):
-    """The `transformers.ViltConfig` of the student (random init)."""
+    """The `transformers.ViltConfig` of the student: random init, or with `init` its transformer copied from a
+    CLIP's ViT image tower (vit_init.py), which then fixes every key of `vit_init.TOWER_KEYS`."""
 
+    init: str | None = Field(None, description="a model SPEC (e.g. run:runs/clip, open_clip:ARCH@FILE) whose "
+                             "open_clip ViT image tower, built with vision_cfg.no_ln_pre: true, the ViLT's "
+                             "transformer starts from (ViLT's own ViT initialisation); it fixes the "
+                             "architecture (a key set here that disagrees is refused); none = random init")
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -23,6 +28,22 @@ class StudentArch(StrictModel):
     patch_size: int = Field(8, ge=1)
     max_text_len: int = Field(40, ge=4, description="text positions (ViLT: 40); longer captions are cut")
     dropout: float = Field(0.1, ge=0, lt=1)
+    activation: Literal["gelu", "quick_gelu"] = Field("gelu", description="MLP activation (transformers hidden_act; "
+                                                      "gelu is the erf GELU)")
+    layer_norm_eps: float = Field(1e-12, gt=0, description="ViltConfig's default 1e-12; open_clip towers use 1e-5")
+
+    @field_validator("init")
+    @classmethod
+    def _spec(cls, spec: str | None) -> str | None:
+        if spec is not None:
+            from clipdistill.errors import UserError
+            from clipdistill.zoo.spec import parse_spec
+
+            try:
+                parse_spec(spec)
+            except UserError as e:
+                raise ValueError(str(e)) from None
+        return spec
 
     @model_validator(mode="after")
     def _fits(self) -> StudentArch:
@@ -40,7 +61,7 @@ class TokenizerConfig(StrictModel):
     build_captions: int = Field(50000, ge=1, description="captions read (in source order) to build the vocabulary")
 
 
-class DataConfig(SourceOptions):
+class DataConfig(TrainSourceOptions):
     source: str = Field(..., description="image-caption SOURCE: world:DIR, CSV/JSONL, or webdataset shards")
     batch_size: int = Field(64, ge=2, description="per process (in-batch negatives need 2)")
     num_workers: int = Field(0, ge=0)

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from clipdistill.manifest import atomic_write_text
 from clipdistill.safeload import honour_umask, load_tensors, save_tensors
 from clipdistill.vlpretrain.config import StudentArch
 
 HEADS = "pretrain_heads.safetensors"  # the heads beside the HF folder's ViltModel weights (not a ViltModel's)
+INIT_FROM = "init_from.json"  # what `student.init` started the transformer from
 
 
 def vilt_config(arch: StudentArch, tokenizer):
@@ -25,7 +27,7 @@ def vilt_config(arch: StudentArch, tokenizer):
         num_attention_heads=arch.num_heads, intermediate_size=arch.intermediate_size or 4 * arch.hidden_size,
         image_size=arch.image_size, patch_size=arch.patch_size, max_position_embeddings=arch.max_text_len,
         hidden_dropout_prob=arch.dropout, attention_probs_dropout_prob=arch.dropout,
-        pad_token_id=tokenizer.pad_token_id,
+        hidden_act=arch.activation, layer_norm_eps=arch.layer_norm_eps, pad_token_id=tokenizer.pad_token_id,
         # every patch of the (unpadded, square) image: no sampling of max_image_length patches
         max_image_length=-1)
 
@@ -91,10 +93,12 @@ class ViltPretrainer(nn.Module):
 class ImageTransform:
     """PIL -> [3, S, S]: the shorter edge resized to S (bicubic), a centre S x S crop (torchvision's Resize +
     CenterCrop arithmetic, as the `hf:DIR` student of td/hf_student.py reads images), then `ViltImageProcessor`
-    (rescale, mean/std 0.5): the processor saved with the model, which leaves an S x S image's size as is."""
+    (rescale, mean/std 0.5, or the CLIP's of `student.init`): the processor saved with the model, which leaves an
+    S x S image's size as is."""
 
-    def __init__(self, size: int, patch_size: int):
-        self.processor = image_processor(size, patch_size)
+    def __init__(self, size: int, patch_size: int, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None):
+        self.processor = image_processor(size, patch_size, mean, std)
         self.size = size
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
@@ -107,15 +111,21 @@ class ImageTransform:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-def image_processor(size: int, patch_size: int):
+def image_processor(size: int, patch_size: int, mean: tuple[float, ...] | None = None,
+                    std: tuple[float, ...] | None = None):
+    """ViLT's processor; `mean` / `std` replace its 0.5 (a ViLT started from a CLIP tower keeps the CLIP's, so
+    its patch embedding sees the pixels it was trained on; td's hf: student reads them from the folder)."""
     from transformers import ViltImageProcessor
 
-    return ViltImageProcessor(size={"shortest_edge": size}, size_divisor=patch_size)
+    norm = {"image_mean": list(mean), "image_std": list(std)} if mean is not None and std is not None else {}
+    return ViltImageProcessor(size={"shortest_edge": size}, size_divisor=patch_size, **norm)
 
 
-def save_folder(model: ViltPretrainer, tokenizer, out: Path, image_size: int, patch_size: int) -> Path:
+def save_folder(model: ViltPretrainer, tokenizer, out: Path, image_size: int, patch_size: int,
+                init: dict | None = None) -> Path:
     """The HF folder: `ViltModel.save_pretrained` (config.json + model.safetensors), the tokenizer, the image
-    processor, and the pretraining heads in `pretrain_heads.safetensors`."""
+    processor, the pretraining heads in `pretrain_heads.safetensors`, and with `init` (`TowerInit.record()`)
+    `init_from.json`: the SPEC and weights hash of the CLIP whose tower the transformer started from."""
     from transformers.utils import logging as hf_logging
 
     out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +135,10 @@ def save_folder(model: ViltPretrainer, tokenizer, out: Path, image_size: int, pa
     # the folder's tokenizer cuts at the model's text positions by default, as ViLT's does (max 40)
     tokenizer.model_max_length = model.config.max_position_embeddings
     tokenizer.save_pretrained(str(out))
-    image_processor(image_size, patch_size).save_pretrained(str(out))
+    mean, std = (init["image_mean"], init["image_std"]) if init else (None, None)
+    image_processor(image_size, patch_size, mean, std).save_pretrained(str(out))
+    if init:
+        atomic_write_text(out / INIT_FROM, json.dumps(init, indent=2))
     heads = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("vilt.")}
     save_tensors(heads, out / HEADS, metadata={"format": "pt", "itc": json.dumps(model.has_itc)})
     return out

@@ -23,6 +23,7 @@ from clipdistill.vlpretrain.model import ImageTransform, ViltPretrainer, save_fo
 from clipdistill.vlpretrain.probes import run_probes
 from clipdistill.vlpretrain.task import VLPretrainTask
 from clipdistill.vlpretrain.text import AttributeVocab, build_wordpiece, load_tokenizer
+from clipdistill.vlpretrain.vit_init import apply_init, load_tower_init, resolve_arch
 
 HF_DIR, TOKENIZER_DIR, PROBES = "hf", "tokenizer", "probes.json"
 
@@ -102,7 +103,10 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
     try:
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-        source = open_source(cfg.data.source, **source_kwargs(cfg.data))
+        init = load_tower_init(cfg.student.init) if cfg.student.init else None
+        if init is not None:  # the tower fixes the architecture; config.yaml records the resolved one
+            cfg = cfg.model_copy(update={"student": resolve_arch(cfg.student, init)})
+        source = open_source(cfg.data.source, **source_kwargs(cfg.data), num_samples=cfg.data.num_samples)
         vocab = AttributeVocab(cfg.attributes)
         probe_samples, keys, probe_from = held_out(source, cfg)
         if len(probe_samples) < 2:
@@ -111,8 +115,11 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
         arch = cfg.student
         torch.manual_seed(cfg.train.seed)  # the same init on every rank (DDP also broadcasts rank 0's)
         model = ViltPretrainer(vilt_config(arch, tokenizer), itc=cfg.objectives.itc.weight > 0)
+        if init is not None:
+            apply_init(model.vilt, init)
         task = VLPretrainTask(model, tokenizer, cfg.objectives, vocab, arch.max_text_len)
-        transform = ImageTransform(arch.image_size, arch.patch_size)
+        transform = ImageTransform(arch.image_size, arch.patch_size, *((init.image_mean, init.image_std) if init
+                                                                       else ()))
         views = [(transform, _no_tokens)]
         train_cfg = cfg.train
         if not cfg.objectives.itm.weight:  # ViLT's pooler serves only ITM: unused parameters under DDP
@@ -132,13 +139,14 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
             manifest = dict(student=model.config.to_dict(), tokenizer=cfg.tokenizer.path or str(out / TOKENIZER_DIR),
                             data={"source": cfg.data.source, "fingerprint": source.fingerprint()},
                             probe={"held_out": probe_from, "samples": len(probe_samples)},
-                            world_size=info.world_size)
+                            init=init.record() if init else None, world_size=info.world_size)
             manifest["student"].pop("transformers_version", None)
             write_manifest(out, "vlpretrain", **manifest)
         fit(task, loader_factory, train_cfg, out, resume=resume, counts=source.skips)
         skips = summed_counts(source.skips, info)
         if info.is_main:
-            folder = save_folder(model, tokenizer, out / HF_DIR, arch.image_size, arch.patch_size)
+            folder = save_folder(model, tokenizer, out / HF_DIR, arch.image_size, arch.patch_size,
+                                 init.record() if init else None)
             probes = run_probes(model, tokenizer, vocab, probe_samples, transform, arch.max_text_len,
                                 cfg.data.batch_size, info.device, cfg.train.seed)
             result = {"task": "vl_pretrain_probes", "model": str(folder), "dataset": probe_from, "metrics": probes,
