@@ -136,12 +136,13 @@ def test_shards_count_every_bad_member(tmp_path):
 
 
 def test_counting_a_stream_does_not_count_its_skips(tmp_path):
-    """The training loop sizes a stream's epoch by a counting pass; the skip counts (the run manifest's
+    """The training loop sizes a stream's epoch from the tar headers; the skip counts (the run manifest's
     `skipped_reads`) must hold one epoch's drops, not two."""
     src = open_source(write_shards(tmp_path))
     batches = make_loader(src, views(), 2)
     n = batches.count()
-    assert n == len(list(batches)) > 0
+    assert not src.skips
+    assert n >= len(list(batches)) > 0  # the undecodable image is counted from its header, dropped when read
     assert src.skips["zero_byte"] == 1 and src.skips["unsafe_path"] == 2
 
 
@@ -463,10 +464,11 @@ def test_a_stream_with_every_sample_dropped_says_so(tmp_path):
             add(tar, f"k{i}.txt", b"caption")
     src = open_source(str(tmp_path / "s.tar"))
     for drop_last in (False, True):  # the skip records sit in a short last batch, which drop_last drops
+        # the epoch is sized from the tar headers, which cannot tell a bad image: the pass itself refuses
+        assert count_batches(lambda epoch: make_loader(src, views(), 2, drop_last=drop_last)) == 2 - drop_last  # noqa: B023
         with pytest.raises(DataError, match=r"every sample was dropped \({'undecodable_image': 3}\)"):
-            count_batches(lambda epoch: make_loader(src, views(), 2, drop_last=drop_last))  # noqa: B023
-        with pytest.raises(DataError, match="every sample was dropped"):
             list(make_loader(src, views(), 2, drop_last=drop_last))
+        src.skips.clear()
 
 
 def test_stream_drop_last_drops_samples_but_counts_skips(tmp_path):

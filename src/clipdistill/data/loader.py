@@ -26,11 +26,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
 from clipdistill.data.batch import LoaderBatch, View
-from clipdistill.data.sources import MapSource, Sample, ShardSource, SkipCounter
+from clipdistill.data.sources import MapSource, Sample, ShardSizes, ShardSource, SkipCounter
 from clipdistill.errors import DataError
 
 Views = Sequence[tuple[Callable, Callable]]  # (image transform, tokenizer) per model, the student's first
 WARN_FRACTION = 0.01
+SPREAD = 1_000_003  # fewer shards than readers: sample j of shard i goes to reader slot (i * SPREAD + j) % slots
 
 
 def _seed_streams(seed: int) -> None:
@@ -144,7 +145,7 @@ class _StreamDataset(IterableDataset):
             # drops read before the resume point were counted by the run being resumed: only later ones count
             at_resume = Counter() if seen >= self.skip_samples else None
             for j, sample in enumerate(self.source.iter_shard(shard, counts)):
-                if not by_shard and (si * 1_000_003 + j) % slots != slot:
+                if not by_shard and (si * SPREAD + j) % slots != slot:
                     continue  # fewer shards than readers: split by sample instead
                 if self.keys is not None and sample.key not in self.keys:
                     continue
@@ -156,6 +157,79 @@ class _StreamDataset(IterableDataset):
             after = counts - at_resume if at_resume is not None else Counter()
             if after:
                 yield _Skipped(dict(after))
+
+
+@dataclass(frozen=True)
+class EpochCount:
+    """A stream's batches in one pass on this rank, reckoned from its sample count without reading the data.
+    `samples`: the count it started from (the whole source, or the kept-list); `origin`: what gave it
+    (`data.num_samples`, `sizes.json`, `__len__`, `header scan`, or `kept-list`)."""
+
+    batches: int
+    samples: int
+    origin: str
+
+
+def _share(n: int, slot: int, slots: int, offset: int) -> int:
+    """How many of j in [0, n) have (offset + j) % slots == slot."""
+    return n // slots + ((slot - offset) % slots < n % slots)
+
+
+def _kept_per_shard(source: ShardSource, keys: set[str]) -> dict:
+    """Kept-list keys (`SHARD/KEY`) per shard of `source`."""
+    by_name = {name: shard for shard, name in source.names.items()}
+    counts = Counter()
+    for key in keys:
+        cut = key.find("/")
+        while cut > 0:
+            if (shard := by_name.get(key[:cut])) is not None:
+                counts[shard] += 1
+                break
+            cut = key.find("/", cut + 1)
+    return counts
+
+
+def _reader_samples(ds: _StreamDataset, workers: int) -> tuple[list[int], int, str]:
+    """(samples each of this rank's readers takes in one pass, the count they come from, its origin).
+
+    Exact, on clean shards, where each shard's count is known and shards go whole to readers (sizes.json, a
+    kept-list), or where the header scan listed each shard's keys; a total alone (data.num_samples,
+    `__len__`), an endless resampled stream, or a kept-list split by sample is spread evenly."""
+    source, nw = ds.source, max(1, workers)
+    slots, mine = ds.world_size * nw, [ds.rank * nw + w for w in range(nw)]
+    by_shard = not source.resampled and len(source.shards) >= slots
+    if ds.keys is not None and (by_shard or source.resampled):
+        sizes = ShardSizes(len(ds.keys), "kept-list", per_shard=_kept_per_shard(source, ds.keys))
+    else:
+        sizes = source.sizes(progress=ds.rank == 0)
+    if source.resampled:
+        return [_share(sizes.total, slot, slots, 0) for slot in mine], sizes.total, sizes.origin
+    total = sizes.total
+    per_shard = sizes.per_shard
+    if sizes.keys is None and ds.keys is not None:  # a kept-list split by sample: its keys per shard
+        per_shard = _kept_per_shard(source, ds.keys)
+        total = sum(per_shard.values())
+    if per_shard is None:  # a total alone, spread over the shards
+        n_shards = len(source.shards)
+        per_shard = {s: total // n_shards + (i < total % n_shards) for i, s in enumerate(source.shards)}
+    out = []
+    for slot in mine:
+        n = 0
+        for si, shard in enumerate(source.shards):
+            if by_shard and si % slots != slot:
+                continue
+            if sizes.keys is not None:  # the scan's keys, in reading order: where each sample goes, exactly
+                name = source.names[shard]
+                n += sum(1 for j, k in enumerate(sizes.keys[shard])
+                         if (by_shard or (si * SPREAD + j) % slots == slot)
+                         and (ds.keys is None or f"{name}/{k}" in ds.keys))
+            else:
+                c = per_shard.get(shard, 0)
+                n += c if by_shard else _share(c, slot, slots, si * SPREAD)
+        out.append(n)
+    if sizes.keys is not None and ds.keys is not None:
+        total = sum(1 for shard, ks in sizes.keys.items() for k in ks if f"{source.names[shard]}/{k}" in ds.keys)
+    return out, total, sizes.origin
 
 
 class Batches:
@@ -189,8 +263,26 @@ class Batches:
         if kept == 0 and skipped > 0:
             raise DataError(f"{self.source_name}: every sample was dropped ({dict(self.source.skips)})")
 
+    def epoch_count(self) -> EpochCount:
+        """Batches in one pass on this rank without reading any sample: a map source's batch list, or a stream's
+        from its sample count (`ShardSource.sizes`: data.num_samples, open_clip's sizes.json / __len__, or a
+        scan of the tar headers; a kept-list's keys per shard), per reader (each loader worker batches its own
+        share, the last batch short, or dropped with drop_last).
+
+        A stream may hold fewer usable samples than counted (an image found undecodable, a count set too high):
+        its pass then just ends early, and the training loop moves to the next epoch."""
+        if self.num_batches is not None:
+            return EpochCount(self.num_batches, len(self.source), "rows")
+        ds, size = self.loader.dataset, self.loader.batch_size
+        per_reader, samples, origin = _reader_samples(ds, self.loader.num_workers)
+        batches = sum(n // size if self.drop_partial else -(-n // size) for n in per_reader)
+        return EpochCount(batches, samples, origin)
+
     def count(self) -> int:
-        """Batches in one pass, read without adding to the source's skip counts (a stream's length)."""
+        """Batches in one pass, read without adding to the source's skip counts; a stream's come from
+        `epoch_count` (no sample is read)."""
+        if self.num_batches is None:
+            return self.epoch_count().batches
         n, skips = 0, SkipCounter()
         for batch in self.loader:
             skips.update(batch.skips)

@@ -7,6 +7,7 @@ back to samples. Bad data never crashes a run: each skipped sample is counted un
 
 from __future__ import annotations
 
+import ast
 import copy
 import csv
 import hashlib
@@ -67,6 +68,15 @@ class SourceOptions(StrictModel):
         if v not in ("auto", "tab") and (len(v) != 1 or v in "\n\r\""):
             raise ValueError("auto, tab, or one character other than a quote or a line break")
         return v
+
+
+class TrainSourceOptions(SourceOptions):
+    """`SourceOptions` of a training source, plus how many samples a tar-shard stream holds (its epoch length)."""
+
+    num_samples: int | None = Field(None, ge=1, description="samples in the tar shards (open_clip's "
+                                    "--train-num-samples); none = open_clip's sizes.json or __len__ beside the "
+                                    "shards, else a scan of the tar headers (no image decoded); a CSV/JSONL, "
+                                    "imagefolder or world knows its own length and refuses it")
 
 
 def source_kwargs(opts: StrictModel) -> dict:
@@ -445,6 +455,68 @@ def _has_end_marker(tar: tarfile.TarFile) -> bool:
     return len(block) == 512 and not block.strip(b"\0")
 
 
+SIZES_FILE, LEN_FILE = "sizes.json", "__len__"  # what open_clip_train's get_dataset_size reads beside the shards
+# the fewest bytes one sample takes in an uncompressed tar: two members (image, caption), each a 512-byte header
+# and at least one 512-byte data block
+MIN_SAMPLE_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class ShardSizes:
+    """How many samples a tar-shard source holds, and what said so (`origin`): `data.num_samples`, `sizes.json`,
+    `__len__`, or `header scan`. `per_shard`: each shard's count where it is known (sizes.json, the scan);
+    `keys`: each shard's sample keys in reading order (the scan alone)."""
+
+    total: int
+    origin: str
+    per_shard: dict[Path, int] | None = None
+    keys: dict[Path, list[str]] | None = None
+
+
+def _declared_sizes(shards: list[Path]) -> ShardSizes | None:
+    """The count open_clip_train (3.3.0, `data.get_dataset_size`) reads from the first shard's folder:
+    `sizes.json` ({shard file name: count}, summed over the shards given), else `__len__` (one Python literal,
+    the folder's total, taken as it is); None when neither exists."""
+    folder = shards[0].parent
+    sizes_path, len_path = folder / SIZES_FILE, folder / LEN_FILE
+    if sizes_path.is_file():
+        try:
+            sizes = json.loads(sizes_path.read_text())
+        except OSError as e:
+            raise DataError(f"{sizes_path}: cannot be read ({e.strerror or e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{sizes_path}: not JSON ({e})") from None
+        if not isinstance(sizes, dict):
+            raise DataError(f"{sizes_path}: expected an object {{shard file name: sample count}}")
+        per_shard = {}
+        for shard in shards:
+            if shard.name not in sizes:
+                raise DataError(f"{sizes_path} has no count for {shard.name} (one entry per shard file name, as "
+                                "open_clip reads it): add it, remove the file, or set data.num_samples")
+            per_shard[shard] = _count(sizes[shard.name], f"{sizes_path}[{shard.name!r}]")
+        return ShardSizes(sum(per_shard.values()), SIZES_FILE, per_shard)
+    if len_path.is_file():
+        try:
+            value = ast.literal_eval(len_path.read_text().strip())  # a literal only, as open_clip reads it
+        except OSError as e:
+            raise DataError(f"{len_path}: cannot be read ({e.strerror or e})") from None
+        except (UnicodeDecodeError, ValueError, SyntaxError, MemoryError, RecursionError):
+            raise DataError(f"{len_path}: expected one integer (the sample count), as open_clip reads it") from None
+        return ShardSizes(_count(value, str(len_path)), LEN_FILE)
+    return None
+
+
+def _count(value, where: str) -> int:
+    # open_clip applies int(): a count written as a string ("1000") or a whole float reads too
+    try:
+        n = int(value) if not isinstance(value, bool) and float(value) == int(value) else None
+    except (TypeError, ValueError, OverflowError):
+        n = None
+    if n is None or n < 0:
+        raise DataError(f"{where}: {value!r} is not a sample count")
+    return n
+
+
 class ShardSource:
     """webdataset-layout tar shards (`KEY.jpg` + `KEY.txt` members; .tar, or gzip/bz2/xz-compressed), read as
     a stream.
@@ -457,12 +529,14 @@ class ShardSource:
     kind = "stream"
 
     def __init__(self, pattern: str, resampled: bool = False, seed: int = 0, *, max_pixels: int = MAX_PIXELS,
-                 max_caption_chars: int = MAX_CAPTION_CHARS):
+                 max_caption_chars: int = MAX_CAPTION_CHARS, num_samples: int | None = None):
         self.pattern, self.shards, self.resampled, self.seed = pattern, expand_shards(pattern), resampled, seed
         self.names = shard_names(self.shards)
         self.max_pixels, self.max_caption_chars = max_pixels, max_caption_chars
+        self.num_samples = num_samples
         self.skips = SkipCounter()
         self.image_hook: ImageHook | None = None
+        self._sizes: ShardSizes | None = None
 
     def with_image_hook(self, hook: ImageHook) -> ShardSource:
         """The same shards and skip counter, each decoded image passed through `hook(key, image)`."""
@@ -486,7 +560,15 @@ class ShardSource:
 
     def iter_shard(self, path: Path, counter: Counter) -> Iterator[Sample]:
         name = self.names.get(path) or shard_names([path])[path]
-        group_key, parts, seen = None, {}, set()
+        seen: set[str] = set()
+        for key, parts in self._groups(path, counter):
+            yield from self._emit(name, key, parts, counter, seen)
+
+    def _groups(self, path: Path, counter: Counter, read: bool = True) -> Iterator[tuple[str, dict]]:
+        """One shard's members grouped by key as webdataset groups them: (key, {ext: data bytes}), or with
+        `read=False` (ext: member size) from the headers alone; None for a link to a member the archive does
+        not hold. A truncated shard counts `truncated_tar` and ends without the group in flight."""
+        group_key, parts = None, {}
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:
@@ -505,15 +587,22 @@ class ShardSource:
                     # a new key (or a repeated extension: another sample under the same key) proves the
                     # previous sample complete
                     if key != group_key or ext in parts:
-                        yield from self._emit(name, group_key, parts, counter, seen)
+                        if group_key is not None:
+                            yield group_key, parts
                         group_key, parts = key, {}
                     if not compressed and member.offset_data + member.size > size:
                         raise EOFError("member runs past the end of the file")
+                    if not read and member.isfile():
+                        parts[ext] = member.size
+                        continue
                     try:  # a link reads the archive's own earlier member, never the file system
                         data = tar.extractfile(member)
                     except KeyError:  # a link to a member the archive does not hold (before this one)
                         data = None
-                    parts[ext] = data.read() if data is not None else None
+                    if data is None or read:
+                        parts[ext] = data.read() if data is not None else None
+                    else:  # a link whose target is there: its size, by seeking to its end without reading it
+                        parts[ext] = data.seek(0, io.SEEK_END)
                 if compressed:  # read to the stream's end: a cut or corrupt stream fails its own checks there
                     while tar.fileobj.read(1 << 16):
                         pass
@@ -522,7 +611,73 @@ class ShardSource:
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError):
             counter["truncated_tar"] += 1
             return  # the group in flight may be incomplete: dropped with the shard's tail
-        yield from self._emit(name, group_key, parts, counter, seen)
+        if group_key is not None:
+            yield group_key, parts
+
+    def scan_shard(self, path: Path) -> list[str]:
+        """The keys of the samples `iter_shard` pairs in this shard (a key with an image and a caption member,
+        neither empty; a repeated key once), in reading order, from the tar headers alone: no member's data is
+        read, no image decoded. On clean shards it is what a pass yields; an image or caption found bad only
+        when decoded is counted here and dropped (a counted skip) there."""
+        keys, seen = [], set()
+        for key, parts in self._groups(path, Counter(), read=False):
+            if key in seen:
+                continue
+            seen.add(key)
+            if any(v is None for v in parts.values()):
+                continue
+            image = next((parts[e] for e in parts if e in IMAGE_EXTS), None)
+            text = next((parts[e] for e in parts if e in TEXT_EXTS), None)
+            if image and text:  # neither missing nor zero bytes
+                keys.append(key)
+        return keys
+
+    def sizes(self, *, progress: bool = True) -> ShardSizes:
+        """How many samples the shards hold: `num_samples` if given, else open_clip's `sizes.json` / `__len__`
+        beside the shards, else a scan of the tar headers (with a progress line). Read once, then kept.
+        A count of 0, or one the shards' bytes cannot hold, is an error."""
+        if self._sizes is None:
+            sizes = (ShardSizes(self.num_samples, "data.num_samples") if self.num_samples is not None
+                     else _declared_sizes(self.shards))
+            if sizes is None:
+                sizes = self._scan(progress)
+            self._check(sizes)
+            self._sizes = sizes
+        return self._sizes
+
+    def _scan(self, progress: bool) -> ShardSizes:
+        from clipdistill.progress import StageProgress
+
+        keys: dict[Path, list[str]] = {}
+        with StageProgress("count samples (tar headers)", len(self.shards), unit="shards", enabled=progress) as bar:
+            for shard in self.shards:
+                keys[shard] = self.scan_shard(shard)
+                bar.advance(samples=len(keys[shard]))
+        per_shard = {shard: len(k) for shard, k in keys.items()}
+        return ShardSizes(sum(per_shard.values()), "header scan", per_shard, keys)
+
+    def _check(self, sizes: ShardSizes) -> None:
+        if sizes.total == 0:
+            what = ("no member pairs an image with a caption" if sizes.origin == "header scan"
+                    else f"{sizes.origin} gives 0 samples")
+            raise DataError(f"{self.pattern}: {what}: nothing to train on")
+        if sizes.origin == "header scan":
+            return
+        # an impossible count: more samples than the bytes of the uncompressed shards can hold
+        plain = {}
+        for shard in self.shards:
+            with open(shard, "rb") as f:
+                if f.read(6).startswith(_COMPRESSED):
+                    return  # compressed bytes bound nothing
+            plain[shard] = shard.stat().st_size
+        where = sizes.per_shard or {None: sizes.total}
+        for shard, n in where.items():
+            room = (plain[shard] if shard is not None else sum(plain.values())) // MIN_SAMPLE_BYTES
+            if n > room:
+                what = shard.name if shard is not None else f"{len(self.shards)} shards"
+                raise DataError(f"{sizes.origin} says {n} samples in {what}, but {room} at most fit in those "
+                                f"bytes ({MIN_SAMPLE_BYTES} a sample at least): fix the count (data.num_samples, "
+                                "or sizes.json / __len__ beside the shards)")
 
     def _emit(self, shard: str, key: str | None, parts: dict, counter: Counter, seen: set) -> Iterator[Sample]:
         if key is None:
@@ -565,10 +720,16 @@ class ShardSource:
 
 def open_source(spec: str, *, image_col: str = "image", caption_col: str = "caption", key_col: str = "key",
                 separator: str = "auto", max_pixels: int = MAX_PIXELS, max_caption_chars: int = MAX_CAPTION_CHARS,
-                resampled: bool = False, seed: int = 0) -> MapSource | ShardSource:
+                resampled: bool = False, seed: int = 0, num_samples: int | None = None) -> MapSource | ShardSource:
     """`world:DIR` | `imagefolder:DIR` | `images:DIR` | `*.csv` / `*.tsv` / `*.jsonl` |
-    tar shards (.tar / .tar.gz / .tgz, brace patterns allowed). Keyword arguments: `SourceOptions`."""
+    tar shards (.tar / .tar.gz / .tgz, brace patterns allowed). Keyword arguments: `SourceOptions`;
+    `num_samples`: a tar-shard stream's sample count (`TrainSourceOptions`), refused for any other source."""
     limits = dict(max_pixels=max_pixels, max_caption_chars=max_caption_chars)
+    is_stream = ".tar" in spec or spec.endswith(".tgz") or ".tgz}" in spec
+    by_row = spec.startswith(("world:", "imagefolder:", "images:")) or spec.endswith((".csv", ".tsv", ".tab", ".jsonl"))
+    if num_samples is not None and (by_row or not is_stream):
+        raise DataError(f"data.num_samples={num_samples} counts the samples of tar shards; {spec} knows its own "
+                        "length: drop data.num_samples")
     if spec.startswith("world:"):
         root = Path(spec[len("world:"):])
         if not (root / "pairs.csv").is_file():
@@ -580,7 +741,8 @@ def open_source(spec: str, *, image_col: str = "image", caption_col: str = "capt
         return open_images(spec[len("images:"):], **limits)
     if spec.endswith((".csv", ".tsv", ".tab", ".jsonl")):
         return open_table(spec, image_col, caption_col, key_col, separator=separator, **limits)
-    if ".tar" in spec or spec.endswith(".tgz") or ".tgz}" in spec:
-        return ShardSource(spec, resampled=resampled, seed=seed, **limits)
+    if is_stream:
+        return ShardSource(spec, resampled=resampled, seed=seed, num_samples=num_samples, **limits)
     raise DataError(f"cannot tell what kind of source {spec!r} is: use world:DIR, imagefolder:DIR, images:DIR, "
                     "a .csv/.tsv/.jsonl file, or .tar shards such as shards/{00000..00009}.tar")
+

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 import clipdistill.losses  # noqa: F401  (registers the losses whose options are checked below)
 from clipdistill.config import StrictModel, TeacherModels
-from clipdistill.data.sources import SourceOptions
+from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.distill.inherit import LayerRule
 from clipdistill.errors import ConfigError
 from clipdistill.losses.base import loss_class
@@ -37,9 +37,9 @@ class TeacherConfig(TeacherModels):
         return self
 
 
-class DataConfig(SourceOptions):
+class DataConfig(TrainSourceOptions):
     """The source and how it is read (`SourceOptions`: image_col, caption_col, key_col, separator, max_pixels,
-    max_caption_chars), the kept-list, batching."""
+    max_caption_chars; a tar-shard stream's `num_samples`), the kept-list, batching."""
 
     source: str = Field(..., description="data SOURCE, e.g. world:world_tiny or shards/{00000..00003}.tar")
     keep: str | None = Field(None, description="balance output DIR: train on its kept-list (+ cluster labels)")

@@ -37,8 +37,8 @@ class _Replay:
 
 
 class Joined:
-    """`Batches` with a per-batch join applied; keeps `len()` and `count()` so the loop counts steps per epoch
-    as it would on the loader's own batches (a stream's `count()` reads without counting skips twice)."""
+    """`Batches` with a per-batch join applied; keeps `len()`, `count()` and `epoch_count()` so the loop counts
+    steps per epoch as it would on the loader's own batches (a stream's from its sample count)."""
 
     def __init__(self, batches, fn: Callable[[LoaderBatch], DistillBatch]):
         self.batches, self.fn = batches, fn
@@ -49,6 +49,10 @@ class Joined:
     def count(self) -> int:
         count = getattr(self.batches, "count", None)
         return count() if count else sum(1 for _ in self.batches)
+
+    def epoch_count(self):
+        """A stream's batches per epoch from its sample count (`data.Batches.epoch_count`), nothing read."""
+        return self.batches.epoch_count()
 
     def __iter__(self) -> Iterator[DistillBatch]:
         return (self.fn(b) for b in self.batches)

@@ -73,7 +73,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
 
     info = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     try:
-        source = open_source(cfg.data.source, **source_kwargs(cfg.data))
+        source = open_source(cfg.data.source, **source_kwargs(cfg.data), num_samples=cfg.data.num_samples)
         joins = DataJoins(cfg, source)
         task, init = build_task(cfg, info.device, joins)
         # stored augmented views are already the training augmentation: only resize/normalise them

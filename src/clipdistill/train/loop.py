@@ -111,14 +111,26 @@ def epoch_batches(factory: LoaderFactory, epoch: int, start: int) -> Iterator[di
     return it
 
 
-def count_batches(factory: LoaderFactory) -> int:
+def epoch_length(factory: LoaderFactory) -> tuple[int, dict | None]:
+    """Batches per epoch on this rank, and for a stream what its count came from (for the manifest).
+
+    `len()` where the loader has one; a stream's `epoch_count()` (data.Batches: from the source's sample count,
+    nothing decoded); else `count()` or, last, a pass over the batches."""
     loader = factory(0)
     try:
-        return len(loader)  # type: ignore[arg-type]
+        return len(loader), None  # type: ignore[arg-type]
     except TypeError:
-        with torch.random.fork_rng(devices=[]):  # a counting pass must not move the training RNG
-            count = getattr(loader, "count", None)  # data.Batches: a pass that does not count skips twice
-            return count() if count else sum(1 for _ in loader)
+        pass
+    if (epoch_count := getattr(loader, "epoch_count", None)) is not None:
+        c = epoch_count()
+        return c.batches, {"samples": c.samples, "from": c.origin, "batches_per_rank": c.batches}
+    with torch.random.fork_rng(devices=[]):  # a counting pass must not move the training RNG
+        count = getattr(loader, "count", None)
+        return (count() if count else sum(1 for _ in loader)), None
+
+
+def count_batches(factory: LoaderFactory) -> int:
+    return epoch_length(factory)[0]
 
 
 def enable_grad_checkpointing(modules: dict[str, nn.Module]) -> None:
@@ -136,14 +148,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def note_schedule(run_dir: Path, total: int, warmup: int, warning: str | None) -> None:
+def note_schedule(run_dir: Path, total: int, warmup: int, warning: str | None, epoch: dict | None = None) -> None:
     """The run's length and warmup in steps into its manifest (when the stage wrote one), and a warmup that
-    covers the whole run as a warning there and on stderr: a preset's fixed warmup on a short run."""
+    covers the whole run as a warning there and on stderr: a preset's fixed warmup on a short run. `epoch`: a
+    stream's count (samples, what gave it, batches per rank), also printed."""
     if warning:
         warnings.warn(warning, stacklevel=3)
+    if epoch:
+        print(f"data: {epoch['samples']} samples (from {epoch['from']}): {epoch['batches_per_rank']} batches an "
+              f"epoch, {total} optimizer steps", flush=True)
+    fields = {"total_steps": total, "warmup_steps": warmup, **({"warning": warning} if warning else {})}
+    _update_schedule(run_dir, {**fields, **({"epoch": epoch} if epoch else {})}, replace=True)
+
+
+def _update_schedule(run_dir: Path, fields: dict, replace: bool = False) -> None:
+    """The manifest's `schedule`: replaced (at the start of a run, a resumed one's too) or added to; the first
+    short epoch's note stays across resumes."""
     if (run_dir / MANIFEST).is_file():
         data = read_manifest(run_dir)
-        data["schedule"] = {"total_steps": total, "warmup_steps": warmup, **({"warning": warning} if warning else {})}
+        old = data.get("schedule", {})
+        kept = {"short_epoch": old["short_epoch"]} if "short_epoch" in old else {}
+        data["schedule"] = {**fields, **kept} if replace else {**old, **fields, **kept}
         atomic_write_text(run_dir / MANIFEST, json.dumps(data, indent=2, default=str))
 
 
@@ -176,6 +201,9 @@ class _Trainer:
         self.last_checkpoint: Path | None = None
         self.saved_step = -1
         self.stop = StopSignals()
+        self.epoch: dict | None = None  # a stream's count: what gave it, batches per rank
+        self.per_epoch = 0
+        self.said_short = False
 
     def micro_step(self, batch: dict, sync: bool, pos: Position) -> dict[str, torch.Tensor]:
         no_sync = self.model.no_sync() if self.info.enabled and not sync else nullcontext()
@@ -224,7 +252,9 @@ class _Trainer:
 
     def run(self, resume: str | None) -> None:
         cfg, info = self.cfg, self.info
-        per_epoch = min_across(count_batches(self.factory), info) // cfg.accum_steps  # the same on every rank
+        batches, self.epoch = epoch_length(self.factory)
+        per_epoch = min_across(batches, info) // cfg.accum_steps  # the same on every rank
+        self.per_epoch = per_epoch
         if per_epoch == 0:
             raise UserError(f"the data gives fewer than accum_steps={cfg.accum_steps} batches: nothing to train on")
         total = cfg.steps or cfg.epochs * per_epoch
@@ -240,7 +270,7 @@ class _Trainer:
             if rng is None:  # no state for this rank (another process count): restart its streams from the position
                 seed_everything(cfg.seed + 1000003 * info.rank + pos.step)
         if info.is_main:
-            note_schedule(self.run_dir, total, self.warmup, cfg.warmup_warning(total))
+            note_schedule(self.run_dir, total, self.warmup, cfg.warmup_warning(total), self.epoch)
         log = MetricsLog(self.run_dir, info.is_main, cfg.tensorboard, pos.step if resume else None)
         bar = ProgressBar(total, pos.step, cfg.progress and info.is_main)
         try:
@@ -285,8 +315,25 @@ class _Trainer:
             if pos.step < total:  # the epoch ran out of batches
                 if pos.step == start and pos.batch_in_epoch == 0:
                     raise UserError(f"epoch {pos.epoch} gave no batches: the loader is empty for this epoch")
+                self._short_epoch(pos)
                 pos.epoch += 1
                 pos.batch_in_epoch = 0
+
+    def _short_epoch(self, pos: Position) -> None:
+        """A stream that held fewer usable samples than counted (images found undecodable only when read, a
+        count set too high) ends its epoch early; the run keeps its total steps and schedule, going on with
+        the next epoch. Said once, on stderr and in the manifest."""
+        done = pos.batch_in_epoch // self.cfg.accum_steps
+        if self.epoch is None or done >= self.per_epoch or self.said_short:
+            return
+        self.said_short = True
+        note = {"epoch": pos.epoch, "steps": done, "counted_steps": self.per_epoch}
+        warnings.warn(f"epoch {pos.epoch} ended after {done} of the {self.per_epoch} steps counted from "
+                      f"{self.epoch['from']} ({self.epoch['samples']} samples): the data held fewer usable "
+                      "samples (dropped reads, or a count set too high); the run goes on into the next epoch "
+                      "for its planned steps", stacklevel=2)
+        if self.info.is_main:
+            _update_schedule(self.run_dir, {"short_epoch": note})
 
     def _log(self, pos, terms, lr, norm, samples_per_s, log: MetricsLog, bar: ProgressBar) -> None:
         mean = {k: float(sum(t[k] for t in terms) / len(terms)) for k in terms[0]}
