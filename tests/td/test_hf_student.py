@@ -81,7 +81,7 @@ def test_unrecoverable_teacher_spans_fall_back_to_the_pooled_text(vilt, teacher,
         batch = collate(exs)
         assert batch.teacher.alignment.pooled_rows.tolist() == want and collate.pooled_rows == sum(want)
         task = TDTask("snli_ve", student, TDConfig(method="clip_td"), teacher)
-        signals, _, _ = task._teacher_signals(batch)
+        signals = task._teacher_signals(batch).signals
         pooled_text = teacher.encode_text(batch.teacher.ids)
         for i, pooled in enumerate(want):
             real = batch.teacher.alignment.real[i]

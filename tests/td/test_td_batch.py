@@ -91,3 +91,16 @@ def test_the_loop_counts_an_epoch_without_collating_it():
     batches = _Batches(list(range(10)), lambda items: calls.append(items) or items, 4, order=list(range(9, -1, -1)))
     assert count_batches(lambda epoch: batches) == 3 and calls == []
     assert list(batches) == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]
+
+
+def test_the_teacher_pass_is_one_frozen_value(world, teacher):
+    from clipdistill.td.contracts import TeacherPass, TeacherSignals
+
+    exs = open_examples(world, "snli_ve")[:3]
+    task = TDTask("snli_ve", VLStudent(VLStudentConfig(**TINY_STUDENT)), TDConfig(method="clip_td"), teacher)
+    judged = task._teacher_signals(Collator("snli_ve", task.student, teacher)(exs))
+    assert type(judged) is TeacherPass and type(judged.signals) is TeacherSignals
+    assert judged.probs.shape == (3, 3) and bool(((judged.probs >= 0) & (judged.probs <= 1)).all())  # 3 classes
+    assert judged.t2i_confidence.shape == (3,) and judged.signals.image_pooled.shape[0] == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        judged.probs = judged.probs * 0

@@ -1,7 +1,8 @@
 """What passes between a CLIP-TD student, the frozen teacher and the objective: `StudentOutput`, what every VL
 student's forward returns (ours, td/student.py, and the transformers ViLT adapter, td/hf_student.py), and
-`TeacherSignals`, the teacher's features aligned to the student's positions (`TDTask._teacher_signals`), which
-token selection (selection.py) and the distillation terms (objective.py) read."""
+`TeacherSignals`, the teacher's features aligned to the student's positions, which token selection (selection.py)
+and the distillation terms (objective.py) read, returned with the teacher's candidate probabilities and confidence
+as one `TeacherPass` (`TDTask._teacher_signals`)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ class TeacherSignals:
     mask: torch.Tensor  # bool [B, L]: the student positions that have a teacher target
     image_pooled: torch.Tensor  # [B, D]
     text_pooled: torch.Tensor  # [B, D]
+
+
+@dataclass(frozen=True)
+class TeacherPass:
+    """What one frozen-teacher pass over a batch gives the objective (`TDTask._teacher_signals`): the aligned
+    features, and the teacher's own judgement of each instance that the confidence weights read."""
+
+    signals: TeacherSignals
+    probs: torch.Tensor  # [B, C]: the teacher's probabilities over the candidates (answers, classes, choices)
+    t2i_confidence: torch.Tensor  # [B]: its text-to-image confidence (per-modality weights)

@@ -50,8 +50,9 @@ def save_td_samples(task, collate, items: list, run_dir: Path, n: int = 4) -> Pa
     out = task._forward(batch, need_attention=td.selection == "student_attention")
     # one row per instance, as training_step distils (VCR: the ground-truth candidate's sequence)
     out, ids = task.task_kind.distilled(out, batch), task.task_kind.distilled_ids(batch)
-    teacher, probs, _ = task._teacher_signals(batch)
-    w = instance_weights(probs, batch.teacher.labels, td.weights)
+    judged = task._teacher_signals(batch)
+    teacher = judged.signals
+    w = instance_weights(judged.probs, batch.teacher.labels, td.weights)
     sel_v, sel_t = select_tokens(td.selection, image_valid=torch.ones(out.image_tokens.shape[:2], dtype=torch.bool,
                                                                       device=device),
                                  text_valid=out.text_mask & teacher.mask, image_fraction=td.image_fraction,

@@ -20,7 +20,7 @@ from clipdistill.config import StrictModel
 from clipdistill.errors import UserError
 from clipdistill.td.align import align_batch, teacher_spans
 from clipdistill.td.batch import TDBatch, TeacherInputs, WordAlignment
-from clipdistill.td.contracts import StudentOutput, TeacherSignals
+from clipdistill.td.contracts import StudentOutput, TeacherPass, TeacherSignals
 from clipdistill.td.examples import ChoiceItem, TaskExample
 from clipdistill.td.objective import Distance, DistillHeads, distillation_terms
 from clipdistill.td.selection import SelectionRule, select_tokens
@@ -211,11 +211,12 @@ class TDTask:
             terms["loss"] = task
             return terms
         out = self.task_kind.distilled(out, batch)  # VCR: the ground-truth candidate's sequence of each item
-        teacher, probs, conf_t2i = self._teacher_signals(batch)
-        w = instance_weights(probs, batch.teacher.labels, td.weights)
+        judged = self._teacher_signals(batch)
+        teacher = judged.signals
+        w = instance_weights(judged.probs, batch.teacher.labels, td.weights)
         modality = None
         if td.weights.per_modality:
-            modality = modality_weights(w.confidence, conf_t2i, td.weights.modality_temperature)
+            modality = modality_weights(w.confidence, judged.t2i_confidence, td.weights.modality_temperature)
         image_valid = torch.ones(out.image_tokens.shape[:2], dtype=torch.bool)
         text_valid = out.text_mask & teacher.mask
         sel_v, sel_t = select_tokens(td.selection, image_valid=image_valid, text_valid=text_valid,
@@ -230,7 +231,7 @@ class TDTask:
         return terms
 
     @torch.no_grad()
-    def _teacher_signals(self, batch: TDBatch) -> tuple[TeacherSignals, torch.Tensor, torch.Tensor]:
+    def _teacher_signals(self, batch: TDBatch) -> TeacherPass:
         """The teacher's features aligned to the student's positions, its probabilities over the candidates [B, C]
         and its text-to-image confidence [B]."""
         t, inputs = self.teacher, batch.teacher
@@ -256,11 +257,10 @@ class TDTask:
                 tmask = torch.where(pooled[:, None], align.real, tmask)
         else:
             tokens, tmask = align_text(tokens, tmask, batch.ids.shape[1])
-        teacher = TeacherSignals(patch=align_patches(patch, self.student.grid), tokens=tokens, mask=tmask,
+        signals = TeacherSignals(patch=align_patches(patch, self.student.grid), tokens=tokens, mask=tmask,
                                  image_pooled=img_pooled, text_pooled=txt_pooled)
-        probs = self.task_kind.teacher_probs(self, img_pooled, txt_pooled, batch)
-        conf_t2i = text_to_image_confidence(img_pooled, txt_pooled, t.logit_scale)
-        return teacher, probs, conf_t2i
+        return TeacherPass(signals, probs=self.task_kind.teacher_probs(self, img_pooled, txt_pooled, batch),
+                           t2i_confidence=text_to_image_confidence(img_pooled, txt_pooled, t.logit_scale))
 
     @torch.no_grad()
     def predict(self, batch: TDBatch) -> list:
