@@ -94,3 +94,29 @@ def test_init_not_a_spec(tmp_path, pairs):
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"))
     refused(code, out, "student.init", "run:DIR")
     assert not (tmp_path / "run").exists()
+
+
+@case("config", "`vlpretrain --resume latest` with `student.init` naming other weights than the run started from",
+      "one-line error naming both (SPEC and weights hash) (exit 2); the manifest keeps the init the run started from")
+def test_resume_with_other_init_weights(tmp_path, pairs):
+    import torch
+
+    from clipdistill.safeload import save_tensors
+    from clipdistill.zoo import load_model
+
+    arch = tower(tmp_path)
+    specs = []
+    for seed in (0, 1):  # one architecture, two sets of weights
+        torch.manual_seed(seed)
+        path = tmp_path / f"w{seed}.safetensors"
+        save_tensors({k: v.contiguous() for k, v in load_model(arch).inner.state_dict().items()}, path)
+        specs.append(f"{arch}@{path}")
+    out = tmp_path / "run"
+    code, log = run_main("vlpretrain", init_config(tmp_path / "a.yaml", str(pairs), {"init": specs[0]}),
+                         "--out", str(out))
+    assert code == 0, log
+    first = json.loads((out / "manifest.json").read_text())["init"]
+    code, log = run_main("vlpretrain", init_config(tmp_path / "b.yaml", str(pairs), {"init": specs[1]}),
+                         "--out", str(out), "--resume", "latest")
+    refused(code, log, "w0.safetensors", "w1.safetensors", "resume with the student.init the run started from")
+    assert json.loads((out / "manifest.json").read_text())["init"] == first

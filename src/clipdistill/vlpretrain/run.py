@@ -98,6 +98,23 @@ def tokenizer_for(cfg: VLPretrainConfig, out: Path, source, keys, info: DistInfo
     return load_tokenizer(folder)
 
 
+def check_resumed_init(ckpt: Path, init) -> None:
+    """A resumed run keeps the init it started from in its manifest: `student.init` naming other weights now
+    (the CLIP retrained in place, another SPEC) is refused rather than recorded over the real one."""
+    path = ckpt.parents[1] / "manifest.json"  # RUN/checkpoints/step_N -> RUN
+    if not path.is_file():
+        return
+    recorded = read_manifest(path.parent).get("init")
+    now = init.record() if init else None
+    was, new = ((r or {}).get("weights_sha256") for r in (recorded, now))
+    if was != new:
+        def name(r):
+            return f"{r['spec']} (weights sha256 {r['weights_sha256'][:12]})" if r else "random init (no student.init)"
+
+        raise UserError(f"--resume: {ckpt} started from {name(recorded)}, but this config's student.init is "
+                        f"{name(now)}; resume with the student.init the run started from")
+
+
 def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) -> Path:
     info = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     try:
@@ -133,6 +150,7 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
         ckpt = resolve_resume(out, resume)
         if ckpt is not None:  # a config edited to another architecture is refused before the folder changes
             check_fits(ckpt, task.trainable())
+            check_resumed_init(ckpt, init)
         manifest: dict = {}
         if info.is_main:
             dump_config(cfg, out / "config.yaml")
