@@ -189,3 +189,15 @@ def ddp_stop_worker(rank: int, world: int, port: int, out_dir: str, signal_at_ca
     except Interrupted as e:
         outcome = f"stopped {128 + e.signum} {e}"
     (Path(out_dir) / f"{tag}-outcome{rank}.txt").write_text(outcome)
+
+
+def cli_rank_worker(rank: int, world: int, port: int, out_dir: str, *args: str) -> None:
+    """One torchrun-like rank running the CLI in-process (`run_main(*args)`); writes `cli<rank>.json`: its exit
+    code and everything it printed."""
+    import json
+
+    from ddp_helpers import join_as_rank
+
+    join_as_rank(rank, world, port)
+    code, out = run_main(*args)
+    (Path(out_dir) / f"cli{rank}.json").write_text(json.dumps({"code": code, "out": out}))

@@ -49,9 +49,9 @@ def register(app: typer.Typer) -> None:
         Example: clipdistill balance --features feats --out bal --clusters 16 --target-keep 0.563
         """
         from clipdistill.config import build_config
-        from clipdistill.features.balance import BalanceOptions, run_balance
+        from clipdistill.features.balance import BalanceOptions, join_ranks, run_balance
         from clipdistill.runfolder import claim
-        from clipdistill.train.distributed import launched_as_main
+        from clipdistill.train.distributed import on_main, shutdown
 
         opts = build_config(BalanceOptions, dict(clusters=clusters, target_keep=target_keep, threshold=threshold,
                                                  cap=cap, perceptual=perceptual, space=space, order=order,
@@ -65,9 +65,15 @@ def register(app: typer.Typer) -> None:
             # opened as embed opened it (columns, separator): those shape the keys the fingerprint covers
             how = FeatureStore(features).manifest["source"].get("options", {})
             fingerprint = open_source(data, **how).fingerprint()
-        # before any computing: a bad --out fails at once; torchrun ranks > 0 leave the folder to rank 0
-        with claim(out, "balance", overwrite=overwrite, main=launched_as_main()):
-            r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
+        # before any computing: a bad --out fails at once. Torchrun ranks > 0 leave the folder to rank 0, which
+        # tells them its outcome first, so a refused --out ends every rank with its one-line error (none waits)
+        info = join_ranks(opts)
+        try:
+            claimed = on_main(lambda: claim(out, "balance", overwrite=overwrite), info)
+            with claimed or claim(out, "balance", main=False):
+                r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
+        finally:
+            shutdown(info)
         if r is None:  # a torchrun rank > 0: rank 0 speaks for the run
             return
         dups = "" if r["perceptual_duplicates"] is None else f"{r['perceptual_duplicates']} perceptual duplicates, "

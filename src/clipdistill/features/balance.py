@@ -40,7 +40,7 @@ from clipdistill.features.dedup import greedy_dedup, hash_dedup, solve_cap
 from clipdistill.features.kmeans import assign, train_centroids, use_gpu
 from clipdistill.features.store import FeatureStore
 from clipdistill.progress import StageProgress
-from clipdistill.train.distributed import DistInfo, init_distributed, shutdown
+from clipdistill.train.distributed import DistInfo, gather_rows, init_distributed, shutdown
 
 
 class BalanceOptions(StrictModel):
@@ -151,13 +151,12 @@ def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool, info: DistInfo = 
     n = len(vectors.store)
     if opts.clusters > n:  # here too, not only in train_centroids: every rank must refuse, none wait for rank 0
         raise UserError(f"--clusters {opts.clusters} is more than the {n} samples in the store")
-    trained = [None]
+    centroids, obj = np.zeros((0, 0), np.float32), 0.0
     if info.is_main:
-        trained = [train_centroids(vectors.rows, n, opts.clusters, sample=opts.train_points * opts.clusters,
-                                   niter=opts.niter, seed=opts.seed, gpu=gpu)]
+        centroids, obj = train_centroids(vectors.rows, n, opts.clusters, sample=opts.train_points * opts.clusters,
+                                         niter=opts.niter, seed=opts.seed, gpu=gpu)
     if info.enabled:
-        dist.broadcast_object_list(trained, src=0)
-    centroids, obj = trained[0]
+        centroids, obj = _from_main(centroids, obj, info)
     done: list[tuple[int, int]] = []
 
     def mine() -> Iterator[tuple[int, np.ndarray]]:
@@ -166,13 +165,26 @@ def cluster(vectors: Vectors, opts: BalanceOptions, gpu: bool, info: DistInfo = 
             yield start, x
 
     labels, sims = assign(mine(), centroids, n, gpu, info.local_rank if info.enabled else None)
-    if info.enabled:
-        parts: list = [None] * info.world_size
-        dist.all_gather_object(parts, [(a, labels[a:a + m], sims[a:a + m]) for a, m in done])
-        for part in parts:
-            for a, lab, sim in part:
-                labels[a:a + len(lab)], sims[a:a + len(sim)] = lab, sim
+    if info.enabled:  # every rank's (row, label) pairs and sims, as tensors (exact: int32 labels fit int64)
+        rows = np.concatenate([np.arange(a, a + m, dtype=np.int64) for a, m in done] or [np.empty(0, np.int64)])
+        pairs = torch.from_numpy(np.stack([rows, labels[rows].astype(np.int64)], axis=1))
+        for got, sim in zip(gather_rows(pairs, info), gather_rows(torch.from_numpy(sims[rows]), info), strict=True):
+            at = got[:, 0].numpy()
+            labels[at], sims[at] = got[:, 1].numpy(), sim.numpy()
     return Clustering(centroids=centroids, labels=labels, sims=sims, objective=obj)
+
+
+def _from_main(centroids: np.ndarray, obj: float, info: DistInfo) -> tuple[np.ndarray, float]:
+    """Rank 0's centroids and objective on every rank: tensor broadcasts (the shape first), nothing pickled."""
+    shape = torch.tensor(centroids.shape, dtype=torch.int64, device=info.device)
+    dist.broadcast(shape, src=0)
+    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(info.device)
+    if not info.is_main:
+        c = torch.empty(tuple(shape.tolist()), dtype=torch.float32, device=info.device)
+    o = torch.tensor([obj], dtype=torch.float64, device=info.device)
+    dist.broadcast(c, src=0)
+    dist.broadcast(o, src=0)
+    return c.cpu().numpy(), float(o)
 
 
 def walk_order(labels: np.ndarray, sims: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
@@ -262,11 +274,13 @@ def drop_perceptual(store: FeatureStore, rows: np.ndarray, bounds: np.ndarray, m
         raise UserError(f"{store.root} holds no perceptual hashes: re-embed with --phash to use --perceptual")
     kept = per_cluster(rows, bounds, lambda idx: store.rows("phash", idx), lambda h: hash_dedup(h, max_distance),
                        group_rows, share(np.diff(bounds), info))
-    if info.enabled:
-        parts: list = [None] * info.world_size
-        dist.all_gather_object(parts, kept)
-        kept = {c: x for part in parts for c, x in part.items()}
-    ordered = [kept[c] for c in range(len(bounds) - 1)]
+    k = len(bounds) - 1
+    if info.enabled:  # each cluster is one rank's: its (cluster, row) pairs, gathered, keep their walk order
+        mine = [np.stack([np.full(len(x), c, dtype=np.int64), x.astype(np.int64)], axis=1) for c, x in kept.items()]
+        pairs = torch.cat(gather_rows(torch.from_numpy(np.concatenate([np.empty((0, 2), np.int64), *mine])), info))
+        pairs = pairs[torch.sort(pairs[:, 0], stable=True).indices].numpy()
+        return pairs[:, 1], np.concatenate([[0], np.cumsum(np.bincount(pairs[:, 0], minlength=k))])
+    ordered = [kept[c] for c in range(k)]
     return np.concatenate(ordered), np.concatenate([[0], np.cumsum([len(x) for x in ordered])])
 
 
@@ -358,9 +372,7 @@ def balance(store: FeatureStore, opts: BalanceOptions, info: DistInfo = DistInfo
 
     mask_rows = np.concatenate([np.empty(0, dtype=np.int64), *kept.rows.values()])
     if info.enabled:
-        parts: list | None = [None] * info.world_size if info.is_main else None
-        dist.gather_object(mask_rows, parts, dst=0)
-        mask_rows = np.concatenate(parts) if parts is not None else mask_rows
+        mask_rows = torch.cat(gather_rows(torch.from_numpy(mask_rows.astype(np.int64)), info)).numpy()
     keep_mask = np.zeros(n, dtype=bool)
     keep_mask[mask_rows] = True
     clusterings = {opts.space: grouping}
@@ -376,6 +388,13 @@ def balance(store: FeatureStore, opts: BalanceOptions, info: DistInfo = DistInfo
                     dedup_device=device, timings=timings)
 
 
+def join_ranks(opts: BalanceOptions) -> DistInfo:
+    """This process's place in torchrun's group, joined here (one process outside torchrun); a missing faiss GPU
+    is refused before any group is joined."""
+    use_gpu(opts.device)
+    return init_distributed("cpu" if opts.device == "cpu" else "auto", opts.timeout_s)
+
+
 def run_balance(features: str | Path, out: str | Path, opts: BalanceOptions, *, teacher: str | None = None,
                 fingerprint: str | None = None) -> dict | None:
     """`clipdistill balance`: read the store (refusing another teacher / source), balance, write DIR. Under
@@ -386,8 +405,7 @@ def run_balance(features: str | Path, out: str | Path, opts: BalanceOptions, *, 
     store = FeatureStore(features, teacher=teacher, fingerprint=fingerprint)
     if len(store) == 0:
         raise UserError(f"feature store {features} holds no samples")
-    use_gpu(opts.device)  # a missing faiss GPU is refused before any process group is joined
-    info = init_distributed("cpu" if opts.device == "cpu" else "auto", opts.timeout_s)
+    info = join_ranks(opts)  # the command's group when it joined one first (init_distributed keeps it)
     try:
         result = balance(store, opts, info)
     finally:

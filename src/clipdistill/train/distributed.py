@@ -4,13 +4,17 @@ so that a dead peer makes the survivors exit with a clear error instead of hangi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from clipdistill.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,3 +108,48 @@ def collective_failure(err: BaseException) -> UserError:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_main(fn: Callable[[], T], info: DistInfo) -> T | None:
+    """`fn()` on rank 0 alone, its failure shared: when it raises, rank 0 raises that and every other rank a
+    UserError with its message, so that a step only rank 0 takes (claiming the output folder) cannot leave the
+    others waiting for it in a later collective. Every rank must call it, before any collective that depends on
+    it. Returns fn's value on rank 0, None on the others."""
+    value, failure = None, None
+    if info.is_main:
+        try:
+            value = fn()
+        except Exception as e:  # noqa: BLE001  re-raised below, after the others have been told
+            failure = e
+    if not info.enabled:
+        if failure is not None:
+            raise failure
+        return value
+    # the message as bytes in two broadcasts (its length, then it): a tensor collective, nothing pickled
+    data = torch.tensor(list(str(failure).encode()) if failure is not None else [], dtype=torch.uint8)
+    size = torch.tensor([len(data) + 1 if failure is not None else 0], dtype=torch.int64, device=info.device)
+    dist.broadcast(size, src=0)
+    if int(size) == 0:
+        return value
+    text = data.to(info.device) if info.is_main else torch.empty(int(size) - 1, dtype=torch.uint8, device=info.device)
+    if len(text):
+        dist.broadcast(text, src=0)
+    if failure is not None:
+        raise failure
+    raise UserError(bytes(text.cpu().tolist()).decode())
+
+
+def gather_rows(x: torch.Tensor, info: DistInfo) -> list[torch.Tensor]:
+    """Every rank's `x` in rank order, on the CPU; the ranks' row counts may differ (later dimensions agree). An
+    all_gather of `x` padded to the most rows, after one of the row counts: tensors only, nothing pickled."""
+    if not info.enabled:
+        return [x.cpu()]
+    n = torch.tensor([len(x)], dtype=torch.int64, device=info.device)
+    sizes = [torch.empty_like(n) for _ in range(info.world_size)]
+    dist.all_gather(sizes, n)
+    counts = [int(s) for s in sizes]
+    padded = x.new_zeros((max(1, *counts), *x.shape[1:]), device=info.device)  # at least one row to send
+    padded[:len(x)] = x
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(parts, padded)
+    return [p[:m].cpu() for p, m in zip(parts, counts, strict=True)]

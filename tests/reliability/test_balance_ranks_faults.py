@@ -1,0 +1,43 @@
+"""`balance` under torchrun (2 gloo ranks, spawned) when only rank 0's step fails: every rank ends alike."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from rel_cases import case
+from rel_helpers import cli_rank_worker
+
+from clipdistill.features.store import shard_name, write_shard
+from clipdistill.manifest import write_manifest
+from ddp_helpers import spawn_ranks
+
+
+def _store(root):
+    x = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    write_shard(root, 0, [f"k{i}" for i in range(40)], {"image": x, "text": x}, None, {})
+    write_manifest(root, "embed", teacher={"spec": "synthetic", "embed_dim": 8},
+                   source={"spec": "synthetic", "fingerprint": "fp"}, shards=[shard_name(0)],
+                   fields=["image", "text"], counts={"samples": 40, "skipped": 0, "shards": 1}, skips={})
+    return root
+
+
+@case("folder", "2-rank torchrun `balance` whose `--out` rank 0 refuses to claim (a non-empty folder the toolkit "
+      "did not make); only rank 0 claims the folder",
+      "both ranks exit 2 with the same one line `error: ... not empty ...`, no traceback, no rank left waiting in "
+      "a collective; the folder is untouched")
+def test_rank0_refusing_the_out_folder_stops_every_rank(tmp_path):
+    store = _store(tmp_path / "feats")
+    out = tmp_path / "bal"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    spawn_ranks(cli_rank_worker, str(tmp_path), "balance", "--features", str(store), "--out", str(out),
+                "--clusters", "2", "--device", "cpu", "--timeout-s", "60")
+    ends = [json.loads((tmp_path / f"cli{rank}.json").read_text()) for rank in range(2)]
+    for end in ends:
+        lines = end["out"].splitlines()
+        assert end["code"] == 2 and len(lines) == 1 and lines[0].startswith("error: "), end
+        assert "not empty" in lines[0] and "Traceback" not in end["out"], end
+    assert ends[0]["out"] == ends[1]["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
