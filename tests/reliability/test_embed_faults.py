@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rel_cases import case
-from rel_helpers import write_pairs
+from rel_helpers import write_pairs, write_tar
 
 from clipdistill.errors import ManifestMismatch, UserError
 from clipdistill.features import embed as embed_mod
@@ -138,6 +138,37 @@ def test_store_read_with_another_spelling_of_its_teacher(pairs, teacher, referen
     other.write_bytes(Path(path).read_bytes())
     with pytest.raises(ManifestMismatch, match="teacher.spec"):
         FeatureStore(reference, teacher=f"{arch}@{other}")
+
+
+@case("config", "`embed --out` rerun into a partial store naming the same data by another spelling of its path "
+      "(`./pairs.csv` for `/abs/pairs.csv`), or naming a copy of that data in another folder",
+      "the same job: only the missing shards are computed, byte-identical to an uninterrupted run; the copy "
+      "elsewhere is refused as `ManifestMismatch` naming `source.spec`")
+def test_embed_resumes_with_another_spelling_of_its_data(tmp_path, pairs, teacher, reference, monkeypatch):
+    import json
+    import shutil
+
+    from clipdistill.data.sources import same_source_spec
+
+    partial = shutil.copytree(reference, tmp_path / "store")
+    for name in ("manifest.json", "shard-00002", "shard-00003"):
+        shutil.rmtree(partial / name) if (partial / name).is_dir() else (partial / name).unlink()
+    assert json.loads((partial / embed_mod.PLAN).read_text())["source"]["spec"] == str(pairs)  # as spelt
+    monkeypatch.chdir(pairs.parent.parent)
+    relative = f"./{pairs.parent.name}/../{pairs.parent.name}/{pairs.name}"
+    computed, real = [], embed_mod.embed_shard
+    monkeypatch.setattr(embed_mod, "embed_shard", lambda *a: computed.append(1) or real(*a))
+    embed_features(opts(relative, teacher), partial)
+    assert len(computed) == 2 and shard_bytes(partial) == shard_bytes(reference)
+    copy = shutil.copytree(pairs.parent, tmp_path / "copy")
+    with pytest.raises(ManifestMismatch, match="source.spec"):
+        embed_features(opts(copy / pairs.name, teacher), partial)
+    shards = tmp_path / "shards"  # a shard pattern: the shard files it names, wherever it was written from
+    for i in range(2):
+        write_tar(shards / f"s-{i}.tar", [])
+    monkeypatch.chdir(tmp_path.parent)
+    assert same_source_spec(f"{shards}/s-{{0..1}}.tar", f"./{tmp_path.name}/shards/s-{{0,1}}.tar")
+    assert not same_source_spec(f"{shards}/s-{{0..1}}.tar", f"{shards}/s-{{1,0}}.tar")  # another order
 
 
 @case("config", "`embed --out` rerun into an existing store with other source options (`max_caption_chars`, "

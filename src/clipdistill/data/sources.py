@@ -746,3 +746,29 @@ def open_source(spec: str, *, image_col: str = "image", caption_col: str = "capt
     raise DataError(f"cannot tell what kind of source {spec!r} is: use world:DIR, imagefolder:DIR, images:DIR, "
                     "a .csv/.tsv/.jsonl file, or .tar shards such as shards/{00000..00009}.tar")
 
+
+def _absolute(path: str) -> str:
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else path
+
+
+def canonical_source_spec(spec: str) -> str:
+    """`spec` with its local paths absolute, so that two spellings of one source (`pairs.csv`, `./pairs.csv` and
+    `/abs/pairs.csv`; `world:w` and `world:/abs/w/`) compare equal where a plan recorded it as spelt. A shard
+    pattern becomes the absolute paths of the shards it names, in order. What does not exist is kept as written
+    (opening it reports the error)."""
+    kind, colon, rest = spec.partition(":")
+    if colon and kind in ("world", "imagefolder", "images"):
+        return f"{kind}:{_absolute(rest)}"
+    if spec.endswith((".csv", ".tsv", ".tab", ".jsonl")):  # the order in which open_source tells kinds apart
+        return _absolute(spec)
+    if ".tar" in spec or spec.endswith(".tgz") or ".tgz}" in spec:
+        try:
+            return "\n".join(str(p.resolve()) for p in expand_shards(spec))
+        except DataError:
+            return spec
+    return spec
+
+
+def same_source_spec(a: str, b: str) -> bool:
+    return canonical_source_spec(a) == canonical_source_spec(b)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from pydantic import Field
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from clipdistill.data import MapSource, ShardSource, SkipCounter, View, open_source
-from clipdistill.data.sources import SourceOptions, source_kwargs
+from clipdistill.data.sources import SourceOptions, same_source_spec, source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.features.augment import AugmentOptions, views
 from clipdistill.features.dedup import perceptual_hash
@@ -30,7 +30,7 @@ from clipdistill.features.store import STAGE, clean_temp, shard_name, write_shar
 from clipdistill.manifest import atomic_write_text, check_manifest, write_manifest
 from clipdistill.progress import StageProgress
 from clipdistill.runfolder import StopSignals
-from clipdistill.train.distributed import init_distributed, shutdown
+from clipdistill.train.distributed import DistInfo, gather_rows, init_distributed, shutdown
 from clipdistill.zoo import ClipModel, load_model
 from clipdistill.zoo.spec import canonical_spec, same_model_spec
 
@@ -84,6 +84,12 @@ class EmbedBatch:
     phash: np.ndarray | None = None  # uint64 [B]
     aug_image: torch.Tensor | None = None  # [B, K, 3, H, W]
     aug_params: list | None = None  # per sample, its K views' parameters
+
+    def pin_memory(self) -> EmbedBatch:
+        """The tensors in page-locked memory, the other fields as they are: what the DataLoader's `pin_memory`
+        calls on a batch object (on CUDA, `_loader` asks for it)."""
+        return replace(self, view=None if self.view is None else self.view.pin_memory(),
+                       aug_image=None if self.aug_image is None else self.aug_image.pin_memory())
 
 
 class _Item:
@@ -152,13 +158,14 @@ def plan_units(source: MapSource | ShardSource, shard_size: int) -> list[range |
     return list(source.shards)
 
 
-def _loader(source, unit: range | Path, make: _Item, opts: EmbedOptions) -> DataLoader:
+def _loader(source, unit: range | Path, make: _Item, opts: EmbedOptions, pin: bool = False) -> DataLoader:
+    """`pin`: batches come in page-locked memory (for a CUDA teacher: the copy to it then overlaps the reading)."""
     if isinstance(unit, range):
         return DataLoader(_Rows(source, unit, make), batch_size=opts.batch_size, num_workers=opts.num_workers,
-                          collate_fn=_collate)
+                          collate_fn=_collate, pin_memory=pin)
     # one tar is one stream: a second worker would read the same members again
     return DataLoader(_Tar(source, unit, make), batch_size=opts.batch_size, num_workers=min(opts.num_workers, 1),
-                      collate_fn=_collate)
+                      collate_fn=_collate, pin_memory=pin)
 
 
 # -- the teacher pass --------------------------------------------------------------------------------
@@ -169,7 +176,7 @@ def _unit(x: torch.Tensor) -> np.ndarray:
 
 @torch.inference_mode()
 def encode_batch(teacher: ClipModel, batch: EmbedBatch, tokens: bool, device: torch.device) -> dict[str, np.ndarray]:
-    images, ids = batch.view.image.to(device), batch.view.text.to(device)
+    images, ids = batch.view.image.to(device, non_blocking=True), batch.view.text.to(device, non_blocking=True)
     out: dict[str, np.ndarray] = {}
     if tokens:  # one forward gives both the pooled embedding and the tokens
         pooled, patches = teacher.encode_image_tokens(images)
@@ -180,7 +187,7 @@ def encode_batch(teacher: ClipModel, batch: EmbedBatch, tokens: bool, device: to
         out["image"], out["text"] = _unit(teacher.encode_image(images)), _unit(teacher.encode_text(ids))
     if batch.aug_image is not None:
         b, k = batch.aug_image.shape[:2]
-        flat = batch.aug_image.to(device).flatten(0, 1)
+        flat = batch.aug_image.to(device, non_blocking=True).flatten(0, 1)
         out["aug_image"] = _unit(teacher.encode_image(flat)).reshape(b, k, -1)
     return out
 
@@ -250,6 +257,10 @@ def _check_resume(out: Path, plan: dict) -> None:
         earlier["options"].setdefault("phash", False)  # plans written before --phash existed
         if same_model_spec(earlier["teacher"]["spec"], plan["teacher"]["spec"]):  # a plan recorded as spelt
             earlier["teacher"]["spec"] = plan["teacher"]["spec"]
+        # the source is recorded as spelt (a relative path keeps the store readable where it is moved with its
+        # data): another spelling of the same files is the same job
+        if same_source_spec(earlier["source"]["spec"], plan["source"]["spec"]):
+            earlier["source"]["spec"] = plan["source"]["spec"]
         check_manifest(earlier, expected, f"{out} (an earlier embed run; use another --out)")
 
 
@@ -275,13 +286,13 @@ def embed_features(opts: EmbedOptions, out: str | Path) -> Path:
             clean_temp(out)
             atomic_write_text(out / PLAN, json.dumps(plan, indent=2))
         if info.enabled:  # also the point after which rank 0 no longer removes temp folders
-            _same_teacher_everywhere(plan["teacher"]["weights_sha256"])
+            _same_teacher_everywhere(plan["teacher"]["weights_sha256"], info)
         make = _Item(teacher, opts)
         mine = [i for i in range(len(units)) if i % info.world_size == info.rank and not (out / shard_name(i)).is_dir()]
         with StageProgress("embed", len(mine), unit="shards", enabled=info.is_main) as bar, StopSignals() as stop:
             for i in mine:
-                keys, arrays, params, skips = embed_shard(teacher, _loader(source, units[i], make, opts), opts,
-                                                          info.device)
+                loader = _loader(source, units[i], make, opts, pin=info.device.type == "cuda")
+                keys, arrays, params, skips = embed_shard(teacher, loader, opts, info.device)
                 write_shard(out, i, keys, arrays if keys else _empty(opts, teacher.embed_dim), params, skips)
                 bar.advance(samples=len(keys))
                 if stop.signum and i != mine[-1]:  # a shard is the resume unit: stop after the one being written
@@ -295,11 +306,10 @@ def embed_features(opts: EmbedOptions, out: str | Path) -> Path:
     return out
 
 
-def _same_teacher_everywhere(weights_hash: str) -> None:
+def _same_teacher_everywhere(weights_hash: str, info: DistInfo) -> None:
     """Shards from different ranks must come from one teacher (a random-init SPEC differs per process)."""
-    hashes: list = [None] * dist.get_world_size()
-    dist.all_gather_object(hashes, weights_hash)
-    if len(set(hashes)) > 1:
+    hashes = gather_rows(torch.tensor(list(weights_hash.encode()), dtype=torch.uint8), info)
+    if len({bytes(h.tolist()) for h in hashes}) > 1:
         raise UserError("the ranks loaded different teacher weights (a random-init SPEC such as open_clip:ARCH "
                         "without @CHECKPOINT?): give a teacher with saved weights")
 
