@@ -325,3 +325,28 @@ def test_a_resampled_stream_splits_its_count_over_the_readers(tmp_path):
     pattern = write_shards(tmp_path)
     src = sources_mod.ShardSource(pattern, resampled=True, num_samples=12)
     assert [make_loader(src, VIEWS, 2, rank=r, world_size=2).epoch_count().batches for r in range(2)] == [3, 3]
+
+
+def test_counting_starts_no_loader_worker(tmp_path, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    def no_pass(self):
+        raise AssertionError("the count iterated the DataLoader")
+
+    src = open_source(write_shards(tmp_path))
+    monkeypatch.setattr(DataLoader, "__iter__", no_pass)
+    assert epoch_length(lambda e: make_loader(src, VIEWS, 2, num_workers=2))[0] == 5 + 2  # readers of 9 and 3
+
+
+def test_num_samples_is_a_typed_option_of_both_training_configs():
+    from pydantic import ValidationError
+
+    from clipdistill.distill.config import DataConfig as DistillData
+    from clipdistill.vlpretrain.config import DataConfig as PretrainData
+
+    for cls in (DistillData, PretrainData):
+        assert cls(source="s/{0..1}.tar", num_samples=5).num_samples == 5
+        assert cls(source="s/{0..1}.tar").num_samples is None
+        for bad in (0, -3, "many", 2.5):
+            with pytest.raises(ValidationError):
+                cls(source="s/{0..1}.tar", num_samples=bad)
