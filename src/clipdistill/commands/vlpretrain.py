@@ -21,6 +21,10 @@ def register(app: typer.Typer) -> None:
         Example: clipdistill vlpretrain configs/vlpretrain.yaml --set data.source=world:world_tiny \\
             --set train.epochs=1 --set probe.samples=40 --out runs/vlpre
 
+        student.init: SPEC starts the ViLT's transformer from a CLIP's ViT image tower, as ViLT starts from a ViT
+        (exact for open_clip towers built with no_ln_pre, e.g. open_clip:cd-student-s-32-vilt; preset
+        configs/vlpretrain_init.yaml).
+
         Writes RUN/hf (transformers.ViltModel.from_pretrained loads it; tokenizer and ViltImageProcessor inside)
         and RUN/probes.json (masked-word accuracy per attribute type vs its majority share, ITM accuracy on
         held-out pairs). Several processes: torchrun --nproc_per_node 2 -m clipdistill vlpretrain CONFIG --out RUN.
