@@ -155,6 +155,13 @@ def test_counts_equal_a_full_pass_on_clean_shards(tmp_path, batch, drop_last, wo
             assert counted.samples == (len(keys) if keys else 12)
 
 
+def test_a_kept_list_of_other_keys_is_refused(tmp_path):
+    src = open_source(write_shards(tmp_path))
+    for world in (1, 4):  # whole shards per reader; split by sample (the header scan's keys)
+        with pytest.raises(DataError, match="none of the 2 requested keys are in these shards"):
+            make_loader(src, VIEWS, 2, world_size=world, keys=["other/1", "shard-9/1"]).epoch_count()
+
+
 def test_a_declared_count_split_by_sample_is_spread_evenly(tmp_path):
     pattern = write_shards(tmp_path, sizes=(10,))
     src = open_source(pattern, num_samples=10)

@@ -199,7 +199,8 @@ def _reader_samples(ds: _StreamDataset, workers: int) -> tuple[list[int], int, s
     slots, mine = ds.world_size * nw, [ds.rank * nw + w for w in range(nw)]
     by_shard = not source.resampled and len(source.shards) >= slots
     if ds.keys is not None and (by_shard or source.resampled):
-        sizes = ShardSizes(len(ds.keys), "kept-list", per_shard=_kept_per_shard(source, ds.keys))
+        kept = _kept_per_shard(source, ds.keys)
+        sizes = ShardSizes(sum(kept.values()), "kept-list", per_shard=kept)
     else:
         sizes = source.sizes(progress=ds.rank == 0)
     if source.resampled:
@@ -229,6 +230,8 @@ def _reader_samples(ds: _StreamDataset, workers: int) -> tuple[list[int], int, s
         out.append(n)
     if sizes.keys is not None and ds.keys is not None:
         total = sum(1 for shard, ks in sizes.keys.items() for k in ks if f"{source.names[shard]}/{k}" in ds.keys)
+    if ds.keys is not None and total == 0:
+        raise DataError(f"{source.pattern}: none of the {len(ds.keys)} requested keys are in these shards")
     return out, total, sizes.origin
 
 
