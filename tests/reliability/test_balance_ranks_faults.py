@@ -1,10 +1,12 @@
-"""`balance` under torchrun (2 gloo ranks, spawned) when only rank 0's step fails: every rank ends alike."""
+"""`balance` and `embed` under torchrun (2 gloo ranks, spawned) when only rank 0's step fails: every rank ends
+alike."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 from rel_cases import case
 from rel_helpers import cli_rank_worker
 
@@ -23,17 +25,20 @@ def _store(root):
     return root
 
 
-@case("folder", "2-rank torchrun `balance` whose `--out` rank 0 refuses to claim (a non-empty folder the toolkit "
-      "did not make); only rank 0 claims the folder",
+@case("folder", "2-rank torchrun `balance` or `embed` whose `--out` rank 0 refuses to claim (a non-empty folder "
+      "the toolkit did not make); only rank 0 claims the folder",
       "both ranks exit 2 with the same one line `error: ... not empty ...`, no traceback, no rank left waiting in "
       "a collective; the folder is untouched")
-def test_rank0_refusing_the_out_folder_stops_every_rank(tmp_path):
-    store = _store(tmp_path / "feats")
-    out = tmp_path / "bal"
+@pytest.mark.parametrize("verb", ["balance", "embed"])
+def test_rank0_refusing_the_out_folder_stops_every_rank(tmp_path, verb):
+    out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    spawn_ranks(cli_rank_worker, str(tmp_path), "balance", "--features", str(store), "--out", str(out),
-                "--clusters", "2", "--device", "cpu", "--timeout-s", "60")
+    if verb == "balance":
+        args = ["--features", str(_store(tmp_path / "feats")), "--clusters", "2", "--timeout-s", "60"]
+    else:  # the folder is refused before the teacher or the data is opened
+        args = ["--teacher", "open_clip:cd-student-xs-32", "--data", str(tmp_path / "pairs.csv")]
+    spawn_ranks(cli_rank_worker, str(tmp_path), verb, *args, "--out", str(out), "--device", "cpu")
     ends = [json.loads((tmp_path / f"cli{rank}.json").read_text()) for rank in range(2)]
     for end in ends:
         lines = end["out"].splitlines()
