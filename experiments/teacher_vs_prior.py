@@ -1,12 +1,14 @@
 """Does a teacher know what the VQA questions ask? Per question type, its answer choice against the answer prior.
 
 CLIP-TD's VQA confidence weights read the teacher's probabilities over "question answer" prompts (td/tasks/vqa.py:
-the ground-truth answer and the most frequent other answers of the training vocabulary, `td.vqa_distractors`). A
-teacher that does not beat the answer prior on a question type has nothing to teach there. Two measures per
-question type, both scored with the official VQA accuracy on the eval split:
-- `candidates`: the CLIP-TD candidate set of each question (its answer + the distractors). teacher = the argmax
-  of its candidate probabilities (`td.weighting.choice_probs`); prior = the candidate the type's training answers
-  name most often. Chance is 1 / (1 + distractors).
+the ground-truth answer and up to `td.vqa_distractors` other training answers, of the question's own type or of
+the whole vocabulary, `td.vqa_candidates`). A teacher that does not beat the answer prior on a question type has
+nothing to teach there. Two measures per question type, both scored with the official VQA accuracy on the eval
+split:
+- `candidates`: the candidate set CLIP-TD gives each question, chosen by the protocol's own policy
+  (`--candidates`, `--distractors`; fitted on the training split). teacher = the argmax of its candidate
+  probabilities (`td.weighting.choice_probs`); prior = the candidate the type's training answers name most often.
+  `cands` is the type's mean number of distinct candidates (chance = 1 / cands).
 - `open`: every answer the training split gives for that question type. teacher = the argmax over them; prior =
   the type's most frequent training answer (the protocol's `prior` method).
 
@@ -26,7 +28,9 @@ import clipdistill  # noqa: F401  (before open_clip / torchvision)
 from clipdistill.data.tasks import open_task
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.metrics import normalize_answer, vqa_accuracy
-from clipdistill.td.tasks.vqa import candidate_answers, question_type
+from clipdistill.td.task import TDConfig
+from clipdistill.td.tasks import task_kind
+from clipdistill.td.tasks.vqa import CandidateMode, question_type
 from clipdistill.td.weighting import choice_probs
 
 
@@ -37,10 +41,13 @@ def _most_frequent(counts: Counter, overall: Counter, among: list[str]) -> str:
 
 
 @torch.no_grad()
-def measure(teacher, world: Path, split: str, distractors: int, batch_size: int) -> dict[str, dict[str, float]]:
+def measure(teacher, world: Path, split: str, distractors: int, batch_size: int,
+            candidates: CandidateMode = "question_type") -> dict[str, dict[str, float]]:
     folder = world / "tasks" / "vqa"
     train, data = open_task("vqa", folder, "train"), open_task("vqa", folder, split)
     vocab = build_answer_vocab([ex.answers for ex in train.examples], 3129)
+    td = TDConfig(vqa_candidates=candidates, vqa_distractors=distractors)
+    policy = task_kind("vqa").candidate_policy(train.examples, train.meta, vocab, td)  # as the runner fits it
     by_type: dict[str, Counter] = defaultdict(Counter)
     for ex in train.examples:
         by_type[question_type(ex, train.meta)].update(normalize_answer(a) for a in ex.answers)
@@ -63,9 +70,10 @@ def measure(teacher, world: Path, split: str, distractors: int, batch_size: int)
         for ex, img in zip(batch, pooled, strict=True):
             qtype = question_type(ex, data.meta)
             counts = by_type.get(qtype, overall)
-            cands = candidate_answers(ex.answers, vocab, distractors)
+            cands = policy.choose(ex, data.meta)  # distinct: the collator's padding is masked out of the softmax
             p = choice_probs(img[None], texts([f"{ex.text} {a}" for a in cands])[None], scale)[0]
             row = scores[qtype]
+            row["cands"].append(len(cands))
             row["teacher_candidates"].append(vqa_accuracy(cands[int(p.argmax())], ex.answers))
             row["prior_candidates"].append(vqa_accuracy(_most_frequent(counts, overall, cands), ex.answers))
             open_set = sorted(counts) if qtype in by_type else sorted(overall)
@@ -76,15 +84,16 @@ def measure(teacher, world: Path, split: str, distractors: int, batch_size: int)
             for q, r in sorted(scores.items())}
 
 
-def to_markdown(table: dict[str, dict[str, float]], chance: float) -> str:
-    lines = ["| question type | n | candidates: teacher | prior | teacher - prior | open: teacher | prior | "
-             "teacher - prior | teacher beats prior (open) |", "|" + " --- |" * 9]
+def to_markdown(table: dict[str, dict[str, float]], candidates: str, distractors: int) -> str:
+    lines = ["| question type | n | cands | candidates: teacher | prior | teacher - prior | open: teacher | prior | "
+             "teacher - prior | teacher beats prior (open) |", "|" + " --- |" * 10]
     for q, r in table.items():
-        lines.append(f"| {q} | {r['n']} | {r['teacher_candidates']:.1f} | {r['prior_candidates']:.1f} | "
-                     f"{r['teacher_candidates'] - r['prior_candidates']:+.1f} | {r['teacher_open']:.1f} | "
-                     f"{r['prior_open']:.1f} | {r['teacher_open'] - r['prior_open']:+.1f} | "
+        lines.append(f"| {q} | {r['n']} | {r['cands']:.1f} | {r['teacher_candidates']:.1f} | "
+                     f"{r['prior_candidates']:.1f} | {r['teacher_candidates'] - r['prior_candidates']:+.1f} | "
+                     f"{r['teacher_open']:.1f} | {r['prior_open']:.1f} | {r['teacher_open'] - r['prior_open']:+.1f} | "
                      f"{'yes' if r['teacher_open'] > r['prior_open'] else 'no'} |")
-    lines.append(f"\nVQA accuracy (%) on the split; candidate sets: chance {100 * chance:.1f}%")
+    lines.append(f"\nVQA accuracy (%) on the split; candidate sets: td.vqa_candidates={candidates}, the GT + up to "
+                 f"{distractors} distractors (cands: mean distinct candidates, chance = 1 / cands)")
     return "\n".join(lines) + "\n"
 
 
@@ -94,16 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world", required=True, type=Path, help="an embedded world (`clipdistill world`)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--distractors", type=int, default=7, help="td.vqa_distractors of the protocol")
+    ap.add_argument("--candidates", choices=["question_type", "frequent"], default="question_type",
+                    help="td.vqa_candidates of the protocol")
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args(argv)
     from clipdistill.zoo import load_model
 
     teacher = load_model(args.teacher).eval()
-    table = measure(teacher, args.world, args.split, args.distractors, args.batch_size)
+    table = measure(teacher, args.world, args.split, args.distractors, args.batch_size, args.candidates)
     for row in table.values():
         for k in ("teacher_candidates", "prior_candidates", "teacher_open", "prior_open"):
             row[k] *= 100
-    sys.stdout.write(to_markdown(table, 1 / (1 + args.distractors)))
+    sys.stdout.write(to_markdown(table, args.candidates, args.distractors))
     return 0
 
 

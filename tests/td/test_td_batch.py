@@ -12,6 +12,7 @@ from clipdistill.td.examples import vcr_items
 from clipdistill.td.heads import build_answer_vocab
 from clipdistill.td.student import VLStudent, VLStudentConfig
 from clipdistill.td.task import Collator, TDConfig, TDTask
+from clipdistill.td.tasks import task_kind
 from clipdistill.td.tasks.vcr import Choices
 from clipdistill.td.tasks.vqa import Answers
 
@@ -31,7 +32,8 @@ def test_collator_builds_a_typed_batch_with_the_kinds_payload(world, teacher, ki
     exs = open_examples(world, kind)
     items = [it for ex in exs for it in vcr_items(ex)][:4] if kind == "vcr" else exs[:4]
     vocab = build_answer_vocab([ex.answers for ex in exs], 10) if kind == "vqa" else None
-    batch = Collator(kind, VLStudent(VLStudentConfig(**TINY_STUDENT)), teacher, vocab, vqa_distractors=3)(items)
+    policy = task_kind(kind).candidate_policy(exs, {}, vocab, TDConfig(vqa_distractors=3))
+    batch = Collator(kind, VLStudent(VLStudentConfig(**TINY_STUDENT)), teacher, vocab, policy)(items)
     assert isinstance(batch, TDBatch) and len(batch) == 4 and batch.image.shape[0] == 4
     assert batch.keys == [getattr(it, "example", it).key for it in items]
     t = batch.teacher
@@ -41,14 +43,16 @@ def test_collator_builds_a_typed_batch_with_the_kinds_payload(world, teacher, ki
         assert type(batch.task) is Answers and batch.task.targets.shape == (4, len(vocab))
         assert batch.task.answers == [ex.answers for ex in items] and batch.ids.shape[0] == 4
         assert t.cand_ids.shape[0] == 4 * 4 and t.labels.tolist() == [0] * 4  # the GT answer first, 3 distractors
+        assert t.cand_valid.shape == (4, 4) and bool(t.cand_valid[:, 0].all())  # padding masked, never the GT
     elif kind == "snli_ve":
         assert type(batch.task) is Labels and batch.task.labels.tolist() == [ex.label for ex in items]
-        assert t.cand_ids is None and torch.equal(t.labels, batch.task.labels)
+        assert t.cand_ids is None and t.cand_valid is None and torch.equal(t.labels, batch.task.labels)
     else:
         n = len(items[0].candidates)
         assert type(batch.task) is Choices and batch.task.n_choices == n
         assert batch.task.sub == [it.sub for it in items] and batch.ids.shape[0] == 4 * n
         assert t.cand_ids.shape[0] == 4 * n and torch.equal(t.labels, batch.task.labels)
+        assert t.cand_valid is None  # every choice is real
 
 
 def test_to_moves_every_tensor_and_keeps_the_rest(world, teacher):

@@ -26,8 +26,19 @@ def test_prior_columns_are_the_protocols_prior_by_question_type(world, teacher, 
     assert sum(r["n"] for r in table.values()) == len(val.examples) and len(table) > 1
     overall = task_kind("vqa").prior(train.examples, train.meta, {"val": val})["val"]["accuracy"]
     assert 100 * sum(r["prior_open"] * r["n"] for r in table.values()) / len(val.examples) == pytest.approx(overall)
-    assert all(0 <= r[k] <= 1 for r in table.values() for k in r if k != "n")
+    assert all(0 <= r[k] <= 1 for r in table.values() for k in r if k not in ("n", "cands"))
 
     assert mod.main(["--teacher", "open_clip:cd-student-xs-32", "--world", str(world)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| question type | n |") and "chance 12.5%" in out
+    assert out.startswith("| question type | n | cands |") and "td.vqa_candidates=question_type" in out
+
+
+def test_candidate_columns_read_the_protocols_candidate_policy(world, teacher):
+    """The candidate sets are td.vqa_candidates' own: a yes/no type's two answers (question_type) or the GT and 7
+    vocabulary answers whatever the type (frequent, the world's vocabulary being larger than 8)."""
+    mod = _script()
+    by_type = mod.measure(teacher.eval(), world, "val", distractors=7, batch_size=64)
+    frequent = mod.measure(teacher.eval(), world, "val", distractors=7, batch_size=64, candidates="frequent")
+    assert by_type["is there a"]["cands"] == 2 and by_type["what color is the"]["cands"] == 8
+    assert all(r["cands"] == 8 for r in frequent.values())
+    assert by_type["is there a"]["teacher_open"] == frequent["is there a"]["teacher_open"]  # open sets: no policy

@@ -62,6 +62,7 @@ class TeacherInputs:
     image_pooled: torch.Tensor | None = None  # cached: [B, D]
     patch: torch.Tensor | None = None  # cached: [B, P, D]
     cand_ids: torch.Tensor | None = None  # [B * C, Lt] candidate texts (VQA answers, VCR choices); None: SNLI-VE
+    cand_valid: torch.Tensor | None = None  # bool [B, C]: real candidates (VQA pads short rows); None: all real
     alignment: WordAlignment | None = None  # None: the student's token positions are the teacher's
 
     def __post_init__(self):

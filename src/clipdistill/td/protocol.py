@@ -54,7 +54,7 @@ from clipdistill.td.runner import (
     teacher_section,
 )
 from clipdistill.td.student import check_student
-from clipdistill.td.tasks import task_kind
+from clipdistill.td.tasks import TASK_KINDS, task_kind
 from clipdistill.train.checkpoint import CKPT_DIR
 from clipdistill.train.config import TrainConfig
 
@@ -259,10 +259,15 @@ def _identity(config: dict, distils: bool) -> dict:
 
 def _with_new_defaults(recorded: dict, model: type[BaseModel] = FinetuneConfig) -> dict:
     """A finished cell's config with the options added since it ran filled in at their defaults (which is how
-    it ran), nested sections too; keys that are no longer options stay, so the comparison names them."""
+    it ran; where it is not, at the kind's `recorded_td_defaults`), nested sections too; keys that are no longer
+    options stay, so the comparison names them."""
     out = dict(recorded)
     if model is FinetuneConfig and "teacher" in out:
         out["teacher"] = teacher_section(out["teacher"])  # cells recorded with the old `teacher: SPEC` spelling
+    kind_name = out["task"].get("kind") if isinstance(out.get("task"), dict) else None
+    kind = TASK_KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if model is FinetuneConfig and kind is not None and isinstance(out.get("td"), dict):
+        out["td"] = {**kind.recorded_td_defaults(), **out["td"]}  # e.g. VQA's candidates before td.vqa_candidates
     if model is FinetuneConfig and isinstance(out.get("train"), dict) and "seed" not in out["train"]:
         out["train"] = {**out["train"], "seed": out.get("seed", 0)}  # the loop always ran with the cell's seed
     for name, field in model.model_fields.items():

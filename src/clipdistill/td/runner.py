@@ -172,7 +172,9 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
         image_dir = kind.image_dir(task_folder(spec, cfg.world), spec.images)
         cached = CachedImageTeacher(spec.teacher_features, task.teacher, image_dir)
         cached.check_covers([ex.image for ex in train_ex])
-    collate = Collator(spec.kind, student, task.teacher, vocab, cfg.td.vqa_distractors, cached=cached,
+    # the confidence weights' candidates are fitted on the training subset only
+    candidates = kind.candidate_policy(train_ex, train_data.meta, vocab, cfg.td)
+    collate = Collator(spec.kind, student, task.teacher, vocab, candidates, cached=cached,
                        text_alignment=cfg.td.text_alignment)
     items = kind.items(train_ex)
     write_manifest(run_dir, "finetune", student=init_info, text_alignment=_alignment_note(task, collate))

@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from clipdistill.config import StrictModel
@@ -42,7 +43,11 @@ class TDConfig(StrictModel):
     pooled_weight: float = 0.0
     lam: float = 1.0  # lambda: weight of the distillation sum against the task loss
     weights: WeightConfig = WeightConfig()
-    vqa_distractors: int = 7  # VQA confidence proxy: GT answer vs the most frequent other answers
+    # VQA confidence proxy: the GT answer vs up to `vqa_distractors` other answers: the most frequent training answers
+    # of the question's own type ("question_type"; an unseen type falls back to "frequent"), or of the whole answer
+    # vocabulary ("frequent") — our reconstruction's choice, the paper publishes no candidate set (docs/clip_td.md)
+    vqa_distractors: int = Field(7, ge=0)
+    vqa_candidates: Literal["question_type", "frequent"] = "question_type"
     null_prompt: str = "a photo."  # SNLI-VE confidence proxy baseline text
     # a student whose tokenizer is not the teacher's (hf: ViLT, BERT WordPiece): text tokens matched to the teacher's
     # by words (td/align.py), or every student text token distilled towards the teacher's pooled text ("pooled")
@@ -84,14 +89,18 @@ class Collator:
     what differs per kind is the kind object's `collate` (td/tasks/)."""
 
     def __init__(self, kind: str | TaskKindBase, student: VLStudent, teacher=None, vocab: list[str] | None = None,
-                 vqa_distractors: int = 7, cached=None, text_alignment: TextAlignment = "words"):
+                 candidates=None, cached=None, text_alignment: TextAlignment = "words"):
         self.kind, self.teacher = task_kind(kind), teacher
         self.student = student
         self.cached = cached  # a td.cached.CachedImageTeacher: image signals read, not computed
         self.transform = student.image_transform()
         self.vocab = vocab or []
         self.index = {a: i for i, a in enumerate(self.vocab)}
-        self.vqa_distractors = vqa_distractors
+        # the confidence candidates' policy (`kind.candidate_policy`, fitted on the training subset by the runner);
+        # none given: the kind's policy fitted on no examples with td's defaults (VQA: every question falls back to
+        # the vocabulary's most frequent answers)
+        self.candidates = candidates if candidates is not None else self.kind.candidate_policy([], {}, self.vocab,
+                                                                                                TDConfig())
         self.text_alignment = text_alignment
         self.aligned_rows = self.pooled_rows = 0  # texts aligned by words / fallen back to the pooled teacher text
 
@@ -111,7 +120,7 @@ class Collator:
         exs: list[TaskExample] = [it.example if isinstance(it, ChoiceItem) else it for it in items]
         pil = [ex.load_image() for ex in exs]
         image = torch.stack([self.transform(im) for im in pil])
-        part = self.kind.collate(items, self.student.tokenize, self.index, self.vqa_distractors, self.vocab)
+        part = self.kind.collate(items, self.student.tokenize, self.index, self.candidates, self.vocab)
         return TDBatch([ex.key for ex in exs], image, part.ids, part.task,
                        None if self.teacher is None else self._teacher_inputs(exs, pil, part))
 
@@ -125,7 +134,8 @@ class Collator:
         ids = tok(part.teacher_texts)
         alignment = None if self.student.token_spans is None else self._align(part.teacher_texts, ids)
         return TeacherInputs(ids, part.cand_labels, image, pooled, patch,
-                             cand_ids=None if part.cand_texts is None else tok(part.cand_texts), alignment=alignment)
+                             cand_ids=None if part.cand_texts is None else tok(part.cand_texts),
+                             cand_valid=part.cand_valid, alignment=alignment)
 
 
 class CandidateMemo:

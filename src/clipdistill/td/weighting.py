@@ -32,10 +32,16 @@ class WeightConfig(StrictModel):
     normalize: bool = False  # divide by the batch mean (a batch the teacher gets all wrong with beta 0 stays 0)
 
 
-def choice_probs(image_t: torch.Tensor, cand_t: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """[B, C] teacher probabilities over candidate texts cand_t [B, C, D] given image_t [B, D]."""
+def choice_probs(image_t: torch.Tensor, cand_t: torch.Tensor, logit_scale: torch.Tensor | float,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, C] teacher probabilities over candidate texts cand_t [B, C, D] given image_t [B, D]; `valid` (bool
+    [B, C]) keeps padding candidates out of the softmax (probability 0), so a padded row gives its real candidates
+    the probabilities of the unpadded row."""
     sims = torch.einsum("bd,bcd->bc", F.normalize(image_t, dim=-1), F.normalize(cand_t, dim=-1))
-    return (logit_scale * sims).softmax(-1)
+    logits = logit_scale * sims
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float("-inf"))
+    return logits.softmax(-1)
 
 
 def entailment_probs(

@@ -26,13 +26,15 @@ class Collated:
     """What a kind's `collate` gives the Collator (td/task.py), which adds the images and the teacher's tokens: the
     student's token ids (`TDBatch.ids`), the kind's payload (`TDBatch.task`), and the texts the teacher reads:
     `teacher_texts` (one per instance: the text distilled), `cand_texts` (candidate texts of the confidence weights,
-    the same number per instance, or None) and `cand_labels` (index of the right candidate / class)."""
+    the same number per instance, or None), `cand_labels` (index of the right candidate / class) and `cand_valid`
+    (bool [B, C]: the candidates each row really has; None: all of them; the others are padding)."""
 
     ids: torch.Tensor
     task: TaskPayload
     teacher_texts: list[str]
     cand_texts: list[str] | None
     cand_labels: torch.Tensor
+    cand_valid: torch.Tensor | None = None
 
 
 class TaskKindBase:
@@ -73,9 +75,21 @@ class TaskKindBase:
         the task model exports as a transformers ViLT class."""
         raise NotImplementedError
 
-    def collate(self, items: list, tokenize, vocab_index: dict[str, int], distractors: int,
+    def candidate_policy(self, train: Sequence[TaskExample], train_meta: dict, vocab: list[str] | None,
+                         td: Any) -> Any:
+        """What `collate` needs to choose each instance's confidence-weight candidates, fitted on the training
+        subset with the run's `td` settings (VQA: each question type's answers); None where the items carry their
+        candidates (VCR) or there are none (SNLI-VE)."""
+        return None
+
+    def recorded_td_defaults(self) -> dict[str, Any]:
+        """td options added after protocol cells of this kind were first recorded, whose default is not how those
+        cells ran: a resumed protocol fills a recorded cell's missing keys with these."""
+        return {}
+
+    def collate(self, items: list, tokenize, vocab_index: dict[str, int], candidates: Any,
                 vocab: list[str]) -> Collated:
-        """`tokenize(texts) -> ids` is the student's tokenizer."""
+        """`tokenize(texts) -> ids` is the student's tokenizer; `candidates` is `candidate_policy`'s result."""
         raise NotImplementedError
 
     def student_images(self, batch: TDBatch) -> torch.Tensor:
@@ -102,7 +116,7 @@ class TaskKindBase:
         """[B, C] teacher probabilities over the candidates (`batch.teacher.labels` indexes the right one).
         `task` (a TDTask) gives the memoised candidate text embeddings: `task.candidate_embeddings(ids)`."""
         cand = task.candidate_embeddings(batch.teacher.cand_ids).view(len(img_pooled), -1, img_pooled.shape[-1])
-        return choice_probs(img_pooled, cand, task.teacher.logit_scale)
+        return choice_probs(img_pooled, cand, task.teacher.logit_scale, batch.teacher.cand_valid)
 
     def predictions(self, logits: torch.Tensor, vocab: list[str] | None) -> list:
         return logits.argmax(-1).tolist()

@@ -30,7 +30,7 @@ class SNLIVE(TaskKindBase):
     def make_head(self, width: int, vocab, vilt: bool = False):
         return MLPClassifierHead(width, len(VE_LABELS)) if vilt else ClassifierHead(width, len(VE_LABELS))
 
-    def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
+    def collate(self, items, tokenize, vocab_index, candidates, vocab) -> Collated:
         texts = [ex.text for ex in items]
         labels = torch.tensor([ex.label for ex in items])
         return Collated(tokenize(texts), Labels(labels), texts, None, labels)

@@ -51,7 +51,7 @@ class VCR(TaskKindBase):
     def make_head(self, width: int, vocab, vilt: bool = False):
         return MultipleChoiceHead(width)  # Linear(width, 1): ViltForImageAndTextRetrieval's rank_output too
 
-    def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
+    def collate(self, items, tokenize, vocab_index, candidates, vocab) -> Collated:
         n = len(items[0].candidates)
         if any(len(it.candidates) != n for it in items):
             raise UserError("VCR items in one batch must have the same number of candidates")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -21,11 +23,64 @@ def question_type(ex, meta: dict) -> str:
     return str(qt).lower() if qt else " ".join(ex.text.lower().split()[:3])
 
 
+def majority_answer(answers: list[str]) -> str:
+    """The most frequent normalised human answer (ties: the one given first)."""
+    norm = [normalize_answer(a) for a in answers]
+    return max(set(norm), key=lambda a: (norm.count(a), -norm.index(a)))
+
+
 def candidate_answers(answers: list[str], vocab: list[str], distractors: int) -> list[str]:
     """GT (most frequent human answer) first, then the most frequent other vocabulary answers."""
-    norm = [normalize_answer(a) for a in answers]
-    gt = max(set(norm), key=lambda a: (norm.count(a), -norm.index(a)))
+    gt = majority_answer(answers)
     return [gt] + [a for a in vocab if a != gt][:distractors]
+
+
+CandidateMode = Literal["question_type", "frequent"]
+
+
+@dataclass(frozen=True)
+class AnswerCandidates:
+    """The candidate answers of VQA's confidence proxy (`td.vqa_candidates`), fitted on the training subset.
+
+    `frequent`: the GT answer and the vocabulary's most frequent other answers, whatever the question asks.
+    `question_type`: the GT answer and the most frequent other answers of the question's own type (its training
+    answers that are in the answer vocabulary, counted over all human answers as the type prior counts them), up to
+    `distractors`; a type with fewer answers gets fewer candidates (never padded with answers of other types), and
+    a type the training subset never asked falls back to `frequent` for that question."""
+
+    vocab: list[str]  # the answer vocabulary, most frequent first (`frequent`'s distractors)
+    mode: CandidateMode = "question_type"
+    distractors: int = 7
+    by_type: dict[str, list[str]] = field(default_factory=dict)  # question type -> its answers, most frequent first
+    meta: dict = field(default_factory=dict)  # the training split's per-key metadata (its question_type)
+
+    @classmethod
+    def fit(cls, examples: Sequence, meta: dict, vocab: list[str], mode: CandidateMode = "question_type",
+            distractors: int = 7) -> AnswerCandidates:
+        counts: dict[str, Counter] = {}
+        kept = set(vocab)
+        for ex in examples:
+            counts.setdefault(question_type(ex, meta), Counter()).update(
+                a for a in map(normalize_answer, ex.answers) if a in kept)
+        # ties alphabetically, as the vocabulary breaks them
+        by_type = {t: sorted(c, key=lambda a: (-c[a], a)) for t, c in counts.items() if c}
+        return cls(list(vocab), mode, distractors, by_type, meta)
+
+    @property
+    def width(self) -> int:
+        """Candidates per instance in a batch (distinct ones, then repeats masked out of the softmax)."""
+        return 1 + self.distractors
+
+    def choose(self, ex, meta: dict | None = None) -> list[str]:
+        """`ex`'s distinct candidate answers, the GT first; `meta`: the metadata of `ex`'s split (default: the
+        training split's)."""
+        ranked = None
+        if self.mode == "question_type":
+            ranked = self.by_type.get(question_type(ex, self.meta if meta is None else meta))
+        if ranked is None:  # `frequent`, or a question type unseen in training
+            return candidate_answers(ex.answers, self.vocab, self.distractors)
+        gt = majority_answer(ex.answers)
+        return [gt] + [a for a in ranked if a != gt][: self.distractors]
 
 
 @dataclass(frozen=True)
@@ -59,13 +114,27 @@ class VQA(TaskKindBase):
             raise UserError("VQA needs a non-empty answer vocabulary (built from the training answers)")
         return VQAHead(width, len(vocab))
 
-    def collate(self, items, tokenize, vocab_index, distractors, vocab) -> Collated:
+    def candidate_policy(self, train, train_meta, vocab, td) -> AnswerCandidates:
+        return AnswerCandidates.fit(train, train_meta, list(vocab or []), td.vqa_candidates, td.vqa_distractors)
+
+    def recorded_td_defaults(self) -> dict:
+        return {"vqa_candidates": "frequent"}  # how VQA cells ran before the option existed
+
+    def collate(self, items, tokenize, vocab_index, candidates: AnswerCandidates, vocab) -> Collated:
         texts = [ex.text for ex in items]
         payload = Answers([ex.answers for ex in items],
                           torch.stack([vqa_targets(ex.answers, vocab_index) for ex in items]))
-        # confidence proxy: the teacher's choice among "question answer" prompts, the GT answer first
-        cands = [f"{ex.text} {a}" for ex in items for a in candidate_answers(ex.answers, vocab, distractors)]
-        return Collated(tokenize(texts), payload, texts, cands, torch.zeros(len(items), dtype=torch.long))
+        # confidence proxy: the teacher's choice among "question answer" prompts, the GT answer first. Every row
+        # has `width` candidates (the [B, C] layout): a row with fewer distinct ones repeats its GT, and the
+        # repeats are masked out of the softmax (`cand_valid`), so they never change p(GT)
+        cands, valid = [], []
+        for ex in items:
+            row = candidates.choose(ex)
+            pad = candidates.width - len(row)
+            cands += [f"{ex.text} {a}" for a in row + [row[0]] * pad]
+            valid.append([True] * len(row) + [False] * pad)
+        return Collated(tokenize(texts), payload, texts, cands, torch.zeros(len(items), dtype=torch.long),
+                        torch.tensor(valid, dtype=torch.bool))
 
     def targets(self, batch):
         return batch.task.targets
