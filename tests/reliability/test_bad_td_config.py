@@ -58,6 +58,15 @@ def test_finetune_misspelt_train_key_refused(tmp_path, world):
     assert not (tmp_path / "ft").exists()
 
 
+@case("config", "`finetune` config with a misspelt `td.vqa_candidates` value (`question-type`)",
+      "`error: invalid config` naming `td.vqa_candidates` and the two values (exit 2); `out` is not created")
+def test_finetune_misspelt_vqa_candidates_refused(tmp_path, world):
+    assert_refused(run_main("finetune", _finetune(tmp_path, world, td={"method": "clip_td",
+                                                                      "vqa_candidates": "question-type"})),
+                   "error: invalid config", "td.vqa_candidates", "'question_type' or 'frequent'")
+    assert not (tmp_path / "ft").exists()
+
+
 @case("config", "`protocol` task with an unregistered kind (`kind: gqa`)",
       "`error: invalid config`: `unknown task kind 'gqa'; choose one of vqa, snli_ve, vcr` (exit 2); nothing written")
 def test_protocol_unknown_task_kind_refused(tmp_path, world):
