@@ -191,6 +191,23 @@ def test_a_recorded_vqa_cell_without_the_option_ran_with_frequent_candidates():
             _check_same(filled, _with_new_defaults(cell(kind)), "cell")
 
 
+def test_a_cell_without_a_teacher_stays_valid_under_other_candidates():
+    from clipdistill.errors import ManifestMismatch
+    from clipdistill.td.protocol import _check_same, _identity, _with_new_defaults
+
+    def cell(method, **td):
+        ft = FinetuneConfig(task={"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"]}, td={"method": method, **td})
+        return _with_new_defaults(ft.model_dump(mode="json"))
+
+    old = cell("baseline", vqa_candidates="frequent", vqa_distractors=3)
+    _check_same(_identity(old, False), _identity(cell("baseline"), False), "cell")  # the baseline read neither
+    with pytest.raises(ManifestMismatch, match="td.vqa_candidates"):
+        _check_same(_identity(cell("clip_td", vqa_candidates="frequent"), True), _identity(cell("clip_td"), True),
+                    "cell")
+    with pytest.raises(ManifestMismatch, match="td.lam"):  # other td options are still compared
+        _check_same(_identity(old, False), _identity(cell("baseline", lam=0.5), False), "cell")
+
+
 def test_vcr_reads_all_its_choices_as_before(world, teacher):
     from clipdistill.td.examples import vcr_items
 

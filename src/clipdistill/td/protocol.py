@@ -248,13 +248,19 @@ def cell_configs(cfg: ProtocolConfig, choices: dict[str, dict[str, str]] | None 
     return cells
 
 
+PROXY_OPTIONS = ("vqa_candidates", "vqa_distractors", "null_prompt")  # td options read only with a teacher
+
+
 def _identity(config: dict, distils: bool) -> dict:
     """What a finished cell's result depends on. A cell that never loads the teacher (prior, baseline) stays
     valid under another teacher or teacher feature store, so comparing teachers reuses those cells."""
     if distils:
         return config
     task = {k: v for k, v in config.get("task", {}).items() if k != "teacher_features"}
-    return {**{k: v for k, v in config.items() if k != "teacher"}, "task": task}
+    out = {**{k: v for k, v in config.items() if k != "teacher"}, "task": task}
+    if isinstance(config.get("td"), dict):  # nor do the options only the teacher's confidence proxy reads
+        out["td"] = {k: v for k, v in config["td"].items() if k not in PROXY_OPTIONS}
+    return out
 
 
 def _with_new_defaults(recorded: dict, model: type[BaseModel] = FinetuneConfig) -> dict:
