@@ -92,3 +92,53 @@ def test_embed_batch_is_pinned_with_its_augmented_views(pinned):
     assert plain.aug_image is None and len(pinned) == 2
     empty = _collate([_Skipped("zero_byte")])  # every sample dropped: no tensor to pin, the skips kept
     assert pin_memory(empty) == empty and empty.skips == SkipCounter({"zero_byte": 1})
+
+
+@pytest.fixture
+def accelerator(monkeypatch) -> list[torch.Tensor]:
+    """torch's DataLoader believing a CUDA accelerator is present, so that its pin-memory path runs as on a GPU
+    machine; `Tensor.pin_memory` returns a marked copy, kept in the list returned."""
+    copies: list[torch.Tensor] = []
+
+    def record(self, *args, **kwargs):
+        copies.append(self.clone())
+        return copies[-1]
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", record)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("cuda"))
+    return copies
+
+
+def names(batch) -> list[str]:
+    return [k.rpartition("/")[2] for k in batch.keys]  # a tar's keys carry its name: "s/k0"
+
+
+@pytest.mark.parametrize("kind", ["table", "stream"])
+def test_make_loader_pins_batches_for_a_cuda_device_only(tmp_path, kind, accelerator):
+    rows = [(f"k{i}", png_bytes(i), caption(i)) for i in range(4)]
+    table = write_pairs(tmp_path, rows=rows)
+    if kind == "table":
+        src = open_source(str(table))
+    else:
+        import tarfile
+
+        with tarfile.open(tmp_path / "s.tar", "w") as tar:
+            for key, data, text in rows:
+                for ext, payload in (("png", data), ("txt", text.encode())):
+                    (tmp_path / f"{key}.{ext}").write_bytes(payload)
+                    tar.add(tmp_path / f"{key}.{ext}", arcname=f"{key}.{ext}")
+        src = open_source(str(tmp_path / "s.tar"))
+    for device in (None, "cpu", torch.device("cpu")):  # a CPU run: no pinning asked, batches as read
+        batches = make_loader(src, [(image, tokens)], 2, device=device)
+        assert batches.loader.pin_memory is False
+        assert [names(b) for b in batches] == [["k0", "k1"], ["k2", "k3"]] and not accelerator
+    for device in ("cuda", torch.device("cuda", 1)):
+        batches = make_loader(src, [(image, tokens)], 2, device=device)
+        assert batches.loader.pin_memory is True
+        got = list(batches)
+        assert [names(b) for b in got] == [["k0", "k1"], ["k2", "k3"]]
+        # the loop receives the pinned copies (LoaderBatch.pin_memory): the index and every view's tensors
+        mine = {id(t) for t in accelerator}
+        assert all(id(t) in mine for b in got for t in tensors(b)) and len(tensors(got[0])) == 3
+        accelerator.clear()

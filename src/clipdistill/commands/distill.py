@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._claim import claimed_out
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
 
 
@@ -27,11 +28,9 @@ def register(app: typer.Typer) -> None:
         from clipdistill.config import load_config
         from clipdistill.distill.config import DistillConfig
         from clipdistill.distill.run import run_distill
-        from clipdistill.runfolder import claim
-        from clipdistill.train.distributed import launched_as_main
 
         cfg = load_config(DistillConfig, config, set_)
-        with claim(out, "distill", resume=resume is not None, overwrite=overwrite, main=launched_as_main()):
+        with claimed_out(out, "distill", cfg.train, resume=resume is not None, overwrite=overwrite) as info:
             written = run_distill(cfg, out, resume)
-        if launched_as_main():
+        if info.is_main:
             typer.echo(f"wrote {written}")

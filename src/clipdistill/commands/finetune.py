@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._claim import claimed_out
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
 
 
@@ -28,18 +29,16 @@ def register(app: typer.Typer) -> None:
         from functools import partial
 
         from clipdistill.config import load_config, with_out
-        from clipdistill.runfolder import claim
         from clipdistill.td.runner import FinetuneConfig, run_finetune
         from clipdistill.train import fit
-        from clipdistill.train.distributed import launched_as_main
 
         cfg = with_out(load_config(FinetuneConfig, config, overrides), out)
         out = Path(cfg.out)
-        with claim(out, "finetune", resume=resume is not None, overwrite=overwrite, main=launched_as_main()):
-            if resume is not None:
-                _same_model(out, cfg)
+        same_model = partial(_same_model, out, cfg) if resume is not None else None
+        with claimed_out(out, "finetune", cfg.train, resume=resume is not None, overwrite=overwrite,
+                         check=same_model) as info:
             results = run_finetune(cfg, out, trainer=partial(fit, resume=resume))
-        if launched_as_main():
+        if info.is_main:
             typer.echo(json.dumps(results, indent=2))
 
 

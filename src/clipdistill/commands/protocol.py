@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from clipdistill.commands._claim import claimed_out
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option
 
 if TYPE_CHECKING:
@@ -36,12 +37,12 @@ def register(app: typer.Typer) -> None:
         from functools import partial
 
         from clipdistill.config import load_config, with_out
-        from clipdistill.runfolder import StopSignals, claim
+        from clipdistill.runfolder import StopSignals
         from clipdistill.td.protocol import ProtocolConfig, run_protocol
         from clipdistill.train import fit
 
         cfg = with_out(load_config(ProtocolConfig, config, overrides), out)
-        with claim(cfg.out, "protocol", overwrite=overwrite, continues=True), StopSignals() as stop:
+        with claimed_out(cfg.out, "protocol", cfg.train, overwrite=overwrite, continues=True), StopSignals() as stop:
             result = run_protocol(cfg, trainer=partial(fit, resume="latest"), progress=_cell_hook(cfg, stop))
         typer.echo((Path(cfg.out) / "results.md").read_text())
         gains = result["summary"]["gain_points"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._claim import claimed_out
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
 
 
@@ -31,15 +32,13 @@ def register(app: typer.Typer) -> None:
         Continue a killed run with --resume latest.
         """
         from clipdistill.config import load_config
-        from clipdistill.runfolder import claim
-        from clipdistill.train.distributed import launched_as_main
         from clipdistill.vlpretrain.config import VLPretrainConfig
         from clipdistill.vlpretrain.run import HF_DIR, PROBES, probe_table, run_vlpretrain
 
         cfg = load_config(VLPretrainConfig, config, set_)
-        with claim(out, "vlpretrain", resume=resume is not None, overwrite=overwrite, main=launched_as_main()):
+        with claimed_out(out, "vlpretrain", cfg.train, resume=resume is not None, overwrite=overwrite) as info:
             written = run_vlpretrain(cfg, out, resume)
-        if launched_as_main():
+        if info.is_main:
             import json
 
             typer.echo(probe_table(json.loads((written / PROBES).read_text())["metrics"]))

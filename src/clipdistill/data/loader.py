@@ -313,15 +313,19 @@ def map_indices(source: MapSource, *, shuffle: bool, seed: int, rank: int, world
 
 def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 num_workers: int = 0, rank: int = 0, world_size: int = 1, keys=None, start_step: int = 0,
-                drop_last: bool = False) -> Batches:
-    """Batches of `source` as `LoaderBatch`es, one `View` per (image transform, tokenizer) in `views`."""
+                drop_last: bool = False, device: torch.device | str | None = None) -> Batches:
+    """Batches of `source` as `LoaderBatch`es, one `View` per (image transform, tokenizer) in `views`.
+    `device`: where the batches go. For CUDA they come in page-locked memory (`LoaderBatch.pin_memory`), so the
+    loop's non_blocking copy overlaps the next step; elsewhere they are left as read (pinning buys a CPU run
+    nothing and needs an accelerator)."""
     views = tuple(views)
     bad = [v for v in views if not (isinstance(v, tuple | list) and len(v) == 2 and all(map(callable, v)))]
     if bad or not views:  # a programming error, not bad data: e.g. the dict of key prefixes this function once took
         raise TypeError(f"make_loader: views must be (image transform, tokenizer) pairs, the student's first; "
                         f"got {repr(bad[0])[:80] if bad else 'none'}")
     keys = set(keys) if keys is not None else None
-    common = dict(num_workers=num_workers, collate_fn=collate,
+    pin = device is not None and torch.device(device).type == "cuda"
+    common = dict(num_workers=num_workers, collate_fn=collate, pin_memory=pin,
                   generator=torch.Generator().manual_seed(seed), persistent_workers=False)
     if isinstance(source, MapSource):
         idx = map_indices(source, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, keys=keys)

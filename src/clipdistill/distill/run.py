@@ -87,7 +87,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
             batches = make_loader(joins.source_for(source, epoch), views, cfg.data.batch_size, shuffle=True,
                                   seed=cfg.train.seed * 1000 + epoch, num_workers=cfg.data.num_workers,
                                   rank=info.rank, world_size=info.world_size, keys=keys, start_step=start_step,
-                                  drop_last=True)
+                                  drop_last=True, device=info.device)
             return joins.wrap(batches, epoch)
 
         ckpt = resolve_resume(out, resume)

@@ -88,11 +88,17 @@ def mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
 
 
 def summed_counts(counts: dict[str, int], info: DistInfo) -> dict[str, int]:
-    """Per-key sums of every rank's counts (e.g. skipped samples per reason), sorted by key."""
+    """Per-key sums of every rank's counts (e.g. skipped samples per reason), sorted by key. The ranks' keys may
+    differ: each rank's names travel as NUL-separated UTF-8 bytes and its numbers as int64 rows (gather_rows),
+    tensors only, nothing pickled."""
     parts = [dict(counts)]
     if info.enabled:
-        parts = [{} for _ in range(info.world_size)]
-        dist.all_gather_object(parts, dict(counts))
+        names = list(counts)
+        text = torch.tensor(list("\0".join(names).encode()), dtype=torch.uint8)
+        values = torch.tensor([int(counts[k]) for k in names], dtype=torch.int64)
+        texts, numbers = gather_rows(text.to(info.device), info), gather_rows(values.to(info.device), info)
+        parts = [dict(zip(bytes(t.tolist()).decode().split("\0") if len(n) else [], n.tolist(), strict=True))
+                 for t, n in zip(texts, numbers, strict=True)]
     total: dict[str, int] = {}
     for part in parts:
         for k, n in part.items():

@@ -145,7 +145,7 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
         def loader_factory(epoch: int, start_step: int = 0):
             return make_loader(source, views, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed * 1000 + epoch,
                                num_workers=cfg.data.num_workers, rank=info.rank, world_size=info.world_size,
-                               keys=keys, start_step=start_step, drop_last=True)
+                               keys=keys, start_step=start_step, drop_last=True, device=info.device)
 
         ckpt = resolve_resume(out, resume)
         if ckpt is not None:  # a config edited to another architecture is refused before the folder changes
