@@ -55,9 +55,10 @@ ROWS = [
      "the run's config.yaml (checked by rank 0 alone, holding the folder)",
      "both ranks exit 2 with the same one line `error: --resume: the config's task ... differ ...`, no traceback, "
      "well within the collective timeout", ("finetune", ["--resume", "latest"], _run_of("finetune"), "differ")),
-    ("protocol-other-run", "2-rank torchrun `protocol` whose `--out` holds a `distill` run",
-     "both ranks exit 2 with the same one line `error: --out ... holds a distill run ..., not a protocol run`, no "
-     "traceback, well within the collective timeout", ("protocol", [], _run_of("distill"), "not a `protocol` run")),
+    ("protocol-torchrun", "2-rank torchrun `protocol` (here into a folder holding a `distill` run): every rank would "
+     "run the whole sweep, writing and pruning the same cells",
+     "both ranks exit 2 with the same one line `error: protocol runs its cells ... not under torchrun ...`, before "
+     "any folder is claimed; the folder is untouched", ("protocol", [], _run_of("distill"), "not under torchrun")),
     ("vlpretrain-own-run", "2-rank torchrun `vlpretrain` into a folder holding a `vlpretrain` run, with neither "
      "--resume nor --overwrite",
      "both ranks exit 2 with the same one line `error: ... already holds ... --resume latest ...`, no traceback, "

@@ -37,10 +37,16 @@ def register(app: typer.Typer) -> None:
         from functools import partial
 
         from clipdistill.config import load_config, with_out
+        from clipdistill.errors import UserError
         from clipdistill.runfolder import StopSignals
         from clipdistill.td.protocol import ProtocolConfig, run_protocol
         from clipdistill.train import fit
+        from clipdistill.train.distributed import launched_world_size
 
+        if launched_world_size() > 1:  # every rank would run the whole sweep, writing and pruning the same cells
+            raise UserError("protocol runs its cells one after another in one process, not under torchrun; run "
+                            "it as `clipdistill protocol ...`, or one cell under torchrun with `clipdistill "
+                            "finetune`")
         cfg = with_out(load_config(ProtocolConfig, config, overrides), out)
         with claimed_out(cfg.out, "protocol", cfg.train, overwrite=overwrite, continues=True), StopSignals() as stop:
             result = run_protocol(cfg, trainer=partial(fit, resume="latest"), progress=_cell_hook(cfg, stop))

@@ -38,6 +38,11 @@ def launched_as_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def launched_world_size() -> int:
+    """The number of processes torchrun started for this command (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def pick_device(choice: str, local_rank: int) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -49,7 +54,7 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
 
 def init_distributed(device_choice: str, timeout_s: float) -> DistInfo:
     """Join the process group torchrun described in the environment (single process when WORLD_SIZE is unset)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_choice, local)
     if world > 1 and not dist.is_initialized():
