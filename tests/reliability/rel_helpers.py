@@ -101,6 +101,26 @@ def assert_refused(result: tuple[int, str], *needles: str) -> None:
         assert n in out, (n, out)
 
 
+def assert_one_line_refusal(code: int, out: str, *needles: str) -> None:
+    """`assert_refused`, and the output holds exactly one `error:` line."""
+    assert_refused((code, out), *needles)
+    assert sum(line.startswith("error:") for line in out.splitlines()) == 1, out
+
+
+def synthetic_feature_store(root: Path) -> Path:
+    """A one-shard `embed` feature store of 40 random unit vectors (8-d, float16) with its manifest."""
+    from clipdistill.features.store import shard_name, write_shard
+    from clipdistill.manifest import write_manifest
+
+    x = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    write_shard(root, 0, [f"k{i}" for i in range(40)], {"image": x, "text": x}, None, {})
+    write_manifest(root, "embed", teacher={"spec": "synthetic", "embed_dim": 8},
+                   source={"spec": "synthetic", "fingerprint": "fp"}, shards=[shard_name(0)],
+                   fields=["image", "text"], counts={"samples": 40, "skipped": 0, "shards": 1}, skips={})
+    return root
+
+
 def run_main(*args: str) -> tuple[int, str]:
     """The CLI entry point in this process (so monkeypatched faults apply): (exit code, stdout + stderr)."""
     from contextlib import redirect_stderr, redirect_stdout

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 from rel_cases import case, param_cases
-from rel_helpers import run_main
+from rel_helpers import assert_one_line_refusal, run_main
 
 VISION = {"image_size": 16, "patch_size": 4, "width": 32, "layers": 1, "head_width": 16, "no_ln_pre": True}
 
@@ -30,20 +30,13 @@ def init_config(path, source: str, student: dict) -> str:
     return str(path)
 
 
-def refused(code: int, out: str, *needles: str) -> None:
-    assert code == 2 and "Traceback" not in out, out
-    assert sum(line.startswith("error:") for line in out.splitlines()) == 1, out
-    for n in needles:
-        assert n in out, out
-
-
 @case("config", "`vlpretrain` with `student.init` a CLIP whose ViT tower has `ln_pre` (open_clip's default)",
       "one-line error: ViLT has no pre-LayerNorm, the copy is exact only for towers built with "
       "`vision_cfg.no_ln_pre: true` (exit 2, nothing trained)")
 def test_init_tower_with_ln_pre(tmp_path, pairs):
     cfg = init_config(tmp_path / "c.yaml", str(pairs), {"init": "open_clip:cd-student-xs-32"})
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"))
-    refused(code, out, "ln_pre", "no pre-LayerNorm", "vision_cfg.no_ln_pre: true")
+    assert_one_line_refusal(code, out, "ln_pre", "no pre-LayerNorm", "vision_cfg.no_ln_pre: true")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -52,7 +45,7 @@ def test_init_tower_with_ln_pre(tmp_path, pairs):
 def test_init_resnet_tower(tmp_path, pairs):
     cfg = init_config(tmp_path / "c.yaml", str(pairs), {"init": "open_clip:cd-teacher-rn-64"})
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"))
-    refused(code, out, "ModifiedResNet, not an open_clip VisionTransformer")
+    assert_one_line_refusal(code, out, "ModifiedResNet, not an open_clip VisionTransformer")
 
 
 TOWERS = param_cases("config", "test_bad_vlpretrain_init.py::test_init_tower_vilt_cannot_reproduce", [
@@ -74,7 +67,7 @@ def test_init_tower_vilt_cannot_reproduce(tmp_path, pairs, payload):
     vision, needle = payload
     cfg = init_config(tmp_path / "c.yaml", str(pairs), {"init": tower(tmp_path, **vision)})
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"))
-    refused(code, out, needle)
+    assert_one_line_refusal(code, out, needle)
 
 
 @case("config", "`vlpretrain` with `student.init` and `student.hidden_size` / `patch_size` set to other values "
@@ -83,7 +76,8 @@ def test_init_arch_key_contradicting_the_tower(tmp_path, pairs):
     cfg = init_config(tmp_path / "c.yaml", str(pairs), {"init": tower(tmp_path), "hidden_size": 64,
                                                          "patch_size": 8, "num_layers": 1})
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"))
-    refused(code, out, "student.hidden_size=64 but the tower has 32", "student.patch_size=8 but the tower has 4")
+    assert_one_line_refusal(code, out, "student.hidden_size=64 but the tower has 32",
+                            "student.patch_size=8 but the tower has 4")
     assert "num_layers" not in out  # set, but to the tower's value
 
 
@@ -92,7 +86,7 @@ def test_init_arch_key_contradicting_the_tower(tmp_path, pairs):
 def test_init_not_a_spec(tmp_path, pairs):
     cfg = init_config(tmp_path / "c.yaml", str(pairs), {"init": "runs/clip"})
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"))
-    refused(code, out, "student.init", "run:DIR")
+    assert_one_line_refusal(code, out, "student.init", "run:DIR")
     assert not (tmp_path / "run").exists()
 
 
@@ -118,5 +112,6 @@ def test_resume_with_other_init_weights(tmp_path, pairs):
     first = json.loads((out / "manifest.json").read_text())["init"]
     code, log = run_main("vlpretrain", init_config(tmp_path / "b.yaml", str(pairs), {"init": specs[1]}),
                          "--out", str(out), "--resume", "latest")
-    refused(code, log, "w0.safetensors", "w1.safetensors", "resume with the student.init the run started from")
+    assert_one_line_refusal(code, log, "w0.safetensors", "w1.safetensors",
+                            "resume with the student.init the run started from")
     assert json.loads((out / "manifest.json").read_text())["init"] == first

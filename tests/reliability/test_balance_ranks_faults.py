@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from rel_cases import case
-from rel_helpers import cli_rank_worker
+from rel_helpers import cli_rank_worker, synthetic_feature_store
 
-from clipdistill.features.store import shard_name, write_shard
-from clipdistill.manifest import write_manifest
 from ddp_helpers import spawn_ranks
-
-
-def _store(root):
-    x = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
-    write_shard(root, 0, [f"k{i}" for i in range(40)], {"image": x, "text": x}, None, {})
-    write_manifest(root, "embed", teacher={"spec": "synthetic", "embed_dim": 8},
-                   source={"spec": "synthetic", "fingerprint": "fp"}, shards=[shard_name(0)],
-                   fields=["image", "text"], counts={"samples": 40, "skipped": 0, "shards": 1}, skips={})
-    return root
 
 
 @case("folder", "2-rank torchrun `balance` or `embed` whose `--out` rank 0 refuses to claim (a non-empty folder "
@@ -35,7 +22,7 @@ def test_rank0_refusing_the_out_folder_stops_every_rank(tmp_path, verb):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     if verb == "balance":
-        args = ["--features", str(_store(tmp_path / "feats")), "--clusters", "2", "--timeout-s", "60"]
+        args = ["--features", str(synthetic_feature_store(tmp_path / "feats")), "--clusters", "2", "--timeout-s", "60"]
     else:  # the folder is refused before the teacher or the data is opened
         args = ["--teacher", "open_clip:cd-student-xs-32", "--data", str(tmp_path / "pairs.csv")]
     spawn_ranks(cli_rank_worker, str(tmp_path), verb, *args, "--out", str(out), "--device", "cpu")
