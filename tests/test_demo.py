@@ -100,18 +100,11 @@ def test_lead_interval_is_the_normal_95pct_interval_of_a_difference():
 
 def test_summary_in_a_log_file_is_not_cut_to_80_columns():
     """`make demo > demo.log`: rich's width off a terminal is 80, which cut the summary's cells ("21,311…")."""
-    import io
-
     row = {"params": 21311921, "image_per_s": 926, "zeroshot_shape": 0.229, "zeroshot_color": 0.975,
            "linear_probe_shape": 0.337, "shape_images": 6000}
     summary = {m: dict(row) for m in demo.MODELS}
     summary["cid"]["zeroshot_shape_lead"] = {"points": 2.0, "half_width": 1.3}
-    buf = io.StringIO()
-    old = demo.console.file
-    demo.console.file = buf  # pytest's captured stdout is not a terminal, as a log file is not
-    try:
+    with demo.console.capture() as captured:  # pytest's captured stdout is not a terminal, as a log file is not
         demo.console.print(demo.summary_table(summary))
-    finally:
-        demo.console.file = old
-    out = buf.getvalue()
+    out = captured.get()
     assert "…" not in out and "21,311,921" in out and "+2.0 +- 1.3" in out and "linear probe shape" in out, out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 from rel_cases import case
 from rel_helpers import cli, run_main, write_pairs
 from safetensors.torch import save_file
@@ -33,13 +31,8 @@ def test_brackets_are_printed_as_text(tmp_path):
     assert code == 0 and "[/x]" in out and "Traceback" not in out, out
 
     argv = ["distill", "cid.yaml", "--set", "teacher.models=[run:/runs/demo/teacher]", "--set", "x=" + "y" * 120]
-    buf = io.StringIO()
-    old = demo.console.file
-    demo.console.file = buf
-    try:
+    with demo.console.capture() as captured:
         demo.print_command(argv)
-    finally:
-        demo.console.file = old
-    lines = buf.getvalue().strip().splitlines()
+    lines = captured.get().strip().splitlines()
     assert lines == ["$ clipdistill distill cid.yaml --set 'teacher.models=[run:/runs/demo/teacher]' --set x="
                      + "y" * 120], lines  # one line, whatever the console width, and nothing dropped
