@@ -63,8 +63,10 @@ class HFViltStudent(nn.Module):
     def __init__(self, spec: str, context_length: int):
         super().__init__()
         from transformers import AutoTokenizer, ViltModel
+        from transformers.utils import logging as hf_logging
 
         folder = check_folder(spec)
+        hf_logging.disable_progress_bar()  # transformers' per-load bar: noise in every protocol cell's output
         try:
             self.vilt, info = ViltModel.from_pretrained(str(folder), use_safetensors=True, output_loading_info=True,
                                                         attn_implementation="eager")
