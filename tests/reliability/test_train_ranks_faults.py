@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from rel_cases import param_cases
+from rel_cases import case, param_cases
 from rel_helpers import cli_rank_worker
 
 from ddp_helpers import spawn_ranks
@@ -85,3 +85,36 @@ def test_rank0_refusing_the_out_folder_stops_every_rank(tmp_path, setup):
         assert says in lines[0] and "Traceback" not in end["out"], end
     assert ends[0]["out"] == ends[1]["out"]
     assert _contents(out) == before
+
+
+@case("folder", "2-rank torchrun `finetune` that trains to the end: every rank would score the model and write "
+      "the task-model exports into the one run folder at once",
+      "both ranks exit 0; rank 0 alone scores and exports (it prints the results, rank 1 prints nothing of them); "
+      "the exported task model loads")
+def test_finetune_under_torchrun_exports_once(tmp_path):
+    from clipdistill.world import build_world
+
+    world = tmp_path / "world"
+    build_world(world, "tiny", seed=0)
+    out = tmp_path / "ft"
+    sets = ["train.device=cpu", f"train.collective_timeout_s={TIMEOUT_S}", f"world={world}", "train.epochs=1",
+            "td.method=baseline", "train.progress=false", "train.tensorboard=false"]
+    args = ["finetune", CONFIGS["finetune"], "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+    spawn_ranks(cli_rank_worker, str(tmp_path), *args)
+    ends = [json.loads((tmp_path / f"cli{rank}.json").read_text()) for rank in range(2)]
+    assert [e["code"] for e in ends] == [0, 0], ends
+    assert '"val"' in ends[0]["out"] and '"val"' not in ends[1]["out"], ends
+    assert "Traceback" not in ends[0]["out"] + ends[1]["out"]
+    from safetensors.torch import load_file
+
+    meta = json.loads((out / "task_model.json").read_text())
+    assert meta["kind"] == "vqa" and load_file(str(out / "task_model.safetensors"))
+
+    # what a rank > 0 does after training: nothing scored, nothing exported
+    from clipdistill.config import load_config
+    from clipdistill.td.runner import FinetuneConfig, run_finetune
+
+    cfg = load_config(FinetuneConfig, CONFIGS["finetune"], sets[2:] + [f"out={tmp_path / 'rank1'}"])
+    trained = []
+    assert run_finetune(cfg, tmp_path / "rank1", trainer=lambda *a: trained.append(a), main=False) == {}
+    assert trained and not list((tmp_path / "rank1").glob("task_model*"))

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         same_model = partial(_same_model, out, cfg) if resume is not None else None
         with claimed_out(out, "finetune", cfg.train, resume=resume is not None, overwrite=overwrite,
                          check=same_model) as info:
-            results = run_finetune(cfg, out, trainer=partial(fit, resume=resume))
+            results = run_finetune(cfg, out, trainer=partial(fit, resume=resume), main=info.is_main)
         if info.is_main:
             typer.echo(json.dumps(results, indent=2))
 

@@ -140,11 +140,13 @@ def cell_data(cfg: FinetuneConfig, reader: TaskReader) -> tuple[TaskData, dict[s
 
 def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = None, train_config: Any = None,
                  reader: TaskReader | None = None, log: Callable[[str], None] = print,
-                 only: Collection[str] | None = None) -> dict[str, Any]:
+                 only: Collection[str] | None = None, main: bool = True) -> dict[str, Any]:
     """Train + evaluate one configuration; returns {"val": metrics, "shift:NAME": metrics, ...} (+ "train_dev"
     when the task carves a dev set from train).
     `reader` lets a protocol share opened splits between its cells; `only` names the results to score (a
-    protocol's option selection: ("train_dev",), so val and the shift splits are never evaluated)."""
+    protocol's option selection: ("train_dev",), so val and the shift splits are never evaluated). `main`: false
+    on torchrun ranks > 0, which train and then leave scoring and the exports to rank 0 (returning {}): the
+    weights are the same on every rank, and ranks writing one export folder at once could interleave its files."""
     from clipdistill.zoo import load_model
 
     reader = reader or TaskReader(log)
@@ -186,6 +188,8 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
 
     fit = trainer or default_trainer()
     fit(task, loader_factory, train_config if train_config is not None else cfg.train, run_dir)
+    if not main:
+        return {}
     manifest = read_manifest(run_dir)
     manifest["text_alignment"] = _alignment_note(task, collate)
     atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
