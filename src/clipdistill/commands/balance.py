@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from clipdistill.commands._claim import claimed_out
 from clipdistill.commands._options import overwrite_option
 
 
@@ -50,8 +51,6 @@ def register(app: typer.Typer) -> None:
         """
         from clipdistill.config import build_config
         from clipdistill.features.balance import BalanceOptions, join_ranks, run_balance
-        from clipdistill.runfolder import claim
-        from clipdistill.train.distributed import on_main, shutdown
 
         opts = build_config(BalanceOptions, dict(clusters=clusters, target_keep=target_keep, threshold=threshold,
                                                  cap=cap, perceptual=perceptual, space=space, order=order,
@@ -65,15 +64,9 @@ def register(app: typer.Typer) -> None:
             # opened as embed opened it (columns, separator): those shape the keys the fingerprint covers
             how = FeatureStore(features).manifest["source"].get("options", {})
             fingerprint = open_source(data, **how).fingerprint()
-        # before any computing: a bad --out fails at once. Torchrun ranks > 0 leave the folder to rank 0, which
-        # tells them its outcome first, so a refused --out ends every rank with its one-line error (none waits)
-        info = join_ranks(opts)
-        try:
-            claimed = on_main(lambda: claim(out, "balance", overwrite=overwrite), info)
-            with claimed or claim(out, "balance", main=False):
-                r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
-        finally:
-            shutdown(info)
+        # before any computing: a bad --out fails at once, on every rank alike
+        with claimed_out(out, "balance", join_ranks(opts), overwrite=overwrite):
+            r = run_balance(features, out, opts, teacher=teacher, fingerprint=fingerprint)
         if r is None:  # a torchrun rank > 0: rank 0 speaks for the run
             return
         dups = "" if r["perceptual_duplicates"] is None else f"{r['perceptual_duplicates']} perceptual duplicates, "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from clipdistill.commands._claim import claimed_out
+from clipdistill.commands._claim import claimed_out, train_ranks
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
 
 
@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
         from clipdistill.distill.run import run_distill
 
         cfg = load_config(DistillConfig, config, set_)
-        with claimed_out(out, "distill", cfg.train, resume=resume is not None, overwrite=overwrite) as info:
+        with claimed_out(out, "distill", train_ranks(cfg.train), resume=resume is not None,
+                         overwrite=overwrite) as info:
             written = run_distill(cfg, out, resume)
         if info.is_main:
             typer.echo(f"wrote {written}")

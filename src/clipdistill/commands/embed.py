@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
+from clipdistill.commands._claim import claimed_out
 from clipdistill.commands._options import overwrite_option
 
 
@@ -48,8 +48,7 @@ def register(app: typer.Typer) -> None:
         from clipdistill.config import build_config
         from clipdistill.features.embed import EmbedOptions, embed_features
         from clipdistill.features.store import FeatureStore
-        from clipdistill.runfolder import claim
-        from clipdistill.train.distributed import init_distributed, on_main, shutdown
+        from clipdistill.train.distributed import init_distributed
 
         opts = build_config(EmbedOptions, dict(teacher=teacher, data=data, tokens=tokens, augs=augs,
                                                shard_size=shard_size, batch_size=batch_size,
@@ -57,16 +56,10 @@ def register(app: typer.Typer) -> None:
                                                phash=phash, image_col=image_col, caption_col=caption_col,
                                                separator=separator, max_pixels=max_pixels,
                                                max_caption_chars=max_caption_chars), "options")
-        # torchrun ranks > 0 leave the folder to rank 0, which tells them its outcome first: a refused --out ends
-        # every rank with its one-line error (none waits for rank 0 in a later collective)
-        info = init_distributed(opts.device, opts.timeout_s)
-        try:
-            claimed = on_main(lambda: claim(out, "embed", overwrite=overwrite, continues=True), info)
-            with claimed or claim(out, "embed", continues=True, main=False):
-                embed_features(opts, out)
-        finally:
-            shutdown(info)
-        if int(os.environ.get("RANK", "0")) == 0:  # one summary per torchrun job
+        with claimed_out(out, "embed", init_distributed(opts.device, opts.timeout_s), overwrite=overwrite,
+                         continues=True) as info:
+            embed_features(opts, out)
+        if info.is_main:  # one summary per torchrun job
             store = FeatureStore(out)
             typer.echo(f"wrote {out}: {len(store)} samples, fields {store.fields}, "
                        f"skipped {store.manifest['counts']['skipped']} {store.manifest['skips']}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from clipdistill.commands._claim import claimed_out
+from clipdistill.commands._claim import claimed_out, train_ranks
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
 
 
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         cfg = with_out(load_config(FinetuneConfig, config, overrides), out)
         out = Path(cfg.out)
         same_model = partial(_same_model, out, cfg) if resume is not None else None
-        with claimed_out(out, "finetune", cfg.train, resume=resume is not None, overwrite=overwrite,
+        with claimed_out(out, "finetune", train_ranks(cfg.train), resume=resume is not None, overwrite=overwrite,
                          check=same_model) as info:
             results = run_finetune(cfg, out, trainer=partial(fit, resume=resume), main=info.is_main)
         if info.is_main:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipdistill.commands._claim import claimed_out
+from clipdistill.commands._claim import claimed_out, train_ranks
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
                             "it as `clipdistill protocol ...`, or one cell under torchrun with `clipdistill "
                             "finetune`")
         cfg = with_out(load_config(ProtocolConfig, config, overrides), out)
-        with claimed_out(cfg.out, "protocol", cfg.train, overwrite=overwrite, continues=True), StopSignals() as stop:
+        with (claimed_out(cfg.out, "protocol", train_ranks(cfg.train), overwrite=overwrite, continues=True),
+              StopSignals() as stop):
             result = run_protocol(cfg, trainer=partial(fit, resume="latest"), progress=_cell_hook(cfg, stop))
         typer.echo((Path(cfg.out) / "results.md").read_text())
         gains = result["summary"]["gain_points"]

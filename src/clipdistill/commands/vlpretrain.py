@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from clipdistill.commands._claim import claimed_out
+from clipdistill.commands._claim import claimed_out, train_ranks
 from clipdistill.commands._options import config_argument, out_option, overrides_option, overwrite_option, resume_option
 
 
@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         from clipdistill.vlpretrain.run import HF_DIR, PROBES, probe_table, run_vlpretrain
 
         cfg = load_config(VLPretrainConfig, config, set_)
-        with claimed_out(out, "vlpretrain", cfg.train, resume=resume is not None, overwrite=overwrite) as info:
+        with claimed_out(out, "vlpretrain", train_ranks(cfg.train), resume=resume is not None,
+                         overwrite=overwrite) as info:
             written = run_vlpretrain(cfg, out, resume)
         if info.is_main:
             import json
