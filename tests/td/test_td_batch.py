@@ -89,11 +89,11 @@ def test_a_distilling_task_refuses_a_batch_collated_without_its_teacher(world, t
 
 def test_the_loop_counts_an_epoch_without_collating_it():
     from clipdistill.td.runner import _Batches
-    from clipdistill.train.loop import count_batches
+    from clipdistill.train.loop import epoch_length
 
     calls = []
     batches = _Batches(list(range(10)), lambda items: calls.append(items) or items, 4, order=list(range(9, -1, -1)))
-    assert count_batches(lambda epoch: batches) == 3 and calls == []
+    assert epoch_length(lambda epoch: batches)[0] == 3 and calls == []
     assert list(batches) == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]
 
 

@@ -129,10 +129,6 @@ def epoch_length(factory: LoaderFactory) -> tuple[int, dict | None]:
         return (count() if count else sum(1 for _ in loader)), None
 
 
-def count_batches(factory: LoaderFactory) -> int:
-    return epoch_length(factory)[0]
-
-
 def enable_grad_checkpointing(modules: dict[str, nn.Module]) -> None:
     for name, m in modules.items():
         if hasattr(m, "set_grad_checkpointing"):  # open_clip's own name; a wrapper (zoo.ClipModel) forwards it
