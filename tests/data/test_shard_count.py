@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 import clipdistill  # noqa: F401  (before open_clip_train, which imports torchvision)
+from clipdistill.data import loader as loader_mod
 from clipdistill.data import make_loader, open_source
 from clipdistill.data import sources as sources_mod
 from clipdistill.errors import DataError
@@ -153,6 +154,25 @@ def test_counts_equal_a_full_pass_on_clean_shards(tmp_path, batch, drop_last, wo
             if not (counted.origin == "sizes.json" and keys and by_sample):  # there the kept keys are spread evenly
                 assert counted.batches == len(list(loader(0))), (spec, rank, counted)
             assert counted.samples == (len(keys) if keys else 12)
+
+
+@pytest.mark.parametrize(("world", "num_samples", "origin"), [(1, None, "kept-list"), (4, 12, "data.num_samples")])
+def test_a_kept_list_is_counted_per_shard_once_per_loader(tmp_path, monkeypatch, world, num_samples, origin):
+    """Whole shards per reader (world 1), or split by sample over a declared count (world 4, 3 shards): the kept
+    keys are sorted into shards by one pass over them, however often the loader is counted."""
+    calls = []
+    original = loader_mod._kept_per_shard
+
+    def counted(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(loader_mod, "_kept_per_shard", counted)
+    src = open_source(write_shards(tmp_path), num_samples=num_samples)
+    batches = make_loader(src, VIEWS, 2, world_size=world, keys=["shard-00000/00000000", "shard-00002/00000011"])
+    first = batches.epoch_count()
+    assert batches.epoch_count() == first and (first.samples, first.origin) == (2, origin)
+    assert len(calls) == 1
 
 
 def test_a_kept_list_of_other_keys_is_refused(tmp_path):

@@ -20,13 +20,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
 from clipdistill.data.batch import LoaderBatch, View
-from clipdistill.data.sources import MapSource, Sample, ShardSizes, ShardSource, SkipCounter
+from clipdistill.data.sources import MapSource, Sample, ShardSource, SkipCounter
 from clipdistill.errors import DataError
 
 Views = Sequence[tuple[Callable, Callable]]  # (image transform, tokenizer) per model, the student's first
@@ -131,6 +133,11 @@ class _StreamDataset(IterableDataset):
         self.source, self.views, self.rank, self.world_size = source, views, rank, world_size
         self.keys, self.skip_samples, self.seed = keys, skip_samples, seed
 
+    @cached_property
+    def kept_per_shard(self) -> dict[Path, int]:
+        """The kept-list's keys per shard: one pass over the keys (millions, for a large kept-list) per dataset."""
+        return _kept_per_shard(self.source, self.keys)
+
     def __iter__(self) -> Iterator[_Item | _Skipped]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
@@ -175,7 +182,7 @@ def _share(n: int, slot: int, slots: int, offset: int) -> int:
     return n // slots + ((slot - offset) % slots < n % slots)
 
 
-def _kept_per_shard(source: ShardSource, keys: set[str]) -> dict:
+def _kept_per_shard(source: ShardSource, keys: set[str]) -> dict[Path, int]:
     """Kept-list keys (`SHARD/KEY`) per shard of `source`."""
     by_name = {name: shard for shard, name in source.names.items()}
     counts = Counter()
@@ -189,6 +196,44 @@ def _kept_per_shard(source: ShardSource, keys: set[str]) -> dict:
     return counts
 
 
+@dataclass(frozen=True)
+class _PassCount:
+    """The samples one pass over a stream gives (`origin`: what said so), per shard; `positions`: where the
+    header scan listed each shard's samples, the sample's index in its shard (what a split by sample assigns by)."""
+
+    total: int
+    origin: str
+    per_shard: dict[Path, int]
+    positions: dict[Path, list[int]] | None = None
+
+
+def _pass_count(ds: _StreamDataset, by_sample: bool) -> _PassCount:
+    """A stream's count for one pass, from the first of these that applies (`by_sample`: fewer shards than
+    readers, which then split each shard by sample position):
+    1. a kept-list, read by whole shards or resampled: its keys per shard, the source's own count left unread;
+    2. else the source's own (`ShardSource.sizes`: data.num_samples, sizes.json, __len__, else the header scan);
+       split by sample, a header scan gives each shard's samples (a kept-list's among them) by position;
+    3. a kept-list split by sample over a declared count: its keys per shard (the origin stays the declared one);
+    4. a per-shard count (sizes.json, the scan), else a total alone spread evenly over the shards."""
+    source = ds.source
+    if ds.keys is not None and not by_sample:
+        return _PassCount(sum(ds.kept_per_shard.values()), "kept-list", ds.kept_per_shard)
+    sizes = source.sizes(progress=ds.rank == 0)
+    if sizes.keys is not None and by_sample:
+        positions = {shard: [j for j, k in enumerate(keys)
+                             if ds.keys is None or f"{source.names[shard]}/{k}" in ds.keys]
+                     for shard, keys in sizes.keys.items()}
+        per_shard = {shard: len(js) for shard, js in positions.items()}
+        return _PassCount(sum(per_shard.values()), sizes.origin, per_shard, positions)
+    if ds.keys is not None:
+        return _PassCount(sum(ds.kept_per_shard.values()), sizes.origin, ds.kept_per_shard)
+    if sizes.per_shard is not None:
+        return _PassCount(sizes.total, sizes.origin, sizes.per_shard)
+    n = len(source.shards)
+    return _PassCount(sizes.total, sizes.origin, {s: sizes.total // n + (i < sizes.total % n)
+                                                  for i, s in enumerate(source.shards)})
+
+
 def _reader_samples(ds: _StreamDataset, workers: int) -> tuple[list[int], int, str]:
     """(samples each of this rank's readers takes in one pass, the count they come from, its origin).
 
@@ -198,41 +243,23 @@ def _reader_samples(ds: _StreamDataset, workers: int) -> tuple[list[int], int, s
     source, nw = ds.source, max(1, workers)
     slots, mine = ds.world_size * nw, [ds.rank * nw + w for w in range(nw)]
     by_shard = not source.resampled and len(source.shards) >= slots
-    if ds.keys is not None and (by_shard or source.resampled):
-        kept = _kept_per_shard(source, ds.keys)
-        sizes = ShardSizes(sum(kept.values()), "kept-list", per_shard=kept)
-    else:
-        sizes = source.sizes(progress=ds.rank == 0)
+    count = _pass_count(ds, by_sample=not by_shard and not source.resampled)
     if source.resampled:
-        return [_share(sizes.total, slot, slots, 0) for slot in mine], sizes.total, sizes.origin
-    total = sizes.total
-    per_shard = sizes.per_shard
-    if sizes.keys is None and ds.keys is not None:  # a kept-list split by sample: its keys per shard
-        per_shard = _kept_per_shard(source, ds.keys)
-        total = sum(per_shard.values())
-    if per_shard is None:  # a total alone, spread over the shards
-        n_shards = len(source.shards)
-        per_shard = {s: total // n_shards + (i < total % n_shards) for i, s in enumerate(source.shards)}
+        return [_share(count.total, slot, slots, 0) for slot in mine], count.total, count.origin
+    if ds.keys is not None and count.total == 0:
+        raise DataError(f"{source.pattern}: none of the {len(ds.keys)} requested keys are in these shards")
     out = []
     for slot in mine:
         n = 0
         for si, shard in enumerate(source.shards):
-            if by_shard and si % slots != slot:
-                continue
-            if sizes.keys is not None:  # the scan's keys, in reading order: where each sample goes, exactly
-                name = source.names[shard]
-                n += sum(1 for j, k in enumerate(sizes.keys[shard])
-                         if (by_shard or (si * SPREAD + j) % slots == slot)
-                         and (ds.keys is None or f"{name}/{k}" in ds.keys))
+            if by_shard:
+                n += count.per_shard.get(shard, 0) if si % slots == slot else 0
+            elif count.positions is not None:  # where each sample goes, exactly
+                n += sum(1 for j in count.positions[shard] if (si * SPREAD + j) % slots == slot)
             else:
-                c = per_shard.get(shard, 0)
-                n += c if by_shard else _share(c, slot, slots, si * SPREAD)
+                n += _share(count.per_shard.get(shard, 0), slot, slots, si * SPREAD)
         out.append(n)
-    if sizes.keys is not None and ds.keys is not None:
-        total = sum(1 for shard, ks in sizes.keys.items() for k in ks if f"{source.names[shard]}/{k}" in ds.keys)
-    if ds.keys is not None and total == 0:
-        raise DataError(f"{source.pattern}: none of the {len(ds.keys)} requested keys are in these shards")
-    return out, total, sizes.origin
+    return out, count.total, count.origin
 
 
 class Batches:
