@@ -217,7 +217,3 @@ def with_out(cfg: M, out: str | Path | None) -> M:
         raise ConfigError("no output folder: pass --out DIR (or set `out:` in the config)")
     return cfg
 
-
-def dump_config(cfg: BaseModel, path: str | Path) -> None:
-    """Write the resolved config (what actually ran) as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

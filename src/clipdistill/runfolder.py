@@ -8,6 +8,8 @@
 - `.clipdistill-run.lock` is `flock`ed for the whole run: a second writer fails at once, naming the first one's
   pid and host (advisory: every clipdistill process honours it; on NFS it needs a server with lock support).
 - The run_id goes into checkpoints and manifests, so pruning and `--resume latest` only see this run's.
+- A resume never loses the config the run was trained under (`record_config`): a changed one keeps the earlier
+  `config.yaml` as `config.before-resume-<k>.yaml` and the manifest's `config_history` names the changed keys.
 - Claiming writes the marker and the lock file, so an unwritable location fails before any work starts.
 """
 
@@ -26,27 +28,32 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from clipdistill.config import read_yaml
 from clipdistill.errors import Interrupted, UserError
-from clipdistill.manifest import RUN_MARKER, atomic_write_text
+from clipdistill.manifest import MANIFEST, RUN_MARKER, atomic_write_text
 
 MARKER = RUN_MARKER
 LOCK = ".clipdistill-run.lock"
 
 # Top-level names each command writes into its folder (glob patterns): what `--overwrite` may remove.
 WRITES: dict[str, list[str]] = {
-    "distill": ["config.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints", "model.json",
-                "model.safetensors"],
-    "finetune": ["config.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints", "task_model.json",
-                 "task_model.safetensors", "task_model_hf", "td_samples.json", "td_samples"],
+    "distill": ["config.yaml", "config.before-resume-*.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints",
+                "model.json", "model.safetensors"],
+    "finetune": ["config.yaml", "config.before-resume-*.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints",
+                 "task_model.json", "task_model.safetensors", "task_model_hf", "td_samples.json", "td_samples"],
     "balance": ["manifest.json", "keys.txt", "labels.npy", "centroids.npy", "mm_labels.npy", "mm_centroids.npy",
                 "kept.npy", "kept_keys.txt", "report.json", "clusters.png"],
     "embed": ["manifest.json", "plan.json", "shard-*", ".tmp-*"],
     "protocol": ["cells", "rows.json", "results.json", "results.md", "summary.json"],
-    "vlpretrain": ["config.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints", "tokenizer", "hf",
-                   "probes.json"],
+    "vlpretrain": ["config.yaml", "config.before-resume-*.yaml", "manifest.json", "metrics.jsonl", "tb", "checkpoints",
+                   "tokenizer", "hf", "probes.json"],
 }
 TEMP_NAMES = [".*.tmp*"]  # atomic_write_text's temporary names
 
@@ -266,6 +273,83 @@ def check_writable_file(path: str | Path, what: str = "--output") -> Path:
     except OSError as e:
         raise UserError(f"cannot write {what} {path}: {e.strerror or e}; nothing was computed") from None
     return path
+
+
+CONFIG = "config.yaml"
+KEPT_CONFIG = "config.before-resume-{k}.yaml"  # the config a run had before the k-th resume that changed it
+SHOWN_KEYS = 8  # changed keys named in the warning line; the manifest lists them all
+
+
+def record_config(cfg: BaseModel, folder: str | Path, *, resumed: bool) -> list[dict[str, Any]]:
+    """Write the run's resolved `config.yaml` without losing the one a resumed run was trained under.
+
+    Not resumed (or no config.yaml yet): written. Resumed with the same config (compared as validated values,
+    not bytes): left untouched. Resumed with a changed one: the earlier file is kept as
+    `config.before-resume-<k>.yaml` (the first free k, never overwritten), the new one written, one warning line
+    names the changed keys, and `{file, changed, at}` is added to the run's config history.
+    Returns that history (the earlier manifest's `config_history` + this resume's entry; [] for a fresh run):
+    the caller puts it into the manifest it writes. Rank 0 only."""
+    folder = Path(folder)
+    path = folder / CONFIG
+    history = _config_history(folder) if resumed else []
+    if not (resumed and path.is_file()):
+        _write_config(cfg, path)
+        return history
+    changed = changed_config_keys(cfg, path)
+    if not changed:
+        return history
+    k = 1
+    while (folder / KEPT_CONFIG.format(k=k)).exists():
+        k += 1
+    kept = folder / KEPT_CONFIG.format(k=k)
+    with open(kept, "xb") as f:  # exclusive create: an existing file is never replaced
+        f.write(path.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    _write_config(cfg, path)
+    shown = ", ".join(changed[:SHOWN_KEYS]) + (f" and {len(changed) - SHOWN_KEYS} more"
+                                              if len(changed) > SHOWN_KEYS else "")
+    print(f"warning: resumed with a config that differs from the run's in {shown}; the earlier one is kept as "
+          f"{kept} and the change recorded in {folder / MANIFEST} (config_history)", file=sys.stderr, flush=True)
+    return [*history, {"file": kept.name, "changed": changed, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+
+
+def _write_config(cfg: BaseModel, path: Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def changed_config_keys(cfg: BaseModel, path: Path) -> list[str]:
+    """Dotted paths where `cfg` differs from the config recorded at `path`. The recorded one is validated by
+    the same class first, so defaults added since and old spellings compare by value; one this version no longer
+    accepts is compared as written."""
+    try:
+        old: Any = read_yaml(path)
+    except UserError:  # an unreadable config.yaml is still kept, as a wholly changed one
+        return ["(the earlier config.yaml could not be read)"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an old spelling's FutureWarning was shown when the run started
+            old = type(cfg).model_validate(old).model_dump(mode="json")
+    except (ValidationError, UserError):
+        pass
+    return _diff(old, cfg.model_dump(mode="json"))
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix.rstrip(".") or "(whole config)"]
+    keys = [*new, *(k for k in old if k not in new)]
+    return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")] if old != new else []
+
+
+def _config_history(folder: Path) -> list[dict[str, Any]]:
+    """The manifest's `config_history` (earlier resumes that changed the config); [] when there is none."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    history = data.get("config_history") if isinstance(data, dict) else None
+    return [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
 
 
 def resume_command(argv: list[str] | None = None, *, flag: bool = True) -> str:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from clipdistill.config import dump_config
 from clipdistill.distill.config import DistillConfig
 from clipdistill.distill.inherit import inherit_weights
 from clipdistill.distill.task import DistillTask
@@ -17,6 +16,7 @@ from clipdistill.errors import UserError
 from clipdistill.losses import LossInput, build_loss
 from clipdistill.losses.base import loss_class
 from clipdistill.manifest import read_manifest, write_manifest
+from clipdistill.runfolder import record_config
 from clipdistill.train import fit, init_distributed, shutdown
 from clipdistill.train.checkpoint import check_fits, resolve_resume
 from clipdistill.train.distributed import summed_counts
@@ -96,14 +96,14 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
         manifest: dict = {}
         if info.is_main:  # rank 0 alone hashes the teachers and writes the folder
             out.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, out / "config.yaml")
+            history = record_config(cfg, out, resumed=ckpt is not None)  # a changed config keeps the earlier one
             online = task.teachers.models if task.teachers else []
             teachers = [{"spec": t.spec, "weights_sha256": t.weights_hash(),
                          **({"load_warnings": t.load_warnings} if t.load_warnings else {})}
                         for t in online] + joins.teachers()
             manifest = dict(student=cfg.student.model, init=init, teachers=teachers,
                             data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
-                            world_size=info.world_size)
+                            world_size=info.world_size, **({"config_history": history} if history else {}))
             write_manifest(out, "distill", **manifest)
         fit(task, loader_factory, cfg.train, out, resume=resume, counts=source.skips)
         # every read that dropped a sample, over all ranks and epochs (a resume carries the checkpoint's counts)

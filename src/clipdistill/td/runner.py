@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from clipdistill.config import StrictModel, TeacherModels, dump_config
+from clipdistill.config import StrictModel, TeacherModels
 from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
 from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest, write_manifest
+from clipdistill.runfolder import record_config
 from clipdistill.safeload import save_tensors
 from clipdistill.td.batch import TDBatch
 from clipdistill.td.cached import CachedImageTeacher
@@ -28,6 +29,7 @@ from clipdistill.td.samples import save_td_samples
 from clipdistill.td.student import VLStudentConfig, build_student, check_student
 from clipdistill.td.task import Collator, TDConfig, TDTask, evaluate
 from clipdistill.td.tasks import task_kind
+from clipdistill.train.checkpoint import list_checkpoints
 from clipdistill.train.config import TrainConfig
 
 Trainer = Callable[..., Any]  # fit(task, loader_factory, train_cfg, run_dir) from clipdistill.train
@@ -159,7 +161,9 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
         evals = {name: data for name, data in evals.items() if name in only}
     check_student(cfg.student)  # a bad hf: folder fails before the run folder is written
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
+    # the folder holds checkpoints only when they are resumed: `finetune` refuses a used folder without --resume,
+    # and a protocol cell's checkpoints made under another config are removed before it runs; rank 0 writes
+    history = record_config(cfg, run_dir, resumed=bool(list_checkpoints(run_dir))) if main else []
     if cfg.td.method == "prior":  # the answer-prior floor: label statistics of the subset, nothing trains
         return prior_metrics(spec.kind, train_ex, train_data.meta, evals)
     torch.manual_seed(cfg.seed)
@@ -179,7 +183,9 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     collate = Collator(spec.kind, student, task.teacher, vocab, candidates, cached=cached,
                        text_alignment=cfg.td.text_alignment)
     items = kind.items(train_ex)
-    write_manifest(run_dir, "finetune", student=init_info, text_alignment=_alignment_note(task, collate))
+    if main:
+        write_manifest(run_dir, "finetune", student=init_info, text_alignment=_alignment_note(task, collate),
+                       **({"config_history": history} if history else {}))
 
     def loader_factory(epoch: int):
         order = list(range(len(items)))

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from clipdistill.config import dump_config
 from clipdistill.data import MapSource, Sample, make_loader, open_source
 from clipdistill.data.sources import source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text, read_manifest, write_manifest
+from clipdistill.runfolder import record_config
 from clipdistill.train import fit, init_distributed, shutdown
 from clipdistill.train.checkpoint import check_fits, resolve_resume
 from clipdistill.train.distributed import DistInfo, summed_counts
@@ -153,11 +153,12 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
             check_resumed_init(ckpt, init)
         manifest: dict = {}
         if info.is_main:
-            dump_config(cfg, out / "config.yaml")
+            history = record_config(cfg, out, resumed=ckpt is not None)  # a changed config keeps the earlier one
             manifest = dict(student=model.config.to_dict(), tokenizer=cfg.tokenizer.path or str(out / TOKENIZER_DIR),
                             data={"source": cfg.data.source, "fingerprint": source.fingerprint()},
                             probe={"held_out": probe_from, "samples": len(probe_samples)},
-                            init=init.record() if init else None, world_size=info.world_size)
+                            init=init.record() if init else None, world_size=info.world_size,
+                            **({"config_history": history} if history else {}))
             manifest["student"].pop("transformers_version", None)
             write_manifest(out, "vlpretrain", **manifest)
         fit(task, loader_factory, train_cfg, out, resume=resume, counts=source.skips)
