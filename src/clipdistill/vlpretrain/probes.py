@@ -1,7 +1,11 @@
 """Probes of a pretrained student on held-out pairs: masked-word accuracy per attribute type (each attribute
 word of a caption masked alone, every WordPiece of it; right when all are) next to that type's majority share
-(the most common masked word's share: what always answering it scores), and ITM accuracy on the held-out
-pairs with their own caption, a one-attribute swap and another held-out caption."""
+(the most common masked word's share among the held-out slots: what always answering it scores), the same
+accuracy with every caption given another held-out pair's image (the text-only control: what the caption alone
+earns this model), the words it answers most, and with training captions the training prior (the type's most
+common training word and what always answering it scores on the held-out slots: the best a model ignoring the
+image and the caption's other words can expect); and ITM accuracy on the held-out pairs with their own caption,
+a one-attribute swap and another held-out caption."""
 
 from __future__ import annotations
 
@@ -40,9 +44,14 @@ def cloze_items(tokenizer, vocab: AttributeVocab, captions: list[str], max_len: 
     return items
 
 
+TOP_PREDICTIONS = 5  # the answers listed per type: what a type under its majority answers instead
+
+
 @torch.no_grad()
 def run_probes(model: ViltPretrainer, tokenizer, vocab: AttributeVocab, samples: list[Sample],
-               transform: Callable, max_len: int, batch_size: int, device: torch.device, seed: int = 0) -> dict:
+               transform: Callable, max_len: int, batch_size: int, device: torch.device, seed: int = 0,
+               prior_captions: list[str] | None = None) -> dict:
+    """`prior_captions`: the training captions, for each type's training prior (none: not reported)."""
     was_training = model.training
     model.eval()
     try:
@@ -50,38 +59,74 @@ def run_probes(model: ViltPretrainer, tokenizer, vocab: AttributeVocab, samples:
             torch.manual_seed(seed)
             images = torch.stack([transform(s.image) for s in samples])
             captions = [s.text for s in samples]
-            return {"mlm": _mlm(model, tokenizer, vocab, images, captions, max_len, batch_size, device),
+            return {"mlm": _mlm(model, tokenizer, vocab, images, captions, max_len, batch_size, device, seed,
+                                prior_captions),
                     "itm": _itm(model, tokenizer, vocab, images, captions, max_len, batch_size, device, seed),
                     "samples": len(samples)}
     finally:
         model.train(was_training)
 
 
-def _mlm(model, tokenizer, vocab, images, captions, max_len, batch_size, device) -> dict:
+def other_images(n: int, seed: int) -> list[int]:
+    """For each of `n` held-out pairs, another pair's image (a random cycle: none keeps its own)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    out = [0] * n
+    for i, j in enumerate(order):
+        out[j] = order[(i + 1) % n]
+    return out
+
+
+def training_prior(vocab: AttributeVocab, captions: list[str]) -> dict[str, str]:
+    """Each type's most common masked word (a phrase's last word) in `captions` (ties: the first in order)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for cap in captions:
+        for m in vocab.mentions(cap):
+            ws, we = m.word_span
+            counts[m.kind][cap[ws:we].lower()] += 1
+    return {kind: c.most_common(1)[0][0] for kind, c in counts.items()}
+
+
+def _predict(model, tokenizer, chunk, images, device) -> torch.Tensor:
+    width = max(len(it[3]) for it in chunk)
+    ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for r, it in enumerate(chunk):
+        ids[r, :len(it[3])] = torch.tensor(it[3])
+        attention[r, :len(it[3])] = 1
+    hidden, _ = model(ids.to(device), attention.to(device), images.to(device))
+    return model.mlm(hidden[:, :width]).argmax(-1).cpu()  # ViLT's hidden states: text tokens first
+
+
+def _mlm(model, tokenizer, vocab, images, captions, max_len, batch_size, device, seed, prior_captions) -> dict:
     items = cloze_items(tokenizer, vocab, captions, max_len)
+    swap = other_images(len(captions), seed)
     right: dict[str, int] = Counter()
+    right_other: dict[str, int] = Counter()
     targets: dict[str, Counter] = defaultdict(Counter)
+    answers: dict[str, Counter] = defaultdict(Counter)
     for chunk in _batches(items, batch_size):
-        width = max(len(it[3]) for it in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for r, it in enumerate(chunk):
-            ids[r, :len(it[3])] = torch.tensor(it[3])
-            attention[r, :len(it[3])] = 1
-        pix = images[[it[0] for it in chunk]].to(device)
-        hidden, _ = model(ids.to(device), attention.to(device), pix)
-        pred = model.mlm(hidden[:, :width]).argmax(-1).cpu()
+        pred = _predict(model, tokenizer, chunk, images[[it[0] for it in chunk]], device)
+        pred_other = _predict(model, tokenizer, chunk, images[[swap[it[0]] for it in chunk]], device)
         for r, (_, kind, word, _, pos, want) in enumerate(chunk):
             right[kind] += bool(torch.equal(pred[r, pos], want))
+            right_other[kind] += bool(torch.equal(pred_other[r, pos], want))
             targets[kind][word] += 1
+            answers[kind][tokenizer.decode(pred[r, pos]).replace(" ", "")] += 1
+    prior = training_prior(vocab, prior_captions) if prior_captions is not None else {}
     out = {}
     for kind in vocab.attributes:
         n = sum(targets[kind].values())
         if not n:
-            out[kind] = {"accuracy": None, "majority_share": None, "majority_word": None, "n": 0}
+            out[kind] = {"accuracy": None, "accuracy_other_image": None, "majority_share": None,
+                         "majority_word": None, "n": 0, "answers": []}
             continue
         word, top = targets[kind].most_common(1)[0]
-        out[kind] = {"accuracy": right[kind] / n, "majority_share": top / n, "majority_word": word, "n": n}
+        out[kind] = {"accuracy": right[kind] / n, "accuracy_other_image": right_other[kind] / n,
+                     "majority_share": top / n, "majority_word": word, "n": n,
+                     "answers": [[w, c / n] for w, c in answers[kind].most_common(TOP_PREDICTIONS)]}
+        if prior_captions is not None:
+            out[kind]["prior_word"] = prior.get(kind)
+            out[kind]["prior_share"] = targets[kind][prior[kind]] / n if kind in prior else None
     return out
 
 
