@@ -15,7 +15,8 @@ import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from clipdistill.data import LoaderBatch, SkipCounter, View, make_loader, open_source
-from clipdistill.features.embed import EmbedBatch, _collate, _Encoded, _Skipped
+from clipdistill.data.loader import SkippedSamples
+from clipdistill.features.embed import EmbedBatch, _collate, _Encoded
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "reliability"))  # the shared image builders
 from rel_helpers import caption, png_bytes, write_pairs  # noqa: E402
@@ -80,17 +81,18 @@ def test_loader_batch_is_pinned_through_its_views(tmp_path, pinned):
 
 def test_embed_batch_is_pinned_with_its_augmented_views(pinned):
     def encoded(i: int, augs: bool) -> _Encoded:
-        return _Encoded(f"k{i}", torch.full((3, 4, 4), float(i)), torch.tensor([i, 1]), phash=i,
+        view = (torch.full((3, 4, 4), float(i)), torch.tensor([i, 1]))
+        return _Encoded(f"k{i}", f"caption {i}", i, (view,), phash=i,
                         aug_image=torch.zeros(2, 3, 4, 4) if augs else None, aug_params=[{"i": i}] if augs else None)
 
-    batch = _collate([encoded(0, True), _Skipped("zero_byte"), encoded(1, True)])
+    batch = _collate([encoded(0, True), SkippedSamples({"zero_byte": 1}), encoded(1, True)])
     assert isinstance(batch, EmbedBatch) and batch.aug_image is not None and batch.phash.dtype == np.uint64
     out = check(batch, pinned)
     assert out.keys == ["k0", "k1"] and out.aug_params == [[{"i": 0}], [{"i": 1}]]
     pinned.clear()
     plain = check(_collate([encoded(2, False)]), pinned)
     assert plain.aug_image is None and len(pinned) == 2
-    empty = _collate([_Skipped("zero_byte")])  # every sample dropped: no tensor to pin, the skips kept
+    empty = _collate([SkippedSamples({"zero_byte": 1})])  # every sample dropped: no tensor to pin, the skips kept
     assert pin_memory(empty) == empty and empty.skips == SkipCounter({"zero_byte": 1})
 
 

@@ -67,41 +67,52 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class _Item:
-    """One kept sample, encoded for every view (what a dataset hands to `collate`)."""
+class EncodedSample:
+    """One kept sample, encoded for every view: what a dataset hands to its collate function (this module's, and
+    embed's, which extends it with the teacher pass's extras)."""
 
     key: str
     caption: str
-    index: int
+    index: int  # in the source (a map source's row, a stream sample's place in its shard)
     views: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (image, token ids) per view
     note: str | None = None  # a counted fix-up of a kept sample (caption_truncated)
 
 
 @dataclass(frozen=True)
-class _Skipped:
-    """Dropped samples, by reason."""
+class SkippedSamples:
+    """Samples dropped while reading, counted by reason: what a dataset hands to its collate function in their
+    place (a worker's counts reach the main process through the batch)."""
 
     counts: dict[str, int]
 
 
-def encode(sample: Sample, views: Views, index: int, seed: int, note: str | None = None) -> _Item:
-    # the views in the caller's order on one seeded stream: the student's first, so its draws are the same
-    # whichever teacher views follow
-    with _seeded(zlib.crc32(f"{seed}/{sample.key}".encode())):
-        encoded = tuple((transform(sample.image), tokenizer([sample.text])[0]) for transform, tokenizer in views)
-    return _Item(sample.key, sample.text, index, encoded, note)
+Record = EncodedSample | SkippedSamples
 
 
-def collate(items: list[_Item | _Skipped]) -> LoaderBatch:
+def split_records(items: Sequence[Record]) -> tuple[list[EncodedSample], SkipCounter]:
+    """A batch's kept samples, and its drops with the kept samples' fix-ups (notes), counted by reason."""
     skips = SkipCounter()
     good = []
     for it in items:
-        if isinstance(it, _Skipped):
+        if isinstance(it, SkippedSamples):
             skips.update(it.counts)
         else:
             good.append(it)
             if it.note:
                 skips[it.note] += 1
+    return good, skips
+
+
+def encode(sample: Sample, views: Views, index: int, seed: int, note: str | None = None) -> EncodedSample:
+    # the views in the caller's order on one seeded stream: the student's first, so its draws are the same
+    # whichever teacher views follow
+    with _seeded(zlib.crc32(f"{seed}/{sample.key}".encode())):
+        encoded = tuple((transform(sample.image), tokenizer([sample.text])[0]) for transform, tokenizer in views)
+    return EncodedSample(sample.key, sample.text, index, encoded, note)
+
+
+def collate(items: list[Record]) -> LoaderBatch:
+    good, skips = split_records(items)
     # default_collate stacks straight into shared memory inside a worker: the batch then reaches the main process
     # without the extra copy that pickling a plain tensor makes
     views = []
@@ -120,10 +131,10 @@ class _MapDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> _Item | _Skipped:
+    def __getitem__(self, i: int) -> Record:
         sample, reason = self.source.load(i)
         if sample is None:
-            return _Skipped({reason: 1})
+            return SkippedSamples({reason: 1})
         return encode(sample, self.views, i, self.seed, note=reason or None)
 
 
@@ -138,7 +149,7 @@ class _StreamDataset(IterableDataset):
         """The kept-list's keys per shard: one pass over the keys (millions, for a large kept-list) per dataset."""
         return _kept_per_shard(self.source, self.keys)
 
-    def __iter__(self) -> Iterator[_Item | _Skipped]:
+    def __iter__(self) -> Iterator[Record]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         slot, slots = self.rank * nw + wid, self.world_size * nw
@@ -163,7 +174,7 @@ class _StreamDataset(IterableDataset):
                     at_resume = counts.copy()
             after = counts - at_resume if at_resume is not None else Counter()
             if after:
-                yield _Skipped(dict(after))
+                yield SkippedSamples(dict(after))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pydantic import Field
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from clipdistill.data import MapSource, ShardSource, SkipCounter, View, open_source
+from clipdistill.data.loader import EncodedSample, Record, SkippedSamples, split_records
 from clipdistill.data.sources import SourceOptions, same_source_spec, source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.features.augment import AugmentOptions, views
@@ -57,21 +58,12 @@ class EmbedOptions(SourceOptions):
 # -- what one shard reads ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Encoded:
-    """One kept sample, ready for the teacher."""
+class _Encoded(EncodedSample):
+    """One kept sample, ready for the teacher (its one view), with what --phash and --augs add."""
 
-    key: str
-    image: torch.Tensor
-    text: torch.Tensor
     phash: int | None = None  # with --phash
     aug_image: torch.Tensor | None = None  # [K, 3, H, W] with --augs K
     aug_params: list | None = None  # the K views' replay parameters
-    note: str | None = None  # a counted fix-up of a kept sample (caption_truncated)
-
-
-@dataclass(frozen=True)
-class _Skipped:
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -98,15 +90,16 @@ class _Item:
     def __init__(self, teacher: ClipModel, opts: EmbedOptions):
         self.transform, self.tokenizer, self.opts = teacher.eval_transform, teacher.tokenizer, opts
 
-    def __call__(self, sample, note: str | None = None) -> _Encoded:
+    def __call__(self, sample, index: int, note: str | None = None) -> _Encoded:
         phash = aug_image = params = None
         if self.opts.phash:  # of the picture as stored, before any transform
             phash = perceptual_hash(sample.image)
         if self.opts.augs:
             imgs, params = views(sample.image, sample.key, self.opts.augs, self.opts.seed, self.opts.augment)
             aug_image = torch.stack([self.transform(v) for v in imgs])
-        return _Encoded(sample.key, self.transform(sample.image), self.tokenizer([sample.text])[0], phash, aug_image,
-                        params, note)
+        view = (self.transform(sample.image), self.tokenizer([sample.text])[0])
+        return _Encoded(sample.key, sample.text, index, (view,), note, phash=phash, aug_image=aug_image,
+                        aug_params=params)
 
 
 class _Rows(Dataset):
@@ -116,36 +109,34 @@ class _Rows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> _Encoded | _Skipped:
+    def __getitem__(self, i: int) -> Record:
         sample, reason = self.source.load(self.rows[i])
         if sample is None:
-            return _Skipped(reason)
-        return self.make(sample, note=reason or None)  # a kept sample's caption_truncated
+            return SkippedSamples({reason: 1})
+        return self.make(sample, self.rows[i], note=reason or None)  # a kept sample's caption_truncated
 
 
 class _Tar(IterableDataset):
     def __init__(self, source: ShardSource, path: Path, make: _Item):
         self.source, self.path, self.make = source, path, make
 
-    def __iter__(self) -> Iterator[_Encoded | _Skipped]:
+    def __iter__(self) -> Iterator[Record]:
         counts: Counter = Counter()
-        for sample in self.source.iter_shard(self.path, counts):
-            yield self.make(sample)
-        for reason, n in counts.items():
-            for _ in range(n):
-                yield _Skipped(reason)
+        for j, sample in enumerate(self.source.iter_shard(self.path, counts)):
+            yield self.make(sample, j)
+        if counts:  # the shard's drops, after its last kept sample
+            yield SkippedSamples(dict(counts))
 
 
-def _collate(items: list[_Encoded | _Skipped]) -> EmbedBatch:
-    good = [it for it in items if isinstance(it, _Encoded)]
-    skips = SkipCounter(it.reason for it in items if isinstance(it, _Skipped))
-    skips.update(it.note for it in good if it.note)
+def _collate(items: list[Record]) -> EmbedBatch:
+    good, skips = split_records(items)
     if not good:
         return EmbedBatch([], None, skips)
     first = good[0]
+    images, ids = zip(*(it.views[0] for it in good), strict=True)
     return EmbedBatch(
-        [it.key for it in good], View(torch.stack([it.image for it in good]), torch.stack([it.text for it in good])),
-        skips, phash=None if first.phash is None else np.array([it.phash for it in good], dtype=np.uint64),
+        [it.key for it in good], View(torch.stack(images), torch.stack(ids)), skips,
+        phash=None if first.phash is None else np.array([it.phash for it in good], dtype=np.uint64),
         aug_image=None if first.aug_image is None else torch.stack([it.aug_image for it in good]),
         aug_params=None if first.aug_params is None else [it.aug_params for it in good])
 
