@@ -180,6 +180,9 @@ def test_a_kept_list_of_other_keys_is_refused(tmp_path):
     for world in (1, 4):  # whole shards per reader; split by sample (the header scan's keys)
         with pytest.raises(DataError, match="none of the 2 requested keys are in these shards"):
             make_loader(src, VIEWS, 2, world_size=world, keys=["other/1", "shard-9/1"]).epoch_count()
+    resampled = sources_mod.ShardSource(write_shards(tmp_path / "r"), resampled=True)
+    with pytest.raises(DataError, match="none of the 2 requested keys are in these shards"):
+        make_loader(resampled, VIEWS, 2, keys=["other/1", "shard-9/1"]).epoch_count()
 
 
 def test_a_declared_count_split_by_sample_is_spread_evenly(tmp_path):

@@ -255,10 +255,10 @@ def _reader_samples(ds: _StreamDataset, workers: int) -> tuple[list[int], int, s
     slots, mine = ds.world_size * nw, [ds.rank * nw + w for w in range(nw)]
     by_shard = not source.resampled and len(source.shards) >= slots
     count = _pass_count(ds, by_sample=not by_shard and not source.resampled)
+    if ds.keys is not None and count.total == 0:  # a resampled stream too: it would draw forever and yield nothing
+        raise DataError(f"{source.pattern}: none of the {len(ds.keys)} requested keys are in these shards")
     if source.resampled:
         return [_share(count.total, slot, slots, 0) for slot in mine], count.total, count.origin
-    if ds.keys is not None and count.total == 0:
-        raise DataError(f"{source.pattern}: none of the {len(ds.keys)} requested keys are in these shards")
     out = []
     for slot in mine:
         n = 0
