@@ -55,10 +55,15 @@ def training_masker_accuracy(model, tok, vocab: AttributeVocab, samples, transfo
         pred = model.mlm(hidden[:, :masked.shape[1]]).argmax(-1)
         for b, p in (labels != -100).nonzero().tolist():
             ok = int(pred[b, p] == labels[b, p])
+            hidden_answer = bool(masked[b, p] != labels[b, p])  # 10% of targets keep their word in the input
             for key in ("all", kind[b][p]):
-                right[key] += ok
-                total[key] += 1
-    return {k: {"accuracy": right[k] / total[k], "targets": total[k]} for k in total}
+                right[key, False] += ok
+                total[key, False] += 1
+                right[key, True] += ok * hidden_answer
+                total[key, True] += hidden_answer
+    return {k: {"accuracy": right[k, False] / total[k, False], "targets": total[k, False],
+                "accuracy_answer_hidden": right[k, True] / max(1, total[k, True])}
+            for k, hidden in total if not hidden}
 
 
 def table(metrics: dict, masker: dict) -> str:
@@ -75,8 +80,9 @@ def table(metrics: dict, masker: dict) -> str:
     itm = metrics["itm"]
     lines.append(f"ITM balanced: vs swap {100 * itm.get('accuracy_vs_swap', float('nan')):.1f}, "
                  f"vs another caption {100 * itm.get('accuracy_vs_random', float('nan')):.1f}")
-    lines.append("training masker on the held-out pairs (per token): " + ", ".join(
-        f"{k} {100 * v['accuracy']:.1f} ({v['targets']})" for k, v in masker.items()))
+    lines.append("training masker on the held-out pairs (per token; where the input hides the answer): " + ", ".join(
+        f"{k} {100 * v['accuracy']:.1f}; {100 * v['accuracy_answer_hidden']:.1f} ({v['targets']})"
+        for k, v in masker.items()))
     return "\n".join(lines)
 
 
