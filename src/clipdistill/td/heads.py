@@ -32,6 +32,11 @@ class VQAHead(nn.Module):
     def forward(self, cls: torch.Tensor) -> torch.Tensor:
         return self.net(cls)
 
+    @property
+    def output(self) -> nn.Linear:
+        """The output layer (its bias is what `td.head_bias: prior` sets)."""
+        return self.net[-1]
+
     @staticmethod
     def loss(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, soft_targets) * logits.shape[1]
@@ -46,6 +51,10 @@ class ClassifierHead(nn.Module):
 
     def forward(self, cls: torch.Tensor) -> torch.Tensor:
         return self.net(cls)
+
+    @property
+    def output(self) -> nn.Linear:
+        return self.net
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -69,6 +78,10 @@ class MultipleChoiceHead(nn.Module):
 
     def forward(self, cls: torch.Tensor, n_choices: int) -> torch.Tensor:
         return self.net(cls).view(-1, n_choices)
+
+    @property
+    def output(self) -> nn.Linear:
+        return self.net
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -173,6 +173,10 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     student, init_info = build_student(cfg.student)
     teacher = load_model(cfg.teacher.spec) if cfg.teacher.spec and cfg.td.distils else None
     task = TDTask(spec.kind, student, cfg.td, teacher, vocab)
+    bias = kind.prior_bias(train_ex, vocab, task.head.output.out_features) if cfg.td.head_bias == "prior" else None
+    if bias is not None:  # draws nothing: the RNG stream (and a resume's replay) is the same either way
+        with torch.no_grad():
+            task.head.output.bias.copy_(bias)
     cached = None
     if task.teacher is not None and spec.teacher_features:
         image_dir = kind.image_dir(task_folder(spec, cfg.world), spec.images)

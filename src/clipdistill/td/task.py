@@ -49,6 +49,10 @@ class TDConfig(StrictModel):
     vqa_distractors: int = Field(7, ge=0)
     vqa_candidates: Literal["question_type", "frequent"] = "question_type"
     null_prompt: str = "a photo."  # SNLI-VE confidence proxy baseline text
+    # the task head's output bias: "prior" starts the head at the training subset's answer statistics (VQA:
+    # sigmoid(bias) = each answer's mean soft score; SNLI-VE: softmax(bias) = the class shares), so a low-shot cell
+    # starts at the answer prior instead of a random ranking; "random": nn.Linear's own init, as ViLT's heads
+    head_bias: Literal["prior", "random"] = "prior"
     # a student whose tokenizer is not the teacher's (hf: ViLT, BERT WordPiece): text tokens matched to the teacher's
     # by words (td/align.py), or every student text token distilled towards the teacher's pooled text ("pooled")
     text_alignment: TextAlignment = "words"

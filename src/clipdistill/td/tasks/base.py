@@ -75,6 +75,12 @@ class TaskKindBase:
         the task model exports as a transformers ViLT class."""
         raise NotImplementedError
 
+    def prior_bias(self, train: Sequence[TaskExample], vocab: list[str] | None, n_out: int) -> torch.Tensor | None:
+        """The bias of the head's output layer (`head.output`, `n_out` wide) under `td.head_bias: prior`: with it the
+        head, before any step, ranks answers by the training subset's answer statistics rather than by its random
+        init. None: no such bias (multiple choice scores each candidate alone)."""
+        return None
+
     def candidate_policy(self, train: Sequence[TaskExample], train_meta: dict, vocab: list[str] | None,
                          td: Any) -> Any:
         """What `collate` needs to choose each instance's confidence-weight candidates, fitted on the training

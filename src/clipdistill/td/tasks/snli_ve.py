@@ -30,6 +30,14 @@ class SNLIVE(TaskKindBase):
     def make_head(self, width: int, vocab, vilt: bool = False):
         return MLPClassifierHead(width, len(VE_LABELS)) if vilt else ClassifierHead(width, len(VE_LABELS))
 
+    def prior_bias(self, train, vocab, n_out):
+        # a cross-entropy head: softmax(bias) = the subset's class shares (smoothed: a class it lacks stays possible)
+        counts = torch.bincount(torch.tensor([ex.label for ex in train]), minlength=n_out).double() + 0.5
+        return torch.log(counts / counts.sum()).float()
+
+    def recorded_td_defaults(self) -> dict:
+        return {"head_bias": "random"}  # how SNLI-VE cells ran before the option existed
+
     def collate(self, items, tokenize, vocab_index, candidates, vocab) -> Collated:
         texts = [ex.text for ex in items]
         labels = torch.tensor([ex.label for ex in items])

@@ -114,11 +114,17 @@ class VQA(TaskKindBase):
             raise UserError("VQA needs a non-empty answer vocabulary (built from the training answers)")
         return VQAHead(width, len(vocab))
 
+    def prior_bias(self, train, vocab, n_out):
+        # a BCE head: sigmoid(bias) = each answer's mean soft score over the subset
+        index = {a: i for i, a in enumerate(vocab or [])}
+        p = torch.stack([vqa_targets(ex.answers, index) for ex in train]).mean(0).clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)
+
     def candidate_policy(self, train, train_meta, vocab, td) -> AnswerCandidates:
         return AnswerCandidates.fit(train, train_meta, list(vocab or []), td.vqa_candidates, td.vqa_distractors)
 
     def recorded_td_defaults(self) -> dict:
-        return {"vqa_candidates": "frequent"}  # how VQA cells ran before the option existed
+        return {"vqa_candidates": "frequent", "head_bias": "random"}  # how VQA cells ran before the options existed
 
     def collate(self, items, tokenize, vocab_index, candidates: AnswerCandidates, vocab) -> Collated:
         texts = [ex.text for ex in items]
