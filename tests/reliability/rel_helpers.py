@@ -151,6 +151,23 @@ def tiny_distill_config(path: Path, source: str, **train) -> str:
     return str(path)
 
 
+
+def tiny_finetune_args(tmp_path: Path) -> tuple[list[str], Path]:
+    """(`finetune` arguments for a 1-epoch baseline run on a tiny world, its out folder)."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "td"))
+    from td_helpers import TINY_STUDENT, build_tiny_world
+
+    world = build_tiny_world(tmp_path / "world")
+    out = tmp_path / "ft"
+    config = Path(__file__).parents[2] / "configs" / "td" / "finetune_tiny.yaml"
+    args = ["finetune", str(config), "--set", f"world={world}", "--set", "td.method=baseline", "--set",
+            "fraction=0.1", "--set", f"out={out}", "--set", f"student={json.dumps(TINY_STUDENT)}", "--set",
+            "train={epochs: 1, progress: false, tensorboard: false, device: cpu, save_every: 1}"]
+    return args, out
+
+
 def ddp_resume_worker(rank: int, world: int, port: int, out_dir: str, die_at_call: int | None,
                       resume: str | None) -> None:
     """One DDP rank of the toy task (tests/train/toy.py), checkpointing every 2 steps; rank 1 vanishes at its

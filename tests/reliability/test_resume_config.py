@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import yaml
 from rel_cases import case
-from rel_helpers import run_main, tiny_distill_config
+from rel_helpers import run_main, tiny_distill_config, tiny_finetune_args
 
 from clipdistill.train.checkpoint import list_checkpoints
 
@@ -66,15 +65,7 @@ def test_resume_with_an_edited_config_keeps_the_old_one(tmp_path, pairs):
 def test_finetune_resume_keeps_the_old_config_and_ranks_above_0_write_none(tmp_path):
     """`finetune --resume` follows the same rule (config.yaml untouched, or kept and recorded); a torchrun rank
     > 0 writes neither config.yaml nor manifest.json (rank 0 alone writes the folder)."""
-    sys.path.insert(0, str(Path(__file__).parent.parent / "td"))
-    from td_helpers import TINY_STUDENT, build_tiny_world
-
-    world = build_tiny_world(tmp_path / "world")
-    out = tmp_path / "ft"
-    config = Path(__file__).parents[2] / "configs" / "td" / "finetune_tiny.yaml"
-    args = ["finetune", str(config), "--set", f"world={world}", "--set", "td.method=baseline", "--set",
-            "fraction=0.1", "--set", f"out={out}", "--set", f"student={json.dumps(TINY_STUDENT)}", "--set",
-            "train={epochs: 1, progress: false, tensorboard: false, device: cpu, save_every: 1}"]
+    args, out = tiny_finetune_args(tmp_path)
     code, text = run_main(*args)
     assert code == 0, text
     first = (out / "config.yaml").read_bytes()
@@ -91,7 +82,7 @@ def test_finetune_resume_keeps_the_old_config_and_ranks_above_0_write_none(tmp_p
     from clipdistill.config import load_config
     from clipdistill.td.runner import FinetuneConfig, run_finetune
 
-    cfg = load_config(FinetuneConfig, config, args[3::2][:-1] + [f"out={tmp_path / 'rank1'}"])
+    cfg = load_config(FinetuneConfig, Path(args[1]), args[3::2][:-1] + [f"out={tmp_path / 'rank1'}"])
     trained = []
     assert run_finetune(cfg, tmp_path / "rank1", trainer=lambda *a: trained.append(a), main=False) == {}
     assert trained and names(tmp_path / "rank1") == []

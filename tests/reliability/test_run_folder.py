@@ -8,12 +8,10 @@ import json
 import os
 import shutil
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 from rel_cases import case
-from rel_helpers import run_main, tiny_distill_config
+from rel_helpers import run_main, tiny_distill_config, tiny_finetune_args
 
 from clipdistill.errors import UserError
 from clipdistill.runfolder import LOCK, MARKER, check_writable_file, claim, read_marker
@@ -227,20 +225,14 @@ def test_embed_and_protocol_continue_their_own_folder_but_not_another_commands(t
       "refused before anything is written (`student differ from the run's config.yaml`); a plain "
       "`--resume latest` continues")
 def test_finetune_reuse_and_edited_resume(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent.parent / "td"))
-    from td_helpers import TINY_STUDENT, build_tiny_world
-
-    world = build_tiny_world(tmp_path / "world")
-    out = tmp_path / "ft"
-    config = Path(__file__).parents[2] / "configs" / "td" / "finetune_tiny.yaml"
-    args = ["finetune", str(config), "--set", f"world={world}", "--set", "td.method=baseline", "--set",
-            "fraction=0.1", "--set", f"out={out}", "--set", f"student={json.dumps(TINY_STUDENT)}", "--set",
-            "train={epochs: 1, progress: false, tensorboard: false, device: cpu, save_every: 1}"]
+    args, out = tiny_finetune_args(tmp_path)
     code, text = run_main(*args)
     assert code == 0, text
     code, text = run_main(*args)
     assert code == 2 and "--resume latest to continue it, --overwrite to replace it" in text, text
     before = snapshot(out)
+    from td_helpers import TINY_STUDENT  # on sys.path from tiny_finetune_args
+
     wider = {**TINY_STUDENT, "width": 64}
     code, text = run_main(*args, "--set", f"student={json.dumps(wider)}", "--resume", "latest")
     assert code == 2 and "student differ from the run's" in text and "Traceback" not in text, text
