@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 from rel_cases import case
-from rel_helpers import HERE, assert_refused, run_main
+from rel_helpers import HERE, assert_one_line_refusal, assert_refused, run_main
 
 sys.path.insert(0, str(HERE.parent / "td"))
 from td_helpers import TINY_STUDENT, build_tiny_world  # noqa: E402
@@ -159,3 +159,17 @@ def test_selection_variant_with_a_misspelt_option_refused(tmp_path, world):
     path = _lowshot(tmp_path, world, tasks=[task], select={"variants": {"a": {}, "b": {"td.lamb": 0.5}}})
     assert_refused(run_main("protocol", path), "error: invalid config", "select.variants.b", "td.lamb")
     assert not (tmp_path / "p").exists()
+
+
+@case("config", "`protocol` asked to choose options for a bad method list (`select.methods` naming `clip_td` "
+      "twice, naming `prior`, a method the protocol does not run, or an unknown one)", "`error: invalid config` naming "
+      "`select.methods` and the fault (exit 2); no cell runs, nothing is written")
+def test_selection_with_a_bad_method_list_refused_before_any_cell(tmp_path, world):
+    task = {**VQA, "dev_fraction": 0.2}
+    variants = {"a": {}, "b": {"train.steps": 1}}
+    for methods, fault in ((["clip_td", "clip_td"], "more than once"), (["prior", "clip_td"], "trains nothing"),
+                           (["naive", "clip_td"], "must be among the protocol's trained methods"),
+                           (["clip-td"], "'baseline', 'naive', 'clip_td' or 'prior'")):
+        path = _lowshot(tmp_path, world, tasks=[task], select={"methods": methods, "variants": variants})
+        assert_one_line_refusal(*run_main("protocol", path), "error: invalid config", "select.methods", fault)
+        assert not (tmp_path / "p").exists()

@@ -111,7 +111,7 @@ def test_options_are_chosen_on_the_dev_carve_and_never_read_val(world, tmp_path,
     for name in ("lam05", "lam2"):
         done = json.loads((tmp_path / "p" / "select" / "vqa" / "f0.25-s0" / name / "result.json").read_text())
         assert set(done["metrics"]) == {"train_dev"} and set(done["minus_prior"]) == {"train_dev"}
-    assert res["choices"] == {"vqa": {"0.25": "lam05"}}
+    assert res["choices"] == {"clip_td": {"vqa": {"0.25": "lam05"}}}
     record = json.loads((tmp_path / "p" / "selection.json").read_text())
     assert record["vqa"]["0.25"]["chosen"] == "lam05" and record["vqa"]["0.25"]["train_dev"] == {"lam05": 60.0,
                                                                                                 "lam2": 40.0}
@@ -152,5 +152,122 @@ def test_low_shot_options_are_validated_before_anything_runs(world, tmp_path):
         _cfg(world, tmp_path, tasks=[dev_vqa], methods=["clip_td"], select={"variants": {"a": {"td.lamb": 0.5}}})
     with pytest.raises(ValueError, match="not td.<key> / train.<key> options"):
         _cfg(world, tmp_path, tasks=[dev_vqa], methods=["clip_td"], select={"variants": {"a": {"fraction": 0.5}}})
-    with pytest.raises(ValueError, match="must be one of the trained methods"):
+    with pytest.raises(ValueError, match="must be among the protocol.s trained methods"):
         _cfg(world, tmp_path, tasks=[dev_vqa], methods=["baseline"], select={"variants": {"a": {"td.lam": 0.5}}})
+
+
+def test_each_selected_method_gets_its_own_choice_and_its_cells_run_with_it(world, tmp_path, monkeypatch):
+    """A step budget chosen per method on the dev carve: the dev scores favour 1 step for the baseline and the
+    budget's 2 for CLIP-TD, so each method's cells run with its own choice (a variant's train.steps replaces the
+    budget's steps for that variant's cells)."""
+    ran: list[tuple[str, int]] = []  # (method, optimizer steps) of every cell the trainer was handed
+
+    def fake_fit(task, factory, train_cfg, run_dir):
+        ran.append((task.td.method, train_cfg.steps))
+        return run_dir
+
+    best = {("baseline", 1), ("clip_td", 2)}
+    monkeypatch.setattr(runner, "evaluate", lambda task, batches: {"accuracy": 60.0 if ran[-1] in best else 40.0,
+                                                                   "n": 1})
+    task = {"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"], "dev_fraction": 0.2}
+    cfg = _cfg(world, tmp_path / "p", tasks=[task], fractions=[0.25], methods=["baseline", "clip_td"],
+               budget={"steps": 2}, select={"methods": ["baseline", "clip_td"],
+                                            "variants": {"budget": {}, "short": {"train.steps": 1}}})
+    seen: list[str] = []
+    res = run_protocol(cfg, trainer=fake_fit, progress=seen.append)
+    assert seen == ["run select/vqa/f0.25-s0/baseline/budget", "run select/vqa/f0.25-s0/baseline/short",
+                    "run select/vqa/f0.25-s0/clip_td/budget", "run select/vqa/f0.25-s0/clip_td/short",
+                    "run cells/vqa/f0.25-s0/baseline", "run cells/vqa/f0.25-s0/clip_td"]
+    assert ran == [("baseline", 2), ("baseline", 1), ("clip_td", 2), ("clip_td", 1), ("baseline", 1), ("clip_td", 2)]
+    out = tmp_path / "p"
+    for rel, steps in (("select/vqa/f0.25-s0/baseline/short", 1), ("select/vqa/f0.25-s0/clip_td/budget", 2),
+                       ("cells/vqa/f0.25-s0/baseline", 1), ("cells/vqa/f0.25-s0/clip_td", 2)):
+        assert json.loads((out / rel / "result.json").read_text())["config"]["train"]["steps"] == steps, rel
+    choices = {"baseline": {"vqa": {"0.25": "short"}}, "clip_td": {"vqa": {"0.25": "budget"}}}
+    assert res["choices"] == choices and res["summary"]["chosen"] == choices
+    record = json.loads((out / "selection.json").read_text())
+    assert record["baseline"]["vqa"]["0.25"]["chosen"] == "short"
+    assert record["clip_td"]["vqa"]["0.25"]["chosen"] == "budget"
+    assert record["baseline"]["vqa"]["0.25"]["train_dev"] == {"budget": 40.0, "short": 60.0}
+    assert record["clip_td"]["vqa"]["0.25"]["train_dev"] == {"budget": 60.0, "short": 40.0}
+    marked = {(e["method"], e["regime"]): e.get("chosen") for e in res["table"]}
+    assert marked[("baseline", "low_shot")] == "short" and marked[("clip_td", "low_shot")] == "budget"
+    assert json.loads((out / "results.json").read_text()) == res["table"]
+    md = (out / "results.md").read_text()
+    assert "| vqa | 0.25 | baseline | short | train.steps=1 |" in md
+    assert "| vqa | 0.25 | clip_td | budget | the config's |" in md
+    table = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert {(r["method"], r["chosen"]) for r in table if r["regime"] == "low_shot"} == {("baseline", "short"),
+                                                                                       ("clip_td", "budget")}
+
+    seen.clear()  # a rerun reads each method's choice back and reuses every cell
+    ran.clear()
+    assert dict(cell_configs(cfg))["cells/vqa/f0.25-s0/baseline"].train.steps == 1  # what the stop hook reads
+    run_protocol(cfg, trainer=fake_fit, progress=seen.append)
+    assert ran == [] and len(seen) == 6 and all(s.startswith("skip (done) ") for s in seen)
+
+
+def test_a_folder_made_by_one_method_selection_resumes_without_rerunning_a_cell(world, tmp_path, monkeypatch):
+    """A protocol folder laid out as one-method selection has always written it (`select/<task>/f..-s../<variant>`,
+    selection.json {task: {fraction: {chosen, metric, seeds, train_dev}}} without a method level) is read as it
+    is: the old `method:` spelling and `methods: [one]` both reuse every cell and read its choice."""
+    monkeypatch.setattr(runner, "evaluate", lambda task, batches: {"accuracy": 60.0 if task.td.lam == 0.5 else 40.0,
+                                                                   "n": 1})
+    task = {"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"], "dev_fraction": 0.2}
+    variants = {"lam05": {"td.lam": 0.5}, "lam2": {"td.lam": 2.0}}
+    old = _cfg(world, tmp_path / "p", tasks=[task], fractions=[0.25], methods=["baseline", "clip_td"],
+               select={"method": "clip_td", "variants": variants})
+    out = tmp_path / "p"
+    run_protocol(old, trainer=lambda task, factory, train_cfg, run_dir: run_dir, progress=lambda s: None)
+    assert sorted(str(p.parent.relative_to(out)) for p in out.rglob("result.json")) == [
+        "cells/vqa/f0.25-s0/baseline", "cells/vqa/f0.25-s0/clip_td", "select/vqa/f0.25-s0/lam05",
+        "select/vqa/f0.25-s0/lam2"]
+    # selection.json exactly as it was written before several methods could be selected (leaves name no method)
+    (out / "selection.json").write_text(json.dumps({"vqa": {"0.25": {
+        "chosen": "lam05", "metric": "train_dev accuracy", "seeds": [0], "train_dev": {"lam05": 60.0, "lam2": 40.0}}}},
+        indent=2))
+
+    def no_training(*args):
+        raise AssertionError("a finished cell was trained again")
+
+    for select in ({"method": "clip_td", "variants": variants}, {"methods": ["clip_td"], "variants": variants}):
+        cfg = old.model_copy(update={"select": old.select.model_validate(select)})
+        assert dict(cell_configs(cfg))["cells/vqa/f0.25-s0/clip_td"].td.lam == 0.5  # the old file's choice, read
+        seen: list[str] = []
+        res = run_protocol(cfg, trainer=no_training, progress=seen.append)
+        assert seen == ["skip (done) select/vqa/f0.25-s0/lam05", "skip (done) select/vqa/f0.25-s0/lam2",
+                        "skip (done) cells/vqa/f0.25-s0/baseline", "skip (done) cells/vqa/f0.25-s0/clip_td"]
+        assert res["choices"] == {"clip_td": {"vqa": {"0.25": "lam05"}}}
+        record = json.loads((out / "selection.json").read_text())
+        assert record["vqa"]["0.25"]["chosen"] == "lam05"  # still the one-method shape, now naming its method
+        assert record["vqa"]["0.25"]["method"] == "clip_td"
+
+    # an old-shape file is no choice for other methods: before the selection reruns, their cells keep the config
+    both = old.model_copy(update={"select": old.select.model_validate({"methods": ["baseline", "clip_td"],
+                                                                      "variants": variants})})
+    assert dict(cell_configs(both))["cells/vqa/f0.25-s0/clip_td"].td.lam == old.td.lam
+
+
+def test_the_selected_methods_are_validated_before_anything_runs(world, tmp_path):
+    dev_vqa = {"name": "vqa", "kind": "vqa", "folder": TASKS["vqa"], "dev_fraction": 0.2}
+    methods = ["prior", "baseline", "naive", "clip_td"]
+    variants = {"a": {}, "b": {"train.steps": 1}}
+    for select, message in (
+            ({"methods": ["clip_td", "clip_td"]}, r"select.methods lists \['clip_td'\] more than once"),
+            ({"methods": ["baseline", "prior"]}, "'prior' trains nothing"),
+            ({"methods": ["baseline", "distill"]}, "select.methods.1"),
+            ({"methods": []}, "select.methods is empty"),
+            ({"method": "clip_td", "methods": ["clip_td"]}, "both given"),
+            ({"method": ["baseline", "clip_td"]}, "list several under select.methods"),
+            ({"variants": {"../cells": {}}}, "is not a folder name")):
+        with pytest.raises(ValueError, match=message):
+            _cfg(world, tmp_path, tasks=[dev_vqa], methods=methods, select={"variants": variants, **select})
+    with pytest.raises(ValueError, match=r"select.methods \['naive'\] must be among the protocol's trained methods"):
+        _cfg(world, tmp_path, tasks=[dev_vqa], methods=["baseline", "clip_td"],
+             select={"methods": ["baseline", "naive"], "variants": variants})
+    with pytest.raises(ValueError, match=r"select.variants.b \(baseline\): train.steps: .*greater than or equal to 1"):
+        _cfg(world, tmp_path, tasks=[dev_vqa], methods=methods, budget={"steps": 10},
+             select={"methods": ["baseline", "clip_td"], "variants": {"a": {}, "b": {"train.steps": 0}}})
+    cfg = _cfg(world, tmp_path, tasks=[dev_vqa], methods=methods, select={"methods": ["naive", "clip_td"],
+                                                                          "variants": variants})
+    assert cfg.select.methods == ["naive", "clip_td"] and len(selection_cells(cfg)) == 2 * 2 * 2  # fractions x m x v

@@ -16,9 +16,9 @@ metrics and result stay): a protocol otherwise keeps every cell's optimizer stat
 sweep on the `default` world).
 Low-shot settings: `budget` trains every cell for a number of optimizer steps (one number, or one per fraction:
 a 1% subset is not 1% of the full run's steps), with warmup as a share of them and the student's body at
-`body_lr_scale` x the heads' lr. `select` chooses a method's options (variants of td. / train. keys) per task and
-fraction on the task's `dev_fraction` carve of train: selection cells are scored on that carve alone, the val and
-shift splits are never evaluated for them (`selection.json`). Each cell's result names its training-set size
+`body_lr_scale` x the heads' lr. `select` chooses options (variants of td. / train. keys) per method, task and
+fraction on the task's `dev_fraction` carve of train, for each listed method alike: selection cells are scored on
+that carve alone, the val and shift splits are never evaluated for them (`selection.json`). Each cell's result names its training-set size
 (`train_examples`) and its score minus the answer prior of the same subset (`minus_prior`); the tables carry both.
 """
 
@@ -93,12 +93,38 @@ class Budget(StrictModel):
 
 
 class Select(StrictModel):
-    """Options of one method chosen per task and fraction on the task's dev carve (`task.dev_fraction`)."""
+    """Options of the listed trained methods, chosen per method, task and fraction on the task's dev carve
+    (`task.dev_fraction`): every method gets its own selection cells and its own choice among the same variants,
+    so a step budget (say) is chosen the same way for CLIP-TD and for the methods it is compared with."""
 
-    method: Method = "clip_td"
+    methods: list[Method] = ["clip_td"]  # `method: NAME`, the one-method spelling, is read as `methods: [NAME]`
     # variant name -> {dotted td. / train. key: value}, e.g. {uniform: {td.weights.mode: uniform}, lam05: {td.lam: 0.5}}
     variants: dict[str, dict[str, Any]]
     seeds: list[int] | None = None  # seeds the choice averages over; default: the protocol's first seed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_method_spelling(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "method" not in data:
+            return data
+        if "methods" in data:
+            raise ValueError("select.method and select.methods both given: list the methods under select.methods")
+        if not isinstance(data["method"], str):
+            raise ValueError(f"select.method names one method, got {data['method']!r}: list several under "
+                             "select.methods")
+        return {**{k: v for k, v in data.items() if k != "method"}, "methods": [data["method"]]}
+
+    @field_validator("methods")
+    @classmethod
+    def _trained_and_unique(cls, methods: list[str]) -> list[str]:
+        if not methods:
+            raise ValueError("select.methods is empty: list the trained methods to choose options for")
+        if "prior" in methods:
+            raise ValueError("select.methods: 'prior' trains nothing, so it has no options to choose")
+        twice = sorted({m for m in methods if methods.count(m) > 1})
+        if twice:
+            raise ValueError(f"select.methods lists {twice} more than once")
+        return methods
 
     @field_validator("variants")
     @classmethod
@@ -106,6 +132,8 @@ class Select(StrictModel):
         if not variants:
             raise ValueError("select.variants is empty: list at least one variant (an empty dict {} = the config)")
         for name, opts in variants.items():
+            if not name or name in (".", "..") or "/" in name or "\\" in name:  # it names the cells' folders
+                raise ValueError(f"select.variants: {name!r} is not a folder name (no '/', '\\', '.' or '..')")
             bad = [k for k in opts if k.split(".")[0] not in ("td", "train") or "." not in k]
             if bad:
                 raise ValueError(f"select.variants.{name}: {bad} are not td.<key> / train.<key> options")
@@ -173,20 +201,23 @@ class ProtocolConfig(TDRunSettings):
                     raise ValueError(f"budget.steps has no budget for fractions {missing} (it has "
                                      f"{sorted(self.budget.steps)})")
         if self.select is not None:
-            if self.select.method not in self.methods or self.select.method == "prior":
-                raise ValueError(f"select.method {self.select.method!r} must be one of the trained methods "
+            absent = [m for m in self.select.methods if m not in self.methods]
+            if absent:
+                raise ValueError(f"select.methods {absent} must be among the protocol's trained methods "
                                  f"{[m for m in self.methods if m != 'prior']}")
             no_dev = [t.name for t in self.tasks if not t.dev_fraction]
             if no_dev:
                 raise ValueError(f"select chooses options on each task's dev carve, and tasks {no_dev} have none: "
                                  "set their dev_fraction (never chosen on val)")
-            base = FinetuneConfig(**shared_settings(self), task=self.tasks[0])
-            for name, options in self.select.variants.items():  # a misspelt option fails before any cell runs
-                try:
-                    with_variant(base, options)
-                except ValidationError as e:
-                    errors = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-                    raise ValueError(f"select.variants.{name}: {errors}") from None
+            fraction, seed = run_fractions(self)[0], self.selection_seeds()[0]
+            for method in self.select.methods:  # a misspelt option fails before any cell runs, for every method
+                base = _cell(self, self.tasks[0], fraction, seed, method)
+                for name, options in self.select.variants.items():
+                    try:
+                        with_variant(base, options)
+                    except ValidationError as e:
+                        errors = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                        raise ValueError(f"select.variants.{name} ({method}): {errors}") from None
         return self
 
     def selection_seeds(self) -> list[int]:
@@ -204,45 +235,90 @@ def _cell(cfg: ProtocolConfig, task: TaskConfig, fraction: float, seed: int, met
                              "train": train}, task=task, fraction=fraction, seed=seed)
 
 
+def selection_rel(cfg: ProtocolConfig, task: str, fraction: float, seed: int, method: str, variant: str) -> str:
+    """A selection cell's path relative to out. With one selected method it is `select/<task>/f<f>-s<seed>/
+    <variant>`, the layout protocols selecting one method have always written (so their cells are reused); with
+    several, each method's variants sit in its own folder, `select/<task>/f<f>-s<seed>/<method>/<variant>`."""
+    per_method = f"{method}/" if cfg.select is not None and len(cfg.select.methods) > 1 else ""
+    return f"select/{task}/f{fraction:g}-s{seed}/{per_method}{variant}"
+
+
 def selection_cells(cfg: ProtocolConfig) -> list[tuple[str, str, FinetuneConfig]]:
     """(cell path relative to out, variant name, its FinetuneConfig) of every selection cell: scored on the dev
-    carve only."""
+    carve only. The cell's method is its config's `td.method`."""
     if cfg.select is None:
         return []
     cells = []
     for task in cfg.tasks:
         for fraction in run_fractions(cfg):
             for seed in cfg.selection_seeds():
-                for name, options in cfg.select.variants.items():
-                    ft = with_variant(_cell(cfg, task, fraction, seed, cfg.select.method), options)
-                    cells.append((f"select/{task.name}/f{fraction:g}-s{seed}/{name}", name, ft))
+                for method in cfg.select.methods:
+                    for name, options in cfg.select.variants.items():
+                        ft = with_variant(_cell(cfg, task, fraction, seed, method), options)
+                        cells.append((selection_rel(cfg, task.name, fraction, seed, method, name), name, ft))
     return cells
 
 
-def read_choices(out: Path) -> dict[str, dict[str, str]] | None:
-    """{task: {fraction: chosen variant}} of a protocol's selection.json, or None before the selection ran."""
+Choices = dict[str, dict[str, dict[str, str]]]  # {method: {task: {fraction: chosen variant}}}
+
+
+def selection_record(choices: Choices, leaves: Callable[[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    """selection.json's content: {task: {fraction: leaf}} when one method was selected (the file's first shape,
+    which protocols selecting one method keep writing), {method: {task: {fraction: leaf}}} for several. A leaf
+    is `leaves(method, task, fraction)`: {"chosen", "method", "metric", "seeds", "train_dev"}."""
+    record = {m: {t: {f: leaves(m, t, f) for f in by_f} for t, by_f in by_task.items()}
+              for m, by_task in choices.items()}
+    return next(iter(record.values())) if len(record) == 1 else record
+
+
+def read_choices(out: Path, methods: list[str]) -> Choices | None:
+    """{method: {task: {fraction: chosen variant}}} of a protocol's selection.json for the selected `methods`, or
+    None before the selection ran. A file of the one-method shape is that method's, when `methods` is that one
+    method (a file written before leaves named their method is taken as the selected method's, as it was
+    written); a file that fits neither shape is None: the protocol reruns the selection (its finished cells
+    are reused) and rewrites it."""
     path = out / "selection.json"
     if not path.is_file():
         return None
-    return {t: {f: v["chosen"] for f, v in by_f.items()} for t, by_f in json.loads(path.read_text()).items()}
+    try:
+        record = json.loads(path.read_text())
+        if _is_choice_level(record):
+            if len(methods) != 1 or any(leaf.get("method", methods[0]) != methods[0]
+                                        for by_f in record.values() for leaf in by_f.values()):
+                return None
+            record = {methods[0]: record}
+        elif not all(_is_choice_level(by_task) for by_task in record.values()):
+            return None
+        return {m: {t: {f: leaf["chosen"] for f, leaf in by_f.items()} for t, by_f in by_task.items()}
+                for m, by_task in record.items() if m in methods}
+    except (ValueError, AttributeError, TypeError, KeyError):  # not JSON, or not a selection record
+        return None
 
 
-def cell_configs(cfg: ProtocolConfig, choices: dict[str, dict[str, str]] | None = None
-                 ) -> list[tuple[str, FinetuneConfig]]:
-    """(cell path relative to out, its FinetuneConfig) for every cell, in run order. With `select`, the selected
-    method's cells take the variant `choices` names for their task and fraction (read from OUT/selection.json
-    when not given; before the selection ran they are listed with the config's own options)."""
+def _is_choice_level(record: Any) -> bool:
+    """Whether `record` is {task: {fraction: {"chosen": ...}}} (a fraction is never the key "chosen", so the
+    one-method and the per-method shapes cannot be taken for each other)."""
+    return isinstance(record, dict) and bool(record) and all(
+        isinstance(by_f, dict) and by_f and all(isinstance(leaf, dict) and "chosen" in leaf for leaf in by_f.values())
+        for by_f in record.values())
+
+
+def cell_configs(cfg: ProtocolConfig, choices: Choices | None = None) -> list[tuple[str, FinetuneConfig]]:
+    """(cell path relative to out, its FinetuneConfig) for every cell, in run order. With `select`, each selected
+    method's cells take the variant `choices` names for that method, task and fraction (read from
+    OUT/selection.json when not given; before the selection ran they are listed with the config's own
+    options)."""
     if cfg.select is not None and choices is None and cfg.out is not None:
-        choices = read_choices(Path(cfg.out))
+        choices = read_choices(Path(cfg.out), cfg.select.methods)
     cells = []
     for task in cfg.tasks:
         for fraction in run_fractions(cfg):
             for seed in cfg.seeds:
                 for method in cfg.methods:
                     ft = _cell(cfg, task, fraction, seed, method)
-                    chosen = (choices or {}).get(task.name, {}).get(f"{fraction:g}")
+                    chosen = (choices or {}).get(method, {}).get(task.name, {}).get(f"{fraction:g}")
                     # a stale selection.json (variants renamed since) names none of them: the config's options
-                    if cfg.select is not None and method == cfg.select.method and chosen in cfg.select.variants:
+                    if cfg.select is not None and method in cfg.select.methods and chosen in cfg.select.variants:
                         ft = with_variant(ft, cfg.select.variants[chosen])
                     cells.append((f"cells/{task.name}/f{fraction:g}-s{seed}/{method}", ft))
     return cells
@@ -343,18 +419,24 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
     selecting = selection_cells(cfg)
     # plain lines even on a terminal: each cell's training draws its own bar, and rich allows one at a time
     bar = StageProgress("protocol", len(selecting) + len(cell_configs(cfg, {})), unit="cells", tty=False)
-    choices = None
+    choices: Choices | None = None
     if cfg.select is not None:
-        dev: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        # {method: {(task, fraction): {variant: dev scores}}}: each method's choice reads its own cells alone
+        dev: dict[str, dict[tuple[str, str], dict[str, list[float]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list)))
         for rel, name, ft in selecting:  # scored on the dev carve alone: val and shift splits are not evaluated
             done = run_cell(rel, ft, only=("train_dev",))
             metric = task_kind(ft.task.kind).main_metric
-            dev[(ft.task.name, f"{ft.fraction:g}")][name].append(done["metrics"]["train_dev"][metric])
-        choices = choose(dev)
-        record = {task: {f: {"chosen": choices[task][f], "metric": "train_dev " + task_kind(
-            next(t.kind for t in cfg.tasks if t.name == task)).main_metric, "seeds": cfg.selection_seeds(),
-            "train_dev": {n: statistics.fmean(v) for n, v in dev[(task, f)].items()}} for f in by_f}
-            for task, by_f in choices.items()}
+            dev[ft.td.method][(ft.task.name, f"{ft.fraction:g}")][name].append(done["metrics"]["train_dev"][metric])
+        choices = {m: choose(dev[m]) for m in cfg.select.methods}
+        kinds = {t.name: t.kind for t in cfg.tasks}
+
+        def leaf(m: str, task: str, f: str) -> dict[str, Any]:
+            scores = {n: statistics.fmean(v) for n, v in dev[m][(task, f)].items()}
+            return {"chosen": choices[m][task][f], "method": m, "seeds": cfg.selection_seeds(),
+                    "metric": f"train_dev {task_kind(kinds[task]).main_metric}", "train_dev": scores}
+
+        record = selection_record(choices, leaf)
         atomic_write_text(out / "selection.json", json.dumps(record, indent=2))
     rows: list[dict[str, Any]] = []
     extra: dict[tuple, dict[str, float]] = {}
@@ -370,13 +452,17 @@ def run_protocol(cfg: ProtocolConfig, trainer: Trainer | None = None, train_conf
     bar.close()
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=2))
     table = summarise(rows, extra)
+    if choices is not None:
+        mark_chosen(table, choices)
     atomic_write_text(out / "results.json", json.dumps(table, indent=2))
-    atomic_write_text(out / "results.md", to_markdown(table))
+    chosen_md = chosen_markdown(cfg.select.variants, choices) if cfg.select is not None and choices else ""
+    atomic_write_text(out / "results.md", to_markdown(table) + chosen_md)
     atomic_write_text(out / "results.csv", to_csv(table))
     summary = {"gain_points": gain_points(table, {t.name: t.kind for t in cfg.tasks}),
                "table": str(out / "results.md")}
     if choices is not None:
         summary["selection"] = str(out / "selection.json")
+        summary["chosen"] = choices
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return {"rows": rows, "table": table, "summary": summary, "choices": choices}
 
@@ -389,6 +475,27 @@ def choose(dev: dict[tuple[str, str], dict[str, list[float]]]) -> dict[str, dict
         means = {name: statistics.fmean(v) for name, v in scores.items()}
         choices[task][fraction] = max(means, key=means.__getitem__)
     return dict(choices)
+
+
+def mark_chosen(table: list[dict[str, Any]], choices: Choices) -> None:
+    """Gives each table entry of a selected method the variant its cells ran with (`chosen`), every regime of
+    the fraction's models (low-shot or full, and the shift splits) included."""
+    for e in table:
+        chosen = choices.get(e["method"], {}).get(e["task"], {}).get(f"{e['fraction']:g}")
+        if chosen is not None:
+            e["chosen"] = chosen
+
+
+def chosen_markdown(variants: dict[str, dict[str, Any]], choices: Choices) -> str:
+    """The results.md section that says which variant (and its options) each selected method's cells ran with."""
+    lines = ["", "Options chosen on each task's dev carve (selection.json; methods not listed ran with the config's "
+             "own options):", "", "| task | fraction | method | chosen | options |", "| --- | --- | --- | --- | --- |"]
+    for method, by_task in choices.items():
+        for task, by_f in by_task.items():
+            for fraction, name in by_f.items():
+                options = ", ".join(f"{k}={v}" for k, v in variants[name].items()) or "the config's"
+                lines.append(f"| {task} | {fraction} | {method} | {name} | {options} |")
+    return "\n".join(lines) + "\n"
 
 
 def minus_prior(metrics: dict[str, dict[str, float]], prior: dict[str, dict[str, float]]
@@ -472,7 +579,7 @@ def _size(n: int | list[int] | None) -> str:
 
 
 CSV_COLUMNS = ["task", "regime", "fraction", "n_train", "metric", "method", "mean", "std", "n_seeds", "minus_prior",
-               "gain_abs", "gain_rel_pct"]
+               "gain_abs", "gain_rel_pct", "chosen"]
 
 
 def to_csv(table: list[dict[str, Any]]) -> str:
