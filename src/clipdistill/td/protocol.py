@@ -18,8 +18,9 @@ Low-shot settings: `budget` trains every cell for a number of optimizer steps (o
 a 1% subset is not 1% of the full run's steps), with warmup as a share of them and the student's body at
 `body_lr_scale` x the heads' lr. `select` chooses options (variants of td. / train. keys) per method, task and
 fraction on the task's `dev_fraction` carve of train, for each listed method alike: selection cells are scored on
-that carve alone, the val and shift splits are never evaluated for them (`selection.json`). Each cell's result names its training-set size
-(`train_examples`) and its score minus the answer prior of the same subset (`minus_prior`); the tables carry both.
+that carve alone, the val and shift splits are never evaluated for them (`selection.json`). Each cell's result
+names its training-set size (`train_examples`) and its score minus the answer prior of the same subset
+(`minus_prior`); the tables carry both.
 """
 
 from __future__ import annotations
