@@ -14,7 +14,7 @@ from vlp_helpers import REPO, cli, tiny_config
 from clipdistill.safeload import load_tensors
 from clipdistill.train.checkpoint import list_checkpoints
 from clipdistill.vlpretrain.model import ImageTransform, ViltPretrainer, load_folder
-from clipdistill.vlpretrain.text import load_tokenizer
+from clipdistill.vlpretrain.text import WORLD_ATTRIBUTES, load_tokenizer
 
 FAULTY = REPO / "tests" / "reliability" / "faulty_cli.py"
 
@@ -88,12 +88,18 @@ def test_probes_reported_per_attribute_type_with_majority_share(run):
     assert set(mlm) == {"colour", "shape", "count", "position", "size"}
     for kind in ("colour", "shape", "size"):  # every tiny-world caption names a colour and a shape
         assert mlm[kind]["n"] > 0 and 0 < mlm[kind]["majority_share"] <= 1 and 0 <= mlm[kind]["accuracy"] <= 1
+        assert 0 <= mlm[kind]["accuracy_other_image"] <= 1
+    # the training prior, from the training rows' captions (the world is a table source): each type's most
+    # common training word, which is one of that type's words, and its share of the held-out slots
+    for kind in ("colour", "shape"):
+        assert mlm[kind]["prior_word"] in {p.split()[-1].lower() for p in WORLD_ATTRIBUTES[kind]}
+        assert 0 <= mlm[kind]["prior_share"] <= mlm[kind]["majority_share"]
     assert itm["positive"]["n"] == result["metrics"]["samples"] == 40
     assert 0 <= itm["accuracy_vs_swap"] <= 1 and 0 <= itm["accuracy_vs_random"] <= 1
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stage"] == "vlpretrain" and manifest["probes"] == result["metrics"]
     assert "rows 260..299" in manifest["probe"]["held_out"]  # the last 40 of 300 pairs, left out of training
-    assert "majority" in stdout and "ITM balanced accuracy" in stdout
+    assert "majority" in stdout and "other image" in stdout and "prior" in stdout and "ITM balanced accuracy" in stdout
 
 
 def test_killed_then_resumed_equals_uninterrupted(run, vlp_world, tmp_path):

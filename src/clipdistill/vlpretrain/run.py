@@ -166,8 +166,12 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
         if info.is_main:
             folder = save_folder(model, tokenizer, out / HF_DIR, arch.image_size, arch.patch_size,
                                  init.record() if init else None)
+            # each type's training prior needs the training captions: read from a table source's caption
+            # column; a stream's would mean decoding its samples again, so a stream run reports none
+            prior = training_captions(source, keys, cfg.tokenizer.build_captions) if isinstance(source, MapSource) \
+                else None
             probes = run_probes(model, tokenizer, vocab, probe_samples, transform, arch.max_text_len,
-                                cfg.data.batch_size, info.device, cfg.train.seed)
+                                cfg.data.batch_size, info.device, cfg.train.seed, prior_captions=prior)
             result = {"task": "vl_pretrain_probes", "model": str(folder), "dataset": probe_from, "metrics": probes,
                       "provenance": {"data_fingerprint": source.fingerprint(), "config": str(out / "config.yaml")}}
             atomic_write_text(out / PROBES, json.dumps(result, indent=2))
@@ -181,11 +185,14 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
 
 def probe_table(probes: dict) -> str:
     """The probes as a few plain lines (what the command prints)."""
-    lines = ["masked word (every piece right) vs majority share:"]
+    lines = ["masked word (every piece right) vs majority share; with another pair's image; training prior:"]
     for kind, r in probes["mlm"].items():
         if r["n"]:
+            prior = (f"  prior {100 * r['prior_share']:5.1f}% ({r['prior_word']!r})"
+                     if r.get("prior_share") is not None else "")
             lines.append(f"  {kind:<10} {100 * r['accuracy']:5.1f}%  majority {100 * r['majority_share']:5.1f}% "
-                         f"({r['majority_word']!r})  n={r['n']}")
+                         f"({r['majority_word']!r})  other image {100 * r['accuracy_other_image']:5.1f}%{prior}"
+                         f"  n={r['n']}")
         else:
             lines.append(f"  {kind:<10} no held-out caption names one")
     itm = probes["itm"]
