@@ -19,6 +19,7 @@ from torch import nn
 from clipdistill.errors import UserError
 from clipdistill.safeload import load_tensors
 from clipdistill.zoo.base import CappedTokenizer, ClipModel, eos_mask, load_exact_state, skip_weight_init
+from clipdistill.zoo.sdpa_attention import use_sdpa_attention
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 _registered = False
@@ -169,6 +170,7 @@ def build_open_clip(name: str, cfg: dict, init: bool = True) -> nn.Module:
     finally:
         logging.disable(logging.NOTSET)
     model.clipdistill_arch_name = name
+    use_sdpa_attention(model)  # same weights and keys; a training forward without nn.MultiheadAttention's copies
     return model
 
 
