@@ -117,8 +117,8 @@ def test_uncovered_modules_are_left_alone():
 # the second: open_clip's TextTransformer with a class token, whose mask is [B * heads, L, L] (causal + padding)
 @pytest.mark.parametrize("text_cfg", [{}, {"embed_cls": True, "pool_type": "last"}])
 def test_open_clip_model_same_weights_and_training_step(text_cfg):
-    cfg = {"embed_dim": 32, "custom_text": bool(text_cfg), "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
-                                           "head_width": 16},
+    cfg = {"embed_dim": 32, "custom_text": bool(text_cfg),
+           "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
            "text_cfg": {"context_length": 12, "vocab_size": 100, "width": 32, "heads": 2, "layers": 2, **text_cfg}}
     torch.manual_seed(0)
     new = build_open_clip(f"test-sdpa-{len(text_cfg)}", cfg)
