@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 # peer: against open_clip_train / clip_benchmark (skipped, with the install line, when they are missing)
-BENCHES = ["loader", "embed", "balance", "distill", "eval", "flops", "td", "profile", "peer"]
+BENCHES = ["loader", "embed", "balance", "distill", "eval", "flops", "attn", "td", "profile", "peer"]
 
 
 def machine() -> str:

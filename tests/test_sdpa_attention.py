@@ -150,3 +150,25 @@ def test_zoo_models_get_it_and_open_clip_reads_their_weights():
     plain = open_clip.create_model("cd-student-xs-32")
     assert not any(type(x) is SdpaMultiheadAttention for x in plain.modules())
     plain.load_state_dict(m.inner.state_dict())  # strict: the same keys both ways
+
+
+def test_autocast_and_grad_checkpointing_paths():
+    ref, new = pair()
+    x = torch.randn(B, L, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # q/k/v bf16, the fp32 causal mask cast to match
+        o_ref = ref(x, x, x, need_weights=False, attn_mask=causal())[0]
+        o_new = new(x, x, x, need_weights=False, attn_mask=causal())[0]
+    assert o_new.dtype == o_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(o_new.float(), o_ref.float(), atol=2e-2, rtol=2e-2)
+    model = load_model("open_clip:cd-student-xs-32").train()
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if type(m) is SdpaMultiheadAttention:
+            m.__class__ = nn.MultiheadAttention
+    model.set_grad_checkpointing(True)
+    ids = model.tokenizer(["a red square", "blue"])
+    for m in (plain, model):
+        m.encode_text(ids).pow(2).sum().backward()
+    for p, q in zip(plain.parameters(), model.parameters(), strict=True):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4)

@@ -5,8 +5,8 @@ Python path, `F.multi_head_attention_forward`: the packed in-projection is made 
 split through [L, B * H, hd] transposes and merged with `.contiguous()` before the output projection, ~13 `copy_`
 calls per block and step. `SdpaMultiheadAttention` computes the same attention with one `F.linear` for q/k/v, the
 head split as a strided view and `F.scaled_dot_product_attention` on [B, H, L, hd] (on CPU torch's flash kernel,
-which reads strided q/k/v and writes its output [B, L, H, hd]-contiguous, so the merge is a view too). Full CPU
-training step of `cd-student-s-64` / `s-32` 5.5% faster at 1 thread (benchmarks/bench_attn.py, RESULTS.md).
+which reads strided q/k/v and writes its output [B, L, H, hd]-contiguous, so the merge is a view too). A full CPU
+training step of `cd-student-s-64` / `s-32` is 6-8% faster at 2 threads (benchmarks/bench_attn.py, RESULTS.md).
 
 It is a subclass that adds no state, swapped in by class (`use_sdpa_attention`): parameters, state_dict keys and
 values, optimizer references and `isinstance(m, nn.MultiheadAttention)` stay as they were. Only the training
