@@ -17,11 +17,11 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import clipdistill  # noqa: F401
+from bench_flops import contrastive_step
 from benchargs import parse, parser, write_result
 from clipdistill.train.config import TrainConfig
 from clipdistill.train.optim import build_optimizer
@@ -40,22 +40,7 @@ def as_built_by_open_clip(model: nn.Module) -> nn.Module:
 
 def make_step(model, batch: int):
     opt = build_optimizer({"student": model}, TrainConfig(lr=1e-4))
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, model.image_size, model.image_size, generator=g)
-    ids = torch.randint(1, 1000, (batch, model.context_length), generator=g)
-    labels = torch.arange(batch)
-
-    def step():
-        out = model(images, ids)
-        img, txt = F.normalize(out["image_features"], dim=-1), F.normalize(out["text_features"], dim=-1)
-        logits = out["logit_scale"] * img @ txt.T
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return contrastive_step(model, opt, batch, torch.Generator().manual_seed(0))
 
 
 def check_match(arch: str, batch: int) -> dict:

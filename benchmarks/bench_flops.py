@@ -33,14 +33,10 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def student_step_flops(arch: str, batch: int, steps: int, optimizer: str = "built") -> dict:
-    """`optimizer`: "built" = the training loop's (`build_optimizer`: fused AdamW), "loop" = torch's
-    per-tensor AdamW (what the loop used before), for a before/after."""
-    model = load_model(f"open_clip:{arch}").train()
-    opt = (build_optimizer({"student": model}, TrainConfig(lr=1e-4)) if optimizer == "built"
-           else torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False))
-    images = torch.randn(batch, 3, model.image_size, model.image_size)
-    ids = torch.randint(1, 1000, (batch, model.context_length))
+def contrastive_step(model, opt, batch: int, generator: torch.Generator | None = None):
+    """A training step on fixed random inputs: forward, symmetric InfoNCE, backward, `opt`; returns the loss."""
+    images = torch.randn(batch, 3, model.image_size, model.image_size, generator=generator)
+    ids = torch.randint(1, 1000, (batch, model.context_length), generator=generator)
     labels = torch.arange(batch)
 
     def step():
@@ -51,6 +47,18 @@ def student_step_flops(arch: str, batch: int, steps: int, optimizer: str = "buil
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss
+
+    return step
+
+
+def student_step_flops(arch: str, batch: int, steps: int, optimizer: str = "built") -> dict:
+    """`optimizer`: "built" = the training loop's (`build_optimizer`: fused AdamW), "loop" = torch's
+    per-tensor AdamW (what the loop used before), for a before/after."""
+    model = load_model(f"open_clip:{arch}").train()
+    opt = (build_optimizer({"student": model}, TrainConfig(lr=1e-4)) if optimizer == "built"
+           else torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False))
+    step = contrastive_step(model, opt, batch)
 
     with FlopCounterMode(display=False) as counter:
         step()
