@@ -91,6 +91,21 @@ def test_an_existing_kept_file_is_never_overwritten(tmp_path):
     assert (tmp_path / "config.before-resume-1.yaml").read_text() == "mine\n"
 
 
+class WithOut(StrictModel):
+    out: str | None = None
+    train: Train = Train()
+
+
+def test_out_spelt_another_way_is_no_change(tmp_path, capsys):
+    record_config(WithOut(out="runs/a"), tmp_path, resumed=False)
+    before = (tmp_path / "config.yaml").read_bytes()
+    assert record_config(WithOut(out=str(tmp_path)), tmp_path, resumed=True) == []
+    assert (tmp_path / "config.yaml").read_bytes() == before and files(tmp_path) == ["config.yaml"]
+    assert capsys.readouterr().err == ""
+    history = record_config(WithOut(out=str(tmp_path), train=Train(lr=1.0)), tmp_path, resumed=True)
+    assert history[0]["changed"] == ["train.lr"]
+
+
 def test_warning_names_at_most_eight_keys(tmp_path, capsys):
     record_config(Wide(), tmp_path, resumed=False)
     history = record_config(Wide(**{k: 1 for k in "abcdefghij"}), tmp_path, resumed=True)

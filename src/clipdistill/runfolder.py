@@ -332,7 +332,10 @@ def changed_config_keys(cfg: BaseModel, path: Path) -> list[str]:
             old = type(cfg).model_validate(old).model_dump(mode="json")
     except (ValidationError, UserError):
         pass
-    return _diff(old, cfg.model_dump(mode="json"))
+    new = cfg.model_dump(mode="json")
+    if isinstance(old, dict):  # `out` names the folder being resumed: another spelling of it is no change
+        old, new = ({k: v for k, v in d.items() if k != "out"} for d in (old, new))
+    return _diff(old, new)
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
