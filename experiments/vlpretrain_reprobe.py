@@ -24,7 +24,7 @@ from clipdistill.data.sources import source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.vlpretrain.config import VLPretrainConfig
 from clipdistill.vlpretrain.model import ImageTransform, load_folder
-from clipdistill.vlpretrain.probes import run_probes
+from clipdistill.vlpretrain.probes import run_probes, span_positions
 from clipdistill.vlpretrain.run import held_out, training_captions
 from clipdistill.vlpretrain.task import tokenize
 from clipdistill.vlpretrain.text import AttributeVocab, whole_word_mask
@@ -41,11 +41,8 @@ def training_masker_accuracy(model, tok, vocab: AttributeVocab, samples, transfo
     kind = [["other"] * enc.ids.shape[1] for _ in captions]
     for b, cap in enumerate(captions):
         for m in vocab.mentions(cap):
-            ws, we = m.word_span
-            for p in range(enc.ids.shape[1]):
-                s, e = enc.offsets[b, p].tolist()
-                if not enc.special[b, p] and s >= ws and e <= we and e > s:
-                    kind[b][p] = m.kind
+            for p in span_positions(enc.offsets[b], enc.special[b], m.word_span):
+                kind[b][p] = m.kind
     g = torch.Generator().manual_seed(seed)
     right, total = Counter(), Counter()
     for _ in range(repeats):

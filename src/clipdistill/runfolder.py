@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from clipdistill.config import read_yaml
 from clipdistill.errors import Interrupted, UserError
-from clipdistill.manifest import MANIFEST, RUN_MARKER, atomic_write_text
+from clipdistill.manifest import MANIFEST, RUN_MARKER, atomic_write_text, read_manifest
 
 MARKER = RUN_MARKER
 LOCK = ".clipdistill-run.lock"
@@ -348,8 +348,8 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _config_history(folder: Path) -> list[dict[str, Any]]:
     """The manifest's `config_history` (earlier resumes that changed the config); [] when there is none."""
     try:
-        data = json.loads((folder / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
+        data = read_manifest(folder)
+    except (UserError, OSError):  # none, or corrupt: no history to carry
         return []
     history = data.get("config_history") if isinstance(data, dict) else None
     return [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []

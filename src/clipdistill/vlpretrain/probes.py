@@ -25,6 +25,14 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
+def span_positions(offsets: torch.Tensor, special: torch.Tensor, span: tuple[int, int]) -> list[int]:
+    """The token positions of one tokenized caption that lie inside the character `span` (special tokens and
+    empty pieces left out): the WordPieces of one word."""
+    ws, we = span
+    return [p for p in range(len(offsets)) if not special[p] and offsets[p, 0] >= ws and offsets[p, 1] <= we
+            and offsets[p, 1] > offsets[p, 0]]
+
+
 def cloze_items(tokenizer, vocab: AttributeVocab, captions: list[str], max_len: int) -> list[tuple]:
     """(sample index, type, masked word, masked ids, target positions, target ids) for every attribute word of
     every caption that survives truncation."""
@@ -34,8 +42,7 @@ def cloze_items(tokenizer, vocab: AttributeVocab, captions: list[str], max_len: 
         ids, offsets, special = enc.ids[0], enc.offsets[0], enc.special[0]
         for m in vocab.mentions(cap):
             ws, we = m.word_span
-            pos = [p for p in range(len(ids)) if not special[p] and offsets[p, 0] >= ws and offsets[p, 1] <= we
-                   and offsets[p, 1] > offsets[p, 0]]
+            pos = span_positions(offsets, special, (ws, we))
             if not pos:
                 continue  # cut off by max_len
             masked = ids.clone()
