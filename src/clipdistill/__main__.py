@@ -1,3 +1,3 @@
-from clipdistill.cli import main
+from clipdistill.cli import run
 
-main()
+run()
