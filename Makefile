@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test venv lint clean
 
@@ -14,20 +15,25 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet torchvision==0.28.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e .
 	# an editable install skips setup.py's build_py, which ships this startup hook in wheels (see setup.py)
 	$(BIN)/python -c "import shutil, sysconfig; shutil.copy('src/clipdistill-torchvision-shim.pth', sysconfig.get_paths()['purelib'])"
 	touch $(STAMP)
+
+# the test tools (pytest, ruff, onnxruntime, ...) only for `make test`: the demo does not need them
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(TEST_STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/clipdistill demo --out runs/demo
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
