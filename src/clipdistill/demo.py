@@ -50,7 +50,7 @@ SIZES = {
     "tiny": Sizes("tiny", 2, 2, 32, 8, (0.25,), (0,), 2, 6),
     # 750 shape images per class (6,000): the world's own 160-image split carries +-6 pt of 95% sampling noise,
     # too much to tell a distilled student from the baseline; on 6,000 the interval of a difference is ~1.3-1.5 pt
-    "small": Sizes("small", 16, 10, 128, 64, (0.25,), (0, 1), 150, 750),
+    "small": Sizes("small", 16, 8, 128, 64, (0.25,), (0, 1), 150, 750),
 }
 
 # A ResNet stand-in: within the demo's budget it learns the small world's shapes (a ViT teacher of this size

@@ -318,6 +318,11 @@ def _write_config(cfg: BaseModel, path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
+def history_fields(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest fields for `record_config`'s history: none for a run whose config never changed."""
+    return {"config_history": history} if history else {}
+
+
 def changed_config_keys(cfg: BaseModel, path: Path) -> list[str]:
     """Dotted paths where `cfg` differs from the config recorded at `path`. The recorded one is validated by
     the same class first, so defaults added since and old spellings compare by value; one this version no longer

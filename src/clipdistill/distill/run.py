@@ -16,7 +16,7 @@ from clipdistill.errors import UserError
 from clipdistill.losses import LossInput, build_loss
 from clipdistill.losses.base import loss_class
 from clipdistill.manifest import read_manifest, write_manifest
-from clipdistill.runfolder import record_config
+from clipdistill.runfolder import history_fields, record_config
 from clipdistill.train import fit, init_distributed, shutdown
 from clipdistill.train.checkpoint import check_fits, resolve_resume
 from clipdistill.train.distributed import summed_counts
@@ -103,7 +103,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: str | None = None) -> Pat
                         for t in online] + joins.teachers()
             manifest = dict(student=cfg.student.model, init=init, teachers=teachers,
                             data={"source": cfg.data.source, "fingerprint": joins.fingerprint, **joins.data()},
-                            world_size=info.world_size, **({"config_history": history} if history else {}))
+                            world_size=info.world_size, **history_fields(history))
             write_manifest(out, "distill", **manifest)
         fit(task, loader_factory, cfg.train, out, resume=resume, counts=source.skips)
         # every read that dropped a sample, over all ranks and epochs (a resume carries the checkpoint's counts)

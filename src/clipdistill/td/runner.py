@@ -17,7 +17,7 @@ from clipdistill.config import StrictModel, TeacherModels
 from clipdistill.data.tasks import TaskData
 from clipdistill.errors import UserError
 from clipdistill.manifest import MANIFEST, atomic_write_text, read_manifest, write_manifest
-from clipdistill.runfolder import record_config
+from clipdistill.runfolder import history_fields, record_config
 from clipdistill.safeload import save_tensors
 from clipdistill.td.batch import TDBatch
 from clipdistill.td.cached import CachedImageTeacher
@@ -189,7 +189,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: Path, trainer: Trainer | None = N
     items = kind.items(train_ex)
     if main:
         write_manifest(run_dir, "finetune", student=init_info, text_alignment=_alignment_note(task, collate),
-                       **({"config_history": history} if history else {}))
+                       **history_fields(history))
 
     def loader_factory(epoch: int):
         order = list(range(len(items)))

@@ -14,7 +14,7 @@ from clipdistill.data import MapSource, Sample, make_loader, open_source
 from clipdistill.data.sources import source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text, read_manifest, write_manifest
-from clipdistill.runfolder import record_config
+from clipdistill.runfolder import history_fields, record_config
 from clipdistill.train import fit, init_distributed, shutdown
 from clipdistill.train.checkpoint import check_fits, resolve_resume
 from clipdistill.train.distributed import DistInfo, summed_counts
@@ -158,7 +158,7 @@ def run_vlpretrain(cfg: VLPretrainConfig, out: Path, resume: str | None = None) 
                             data={"source": cfg.data.source, "fingerprint": source.fingerprint()},
                             probe={"held_out": probe_from, "samples": len(probe_samples)},
                             init=init.record() if init else None, world_size=info.world_size,
-                            **({"config_history": history} if history else {}))
+                            **history_fields(history))
             manifest["student"].pop("transformers_version", None)
             write_manifest(out, "vlpretrain", **manifest)
         fit(task, loader_factory, train_cfg, out, resume=resume, counts=source.skips)
