@@ -188,7 +188,8 @@ def test_shipped_td_configs_validate():
     with pytest.warns(FutureWarning, match=r"old spelling.*teacher: \{models: \[open_clip:x\]\}"):
         old = load_config(ProtocolConfig, root / "protocol_demo.yaml", ["world=w", "teacher=open_clip:x"])
     assert old == demo  # `teacher: SPEC` is still read, as {models: [SPEC]}
-    assert demo.world == "w" and [t.kind for t in demo.tasks] == ["snli_ve"] and demo.full is False
+    assert demo.world == "w" and [t.kind for t in demo.tasks] == ["vqa"] and demo.full is False
+    assert demo.student.model == "hf:src/clipdistill/world/pretrained/vilt-small-s0" and demo.budget.steps == 150
     default = load_config(ProtocolConfig, root / "protocol_default.yaml")
     assert {t.kind: t.shift_splits for t in default.tasks} == {
         "vqa": ["shift_style", "heldout"], "snli_ve": ["shift_style", "heldout"], "vcr": []}
