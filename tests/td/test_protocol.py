@@ -190,6 +190,8 @@ def test_shipped_td_configs_validate():
     assert old == demo  # `teacher: SPEC` is still read, as {models: [SPEC]}
     assert demo.world == "w" and [t.kind for t in demo.tasks] == ["vqa"] and demo.full is False
     assert demo.student.model == "hf:src/clipdistill/world/pretrained/vilt-small-s0" and demo.budget.steps == 150
+    # the relative hf: path names the shipped folder when run from the repository root
+    assert (root.parents[1] / demo.student.model.removeprefix("hf:") / "model.safetensors").is_file()
     default = load_config(ProtocolConfig, root / "protocol_default.yaml")
     assert {t.kind: t.shift_splits for t in default.tasks} == {
         "vqa": ["shift_style", "heldout"], "snli_ve": ["shift_style", "heldout"], "vcr": []}
