@@ -24,7 +24,7 @@ from PIL import Image
 
 import clipdistill  # noqa: F401  (torchvision shim first)
 from clipdistill.evaluation import open_imagefolder, zeroshot_eval
-from clipdistill.evaluation.features import TransformedImages, collate_images
+from clipdistill.evaluation.features import image_batches
 from clipdistill.zoo import load_model
 
 
@@ -60,10 +60,10 @@ def main() -> None:
     torch.manual_seed(0)
     model = load_model(f"open_clip:{args.arch}")
 
-    loader = torch.utils.data.DataLoader(TransformedImages(ds, model.eval_transform, len(ds)),
-                                         batch_size=args.batch_size, num_workers=args.workers,
-                                         collate_fn=collate_images)
-    batches = [x for x, _, _ in loader]  # decoded once, up front, for forward_only
+    def loader():
+        return image_batches(ds, model.eval_transform, len(ds), batch_size=args.batch_size, num_workers=args.workers)
+
+    batches = [x for x, _, _ in loader()]  # decoded once, up front, for forward_only
     with torch.no_grad():
         model.encode_image(batches[0])  # warm-up
         t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def main() -> None:
             model.encode_image(x)
         forward_only = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for x, _, _ in loader:
+        for x, _, _ in loader():
             model.encode_image(x)
         bare_pipeline = time.perf_counter() - t0
     t0 = time.perf_counter()
