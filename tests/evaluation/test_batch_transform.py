@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from clipdistill.evaluation.features import image_batches, split_transform
+from clipdistill.data.pixels import split_transform
+from clipdistill.evaluation.features import image_batches
 from clipdistill.zoo import load_model
 from siglip_models import write_hf_siglip_folder
 

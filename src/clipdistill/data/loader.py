@@ -13,13 +13,14 @@ source's counter in the main process.
 
 from __future__ import annotations
 
+import functools
 import random
 import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate, get_worker_info
 
 from clipdistill.data.batch import LoaderBatch, View
+from clipdistill.data.pixels import SplitTransform, split_transform
 from clipdistill.data.sources import MapSource, Sample, ShardSource, SkipCounter
 from clipdistill.errors import DataError
 
@@ -111,14 +113,18 @@ def encode(sample: Sample, views: Views, index: int, seed: int, note: str | None
     return EncodedSample(sample.key, sample.text, index, encoded, note)
 
 
-def collate(items: list[Record]) -> LoaderBatch:
+def collate(items: list[Record], splits: tuple[SplitTransform | None, ...] = ()) -> LoaderBatch:
+    """`splits`: per view, the SplitTransform its images went through (their uint8 stack is finished in the main
+    process, `Batches`), or None."""
     good, skips = split_records(items)
     # default_collate stacks straight into shared memory inside a worker: the batch then reaches the main process
     # without the extra copy that pickling a plain tensor makes
     views = []
-    for per_sample in zip(*(it.views for it in good), strict=True):  # view by view
+    for v, per_sample in enumerate(zip(*(it.views for it in good), strict=True)):  # view by view
         images, ids = zip(*per_sample, strict=True)
-        views.append(View(default_collate(list(images)), default_collate(list(ids))))
+        split = splits[v] if v < len(splits) else None
+        images = split.uniform(list(images)) if split is not None else list(images)
+        views.append(View(default_collate(images), default_collate(list(ids))))
     return LoaderBatch(keys=[it.key for it in good], captions=[it.caption for it in good],
                        index=torch.tensor([it.index for it in good], dtype=torch.long), views=tuple(views), skips=skips,
                        items=len(items))
@@ -276,10 +282,12 @@ def _reader_samples(ds: _StreamDataset, workers: int) -> tuple[list[int], int, s
 class Batches:
     """An iterable over batches that folds skip counts back into the source and polices the drop rate."""
 
-    def __init__(self, loader: DataLoader, source, num_batches: int | None, drop_partial: int = 0):
+    def __init__(self, loader: DataLoader, source, num_batches: int | None, drop_partial: int = 0,
+                 splits: tuple[SplitTransform | None, ...] = ()):
         # drop_partial: a stream's drop_last, applied here rather than by the DataLoader so that the skip
         # records in a dropped last batch are still counted (a source whose every sample is bad must say so)
         self.loader, self.source, self.num_batches, self.drop_partial = loader, source, num_batches, drop_partial
+        self.splits = splits  # per view: finish its uint8 images here, in the main process (data/pixels.py)
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -300,9 +308,16 @@ class Batches:
                               f"({dict(self.source.skips)})", stacklevel=2)
                 warned = True
             if batch.keys:
-                yield batch
+                yield self._finished(batch)
         if kept == 0 and skipped > 0:
             raise DataError(f"{self.source_name}: every sample was dropped ({dict(self.source.skips)})")
+
+    def _finished(self, batch: LoaderBatch) -> LoaderBatch:
+        if not any(self.splits):
+            return batch
+        views = tuple(View(split.finish(v.image), v.text) if split is not None else v
+                      for v, split in zip(batch.views, self.splits, strict=True))
+        return replace(batch, views=views)
 
     def epoch_count(self) -> EpochCount:
         """Batches in one pass on this rank without reading any sample: a map source's batch list, or a stream's
@@ -363,7 +378,12 @@ def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False,
                         f"got {repr(bad[0])[:80] if bad else 'none'}")
     keys = set(keys) if keys is not None else None
     pin = device is not None and torch.device(device).type == "cuda"
-    common = dict(num_workers=num_workers, collate_fn=collate, pin_memory=pin,
+    # Workers hand over uint8 pixels and the main process makes them float (data/pixels.py), except for a CUDA
+    # run: there the DataLoader pins the batch before the main process sees it, and a batch finished after that
+    # would reach the loop unpinned.
+    splits = () if pin else tuple(split_transform(t) for t, _ in views)
+    views = tuple((split or t, tok) for (t, tok), split in zip(views, splits, strict=True)) if splits else views
+    common = dict(num_workers=num_workers, collate_fn=functools.partial(collate, splits=splits), pin_memory=pin,
                   generator=torch.Generator().manual_seed(seed), persistent_workers=False)
     if isinstance(source, MapSource):
         idx = map_indices(source, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, keys=keys)
@@ -372,9 +392,9 @@ def make_loader(source, views: Views, batch_size: int, *, shuffle: bool = False,
             batches.pop()
         batches = batches[start_step:]
         loader = DataLoader(_MapDataset(source, views, seed), batch_sampler=batches, **common)
-        return Batches(loader, source, len(batches))
+        return Batches(loader, source, len(batches), splits=splits)
     if isinstance(source, ShardSource):
         ds = _StreamDataset(source, views, rank, world_size, keys, start_step * batch_size, seed)
         loader = DataLoader(ds, batch_size=batch_size, **common)
-        return Batches(loader, source, None, drop_partial=batch_size if drop_last else 0)
+        return Batches(loader, source, None, drop_partial=batch_size if drop_last else 0, splits=splits)
     raise DataError(f"not a clipdistill data source: {type(source).__name__}")

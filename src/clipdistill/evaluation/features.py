@@ -14,13 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 
+from clipdistill.data.pixels import SplitTransform, split_transform
 from clipdistill.errors import DataError
 from clipdistill.progress import StageProgress
 from clipdistill.zoo import ClipModel
@@ -31,68 +29,31 @@ class ImageSet(Protocol):
     def load(self, i: int): ...
 
 
-@dataclass(frozen=True)
-class SplitTransform:
-    """An eval transform `Compose(..., ToTensor, Normalize)` cut before its ToTensor (`split_transform`)."""
-
-    head: Callable  # the per-image steps before ToTensor (PIL resize, crop, mode)
-    to_tensor: T.ToTensor
-    normalize: T.Normalize
-
-
-def split_transform(transform: Callable) -> SplitTransform | None:
-    """ToTensor's byte -> float conversion and Normalize are elementwise, so done once on the stacked uint8 batch
-    (`finish_batch`) they give the per-image floats bit for bit (tested), the loader's per-image work shrinks to
-    the PIL steps and a batch crosses from loader workers at a quarter of the size. None for any other transform.
-    open_clip's MaybeToTensor is a ToTensor."""
-    steps = getattr(transform, "transforms", None)
-    if (type(transform) is T.Compose and steps is not None and len(steps) >= 2
-            and isinstance(steps[-2], T.ToTensor) and type(steps[-1]) is T.Normalize):
-        return SplitTransform(T.Compose(steps[:-2]), steps[-2], steps[-1])
-    return None
-
-
 class TransformedImages(Dataset):
-    """Item i: (image tensor or None, i). With a split transform an RGB image stays uint8 [H, W, 3] for
-    `finish_batch`; anything else (another mode, a head that returns a tensor) is transformed in full."""
+    """Item i: (image tensor or None, i). A `Compose(..., ToTensor, Normalize)` transform runs up to its ToTensor
+    here (data/pixels.py): an RGB image stays uint8 [H, W, 3] and `image_batches` finishes the batch."""
 
     def __init__(self, images: ImageSet, transform: Callable, n: int):
-        self.images, self.transform, self.n = images, transform, n
+        self.images, self.n = images, n
         self.split = split_transform(transform)
+        self.transform = self.split or transform
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int):
         img = self.images.load(i)
-        if img is None:
-            return None, i
-        if self.split is None:
-            return self.transform(img), i
-        img = self.split.head(img)
-        if isinstance(img, Image.Image) and img.mode == "RGB":
-            return torch.from_numpy(np.array(img, dtype=np.uint8)), i
-        return self.split.normalize(self.split.to_tensor(img)), i
-
-
-def finish_batch(x: torch.Tensor, split: SplitTransform | None) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> what ToTensor + Normalize give per image, stacked; a float batch passes through."""
-    if x.dtype != torch.uint8 or split is None:
-        return x
-    # torchvision's to_tensor for a uint8 image: CHW-contiguous bytes, to the default float dtype, / 255
-    return split.normalize(x.permute(0, 3, 1, 2).contiguous().to(dtype=torch.get_default_dtype()).div(255))
+        return (None if img is None else self.transform(img)), i
 
 
 def collate_images(batch: list, split: SplitTransform | None = None) -> tuple[torch.Tensor | None, torch.Tensor, int]:
-    """(stacked images or None, their dataset indices, how many were undecodable). In a batch that mixes uint8
-    and fully transformed images (an image of another mode), the uint8 ones are finished one by one."""
+    """(stacked images or None, their dataset indices, how many were undecodable)."""
     kept = [(x, i) for x, i in batch if x is not None]
     if not kept:
         return None, torch.empty(0, dtype=torch.long), len(batch)
     xs = [x for x, _ in kept]
-    if len({x.dtype for x in xs}) > 1:
-        xs = [finish_batch(x[None], split)[0] for x in xs]
-    return torch.stack(xs), torch.tensor([i for _, i in kept]), len(batch) - len(kept)
+    return (torch.stack(split.uniform(xs) if split else xs), torch.tensor([i for _, i in kept]),
+            len(batch) - len(kept))
 
 
 def image_batches(images: ImageSet, transform: Callable, n: int, *, batch_size: int, num_workers: int
@@ -102,7 +63,7 @@ def image_batches(images: ImageSet, transform: Callable, n: int, *, batch_size: 
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=functools.partial(collate_images, split=ds.split))
     for x, idx, skipped in loader:
-        yield (None if x is None else finish_batch(x, ds.split)), idx, skipped
+        yield (x if x is None or ds.split is None else ds.split.finish(x)), idx, skipped
 
 
 @dataclass
