@@ -39,8 +39,10 @@ class SplitTransform:
         """uint8 [B, H, W, 3] -> the whole transform's floats, stacked; a float batch passes through."""
         if x.dtype != torch.uint8:
             return x
-        # torchvision's to_tensor for a uint8 image: CHW-contiguous bytes, to the default float dtype, / 255
-        return self.normalize(x.permute(0, 3, 1, 2).contiguous().to(dtype=torch.get_default_dtype()).div(255))
+        # torchvision's to_tensor for a uint8 image: CHW-contiguous bytes, to the default float dtype, / 255; then
+        # Normalize's sub_ / div_, in place on this batch we own (Normalize itself would clone it first)
+        x = x.permute(0, 3, 1, 2).contiguous().to(dtype=torch.get_default_dtype()).div_(255)
+        return T.functional.normalize(x, self.normalize.mean, self.normalize.std, inplace=True)
 
     def uniform(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """One batch's outputs of `__call__`, made stackable: in a batch that mixes uint8 and finished images (an
