@@ -90,6 +90,14 @@ def test_a_head_that_keeps_another_mode_is_transformed_in_full_within_the_batch(
 def test_other_transforms_run_whole_per_image():
     tf = T.Compose([T.Resize(8), T.CenterCrop(8), T.PILToTensor()])  # no Normalize: not split
     assert split_transform(tf) is None and split_transform(lambda im: im) is None
+
+    class HalfTensor(T.ToTensor):  # a ToTensor subclass may convert otherwise: not split
+        def __call__(self, pic):
+            return super().__call__(pic) / 2
+
+    norm = T.Normalize((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    assert split_transform(T.Compose([T.Resize(8), HalfTensor(), norm])) is None
+    assert split_transform(T.Compose([T.Resize(8), T.ToTensor(), norm])) is not None
     images = [Image.new("RGB", (10, 12), (1, 2, 3)), Image.new("RGB", (9, 9), (200, 100, 50))]
     (x, _, _), = list(image_batches(Images(images), tf, 2, batch_size=2, num_workers=0))
     assert x.dtype == torch.uint8 and torch.equal(x, torch.stack([tf(im) for im in images]))

@@ -52,11 +52,17 @@ class SplitTransform:
         return images
 
 
+def _is_to_tensor(step) -> bool:
+    # torchvision's own, or open_clip's MaybeToTensor (a ToTensor that passes tensors through); not another
+    # subclass, which may convert otherwise
+    kind = type(step)
+    return kind is T.ToTensor or (kind.__name__ == "MaybeToTensor" and kind.__module__ == "open_clip.transform")
+
+
 def split_transform(transform: Callable) -> SplitTransform | None:
-    """The transform cut before its ToTensor, or None when it is not `Compose(..., ToTensor, Normalize)`
-    (open_clip's MaybeToTensor is a ToTensor)."""
+    """The transform cut before its ToTensor, or None when it is not `Compose(..., ToTensor, Normalize)`."""
     steps = getattr(transform, "transforms", None)
     if (type(transform) is T.Compose and steps is not None and len(steps) >= 2
-            and isinstance(steps[-2], T.ToTensor) and type(steps[-1]) is T.Normalize):
+            and _is_to_tensor(steps[-2]) and type(steps[-1]) is T.Normalize):
         return SplitTransform(T.Compose(steps[:-2]), steps[-2], steps[-1])
     return None
