@@ -1,7 +1,8 @@
 """Batched, normalised image / text embeddings for evaluation, with encode timings.
 
-Images are decoded and transformed in DataLoader workers (`num_workers`); undecodable images are
-dropped from the batch and counted, never fatal. The time spent inside `encode_image` /
+Images are decoded and transformed in DataLoader workers (`num_workers`), up to the ToTensor of a
+`Compose(..., ToTensor, Normalize)` transform, whose last two steps run once per batch (data/pixels.py);
+undecodable images are dropped from the batch and counted, never fatal. The time spent inside `encode_image` /
 `encode_text` is measured separately: it is the encode throughput the report shows.
 """
 

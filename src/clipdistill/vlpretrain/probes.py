@@ -42,7 +42,7 @@ def cloze_items(tokenizer, vocab: AttributeVocab, captions: list[str], max_len: 
         ids, offsets, special = enc.ids[0], enc.offsets[0], enc.special[0]
         for m in vocab.mentions(cap):
             ws, we = m.word_span
-            pos = span_positions(offsets, special, (ws, we))
+            pos = span_positions(offsets, special, m.word_span)
             if not pos:
                 continue  # cut off by max_len
             masked = ids.clone()
