@@ -197,6 +197,19 @@ def test_shipped_td_configs_validate():
         "vqa": ["shift_style", "heldout"], "snli_ve": ["shift_style", "heldout"], "vcr": []}
 
 
+
+def test_experiment_protocol_configs_validate():
+    # the protocol configs behind RESULTS' CLIP-TD tables, as their header comments run them
+    from clipdistill.config import load_config
+
+    repo = Path(__file__).parents[2]
+    for path in sorted((repo / "experiments").glob("td_*.yaml")):
+        assert load_config(ProtocolConfig, path).tasks[0].kind == "vqa", path.name
+    vqa_only = "tasks=[{name: vqa, kind: vqa, folder: tasks/vqa, shift_splits: [shift_style, heldout]}]"
+    cfg = load_config(ProtocolConfig, repo / "experiments" / "td_default_vilt.yaml", [vqa_only])
+    assert [t.name for t in cfg.tasks] == ["vqa"] and cfg.seeds == [0, 1, 2] and cfg.fractions == [0.01, 0.05]
+    assert (repo / cfg.student.model.removeprefix("hf:") / "model.safetensors").is_file()
+
 def test_prior_cells_train_nothing_and_score_every_split(world, tmp_path):
     def no_training(*a, **k):
         raise AssertionError("the prior method trained")
