@@ -20,6 +20,7 @@ import torch
 import clipdistill  # noqa: F401  (before transformers / torchvision)
 from clipdistill.config import load_config
 from clipdistill.data import open_source
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.data.sources import source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.vlpretrain.config import VLPretrainConfig
@@ -27,7 +28,7 @@ from clipdistill.vlpretrain.model import ImageTransform, load_folder
 from clipdistill.vlpretrain.probes import run_probes, span_positions
 from clipdistill.vlpretrain.run import held_out, training_captions
 from clipdistill.vlpretrain.task import tokenize
-from clipdistill.vlpretrain.text import AttributeVocab, whole_word_mask
+from clipdistill.vlpretrain.text import whole_word_mask
 
 
 @torch.no_grad()

@@ -17,8 +17,10 @@ CASES = {
     "kd": ({"crd": {}, "icl": {}, "fd": {}, "logit_kd": {}}, False),
     "kd_local": ({"crd": {}, "icl": {}, "logit_kd": {}}, True),
     "kd_gathered": ({"clip": {}, "crd": {}, "icl": {}, "logit_kd": {}}, False),
+    "negclip": ({"negclip": {}}, False),
+    "negclip_local": ({"negclip": {}}, True),
 }
-UNEVEN_CASES, UNEVEN_SPLIT = ("kd_gathered", "clip_local"), 3
+UNEVEN_CASES, UNEVEN_SPLIT = ("kd_gathered", "clip_local", "negclip"), 3
 
 
 def full_batch() -> dict[str, torch.Tensor]:
@@ -28,6 +30,8 @@ def full_batch() -> dict[str, torch.Tensor]:
         "txt": torch.randn(BATCH, DS, generator=g),
         "t_img": F.normalize(torch.randn(BATCH, DT, generator=g), dim=1),
         "t_txt": F.normalize(torch.randn(BATCH, DT, generator=g), dim=1),
+        "neg": torch.randn(BATCH, DS, generator=g),
+        "has_neg": torch.tensor([True, False, True, True]),  # a caption naming no attribute has no negative
     }
 
 
@@ -37,11 +41,16 @@ def step(case: str, rows: slice) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     loss = build_loss(spec, DS, DT, local_loss=local)
     b = {k: v[rows].clone() for k, v in full_batch().items()}
-    img, txt = b["img"].requires_grad_(True), b["txt"].requires_grad_(True)
-    out = loss(LossInputs(img, txt, torch.tensor(10.0), b["t_img"], b["t_txt"], torch.tensor(20.0)))
+    img, txt, neg = (b[k].requires_grad_(True) for k in ("img", "txt", "neg"))
+    inputs = LossInputs(img, txt, torch.tensor(10.0), b["t_img"], b["t_txt"], torch.tensor(20.0))
+    if "negclip" in spec:
+        inputs.negative_text_features, inputs.negative_mask = neg, b["has_neg"]
+    out = loss(inputs)
     out["loss"].backward()
     result = {f"value.{k}": v.detach().reshape(1) for k, v in out.items()}
     result |= {"grad.img": img.grad, "grad.txt": txt.grad}
+    if neg.grad is not None:
+        result["grad.neg"] = neg.grad
     result |= {f"param.{n}": p.grad for n, p in loss.named_parameters() if p.grad is not None}
     return result
 

@@ -37,7 +37,8 @@ def test_gathered_equals_single_process(shards, case):
         if not local and key not in ("value.fd", "value.loss"):  # gathered terms: the same global loss
             assert torch.allclose(per_rank, full[key].expand(WORLD), rtol=1e-5), key
     shard = w.BATCH // WORLD
-    for name in ("grad.img", "grad.txt"):
+    assert ("grad.neg" in full) == case.startswith("negclip")
+    for name in (k for k in full if k.startswith("grad.")):
         # all_gather's backward sums every rank's gradient into the shard; DDP's average divides by WORLD
         got = torch.cat([r[name] for r in ranks]) / WORLD
         assert torch.allclose(got, full[name], atol=1e-6), name
@@ -51,14 +52,15 @@ def test_gathered_equals_single_process(shards, case):
 def test_uneven_shards_gather_the_whole_batch(shards):
     """Ranks holding 3 and 1 rows: gathered terms give every rank the full-batch loss and the full-batch
     gradients on its own rows; local-loss rows find their positive at the right offset."""
-    full = w.step("kd_gathered", slice(None))
-    ranks = shards["kd_gathered.uneven"]
-    for key in (k for k in full if k.startswith("value.")):
-        for r in ranks:
-            assert r[key].item() == pytest.approx(full[key].item(), rel=1e-5), key
-    assert [r["grad.img"].shape[0] for r in ranks] == [w.UNEVEN_SPLIT, w.BATCH - w.UNEVEN_SPLIT]
-    for name in ("grad.img", "grad.txt"):
-        assert torch.allclose(torch.cat([r[name] for r in ranks]) / WORLD, full[name], atol=1e-6), name
+    for case in ("kd_gathered", "negclip"):
+        full = w.step(case, slice(None))
+        ranks = shards[f"{case}.uneven"]
+        for key in (k for k in full if k.startswith("value.")):
+            for r in ranks:
+                assert r[key].item() == pytest.approx(full[key].item(), rel=1e-5), key
+        assert [r["grad.img"].shape[0] for r in ranks] == [w.UNEVEN_SPLIT, w.BATCH - w.UNEVEN_SPLIT]
+        for name in (k for k in full if k.startswith("grad.")):
+            assert torch.allclose(torch.cat([r[name] for r in ranks]) / WORLD, full[name], atol=1e-6), (case, name)
     # local loss: each rank averages its own rows, so the row-weighted mean of the ranks is the full loss
     full = w.step("clip_local", slice(None))["value.clip"]
     ranks = shards["clip_local.uneven"]

@@ -36,6 +36,9 @@ def inputs_for(provided: set[LossInput]) -> LossInputs:
         inp.masked_image_features = torch.randn(B, DS, generator=g)
     if LossInput.CLUSTER_LABELS in provided:
         inp.cluster_labels = torch.tensor([0, 4, 2])
+    if LossInput.HARD_NEGATIVES in provided:  # the second caption names no attribute: no negative
+        inp.negative_text_features = torch.randn(B, DS, generator=g).requires_grad_(True)
+        inp.negative_mask = torch.tensor([True, False, True])
     assert inp.provided() == provided
     return inp
 
@@ -78,7 +81,7 @@ def test_features_are_members_not_strings():
         view.local("s_img")
     # the module-level names the terms import are the members of the same name
     assert all(getattr(feature_module, m.name) is m for m in Feature)
-    assert {m for m in Feature if m.input is not None} == {Feature.P_MASKED, T_IMG, T_TXT}
+    assert {m for m in Feature if m.input is not None} == {Feature.P_MASKED, T_IMG, T_TXT, Feature.S_NEG}
 
 
 def test_each_feature_is_made_and_gathered_once_per_forward(monkeypatch):

@@ -45,6 +45,19 @@ def test_clip_hand_case():
     assert out["loss"].item() == pytest.approx(out["clip"].item())
 
 
+def test_negclip_hand_case_leaves_out_pairs_without_a_negative():
+    """Image->text over the captions and each pair's negative (pair 1 has none: its column is left out);
+    text->image as in clip. Negatives normalise to (e2, e1)."""
+    neg = torch.tensor([[0.0, 4.0], [1.0, 0.0]])
+    out = run({"negclip": {}}, inputs_eye(negative_text_features=neg, negative_mask=torch.tensor([True, False])),
+              teacher_dim=None)
+    image_to_text = (math.log(1 + 2 * math.exp(-1)) + math.log(2 + math.exp(-1))) / 2  # rows [1,0,0], [0,1,1]
+    assert out["negclip"].item() == pytest.approx((image_to_text + math.log(1 + math.exp(-1))) / 2, abs=1e-6)
+    none = run({"negclip": {}}, inputs_eye(negative_text_features=neg, negative_mask=torch.tensor([False, False])),
+               teacher_dim=None)
+    assert none["negclip"].item() == pytest.approx(run({"clip": {}}, inputs_eye(), teacher_dim=None)["clip"].item())
+
+
 def test_logit_kd_equals_teacher_entropy_when_student_matches():
     out = run({"logit_kd": {"teacher_scale": 1.0}}, inputs_eye(scale=1.0))
     p = [math.e / (math.e + 1), 1 / (math.e + 1)]

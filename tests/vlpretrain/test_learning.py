@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 
 from clipdistill.data import LoaderBatch, SkipCounter, View
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.vlpretrain.config import ObjectivesConfig, StudentArch
 from clipdistill.vlpretrain.model import ViltPretrainer, vilt_config
 from clipdistill.vlpretrain.task import VLPretrainTask
-from clipdistill.vlpretrain.text import AttributeVocab, build_wordpiece
+from clipdistill.vlpretrain.text import build_wordpiece
 
 COLOURS = {"red": (1.0, -1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "green": (-1.0, 1.0, -1.0)}
 

@@ -9,11 +9,12 @@ from PIL import Image
 from torch import nn
 
 from clipdistill.data import LoaderBatch, Sample, SkipCounter, View
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.vlpretrain.config import ObjectivesConfig, StudentArch
 from clipdistill.vlpretrain.model import ViltPretrainer, vilt_config
 from clipdistill.vlpretrain.probes import other_images, run_probes
 from clipdistill.vlpretrain.task import VLPretrainTask
-from clipdistill.vlpretrain.text import AttributeVocab, build_wordpiece
+from clipdistill.vlpretrain.text import build_wordpiece
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}  # channel argmax = list index
 SHAPES = ["square", "circle"]

@@ -9,11 +9,10 @@ import pytest
 import torch
 from transformers import DataCollatorForLanguageModeling
 
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.errors import UserError
 from clipdistill.vlpretrain.task import itm_pairs, tokenize
 from clipdistill.vlpretrain.text import (
-    WORLD_ATTRIBUTES,
-    AttributeVocab,
     build_wordpiece,
     most_similar,
     whole_word_mask,
@@ -21,7 +20,7 @@ from clipdistill.vlpretrain.text import (
     words,
 )
 from clipdistill.world.scene import sample_scene
-from clipdistill.world.text import caption
+from clipdistill.world.text import WORLD_ATTRIBUTES, caption
 
 
 def world_captions(n: int, seed: int = 0) -> list[str]:

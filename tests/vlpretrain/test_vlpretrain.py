@@ -14,7 +14,8 @@ from vlp_helpers import REPO, cli, tiny_config
 from clipdistill.safeload import load_tensors
 from clipdistill.train.checkpoint import list_checkpoints
 from clipdistill.vlpretrain.model import ImageTransform, ViltPretrainer, load_folder
-from clipdistill.vlpretrain.text import WORLD_ATTRIBUTES, load_tokenizer
+from clipdistill.vlpretrain.text import load_tokenizer
+from clipdistill.world.text import WORLD_ATTRIBUTES
 
 FAULTY = REPO / "tests" / "reliability" / "faulty_cli.py"
 

@@ -40,7 +40,7 @@ MAX_PIXELS = 89_478_485
 # million letters hours); 77 tokens never need more than a few hundred characters of ordinary text
 MAX_CAPTION_CHARS = 2000
 # counted like skips but the sample is kept
-NOT_DROPPED = frozenset({"caption_truncated"})
+NOT_DROPPED = frozenset({"caption_truncated", "no_hard_negative"})
 # binary files saved under a caption name: image magic numbers (their bytes are also not UTF-8 / hold NULs)
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 

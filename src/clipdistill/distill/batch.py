@@ -41,6 +41,8 @@ class DistillBatch:
     teachers: list[View] = field(default_factory=list)  # ONLINE: member i's view
     cached: CachedFeatures | None = None  # CACHED: the teacher's stored outputs for these keys
     cluster_labels: torch.Tensor | None = None  # int64 [B], from a balance output (`data.keep`)
+    # data.hard_negatives: each pair's caption with one attribute swapped; None where it names no attribute
+    negatives: list[str | None] | None = None
     # drops made reading this batch; already added to the source's counter (data.Batches): a record, not a total
     skips: SkipCounter = field(default_factory=SkipCounter)
 
@@ -52,11 +54,12 @@ class DistillBatch:
 
     @classmethod
     def from_loader(cls, batch: LoaderBatch, mode: TeacherMode = TeacherMode.NONE, *,
-                    cached: CachedFeatures | None = None, cluster_labels: torch.Tensor | None = None) -> DistillBatch:
+                    cached: CachedFeatures | None = None, cluster_labels: torch.Tensor | None = None,
+                    negatives: list[str | None] | None = None) -> DistillBatch:
         """From a `make_loader` batch whose views are the student's, then one per online teacher member (an
         ONLINE batch) or none (NONE, CACHED)."""
         return cls(list(batch.keys), batch.index, batch.student, mode, list(batch.views[1:]), cached, cluster_labels,
-                   batch.skips)
+                   negatives, batch.skips)
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 import clipdistill.losses  # noqa: F401  (registers the losses whose options are checked below)
 from clipdistill.config import StrictModel, TeacherModels
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.distill.inherit import LayerRule
-from clipdistill.errors import ConfigError
+from clipdistill.errors import ConfigError, UserError
 from clipdistill.losses.base import loss_class
 from clipdistill.train import TrainConfig
+from clipdistill.world.text import WORLD_ATTRIBUTES
 
 
 class StudentConfig(StrictModel):
@@ -50,6 +52,21 @@ class DataConfig(TrainSourceOptions):
     batch_size: int = Field(64, ge=1, description="per process")
     num_workers: int = Field(0, ge=0)
     mask_ratio: float = Field(0.5, ge=0, lt=1, description="masked-image ratio for the mfd loss")
+    hard_negatives: Literal["none", "swap"] = Field(
+        "none", description="swap: each caption with one phrase of data.attributes replaced by another of its "
+        "type, drawn per (key, epoch, train.seed): the hard negative caption the negclip loss needs")
+    attributes: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in WORLD_ATTRIBUTES.items()},
+        description="attribute phrases by type that hard_negatives=swap swaps (default: the world's)")
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, attributes: dict[str, list[str]]) -> dict[str, list[str]]:
+        try:
+            AttributeVocab(attributes, "data.attributes")
+        except UserError as e:
+            raise ValueError(str(e).removeprefix("data.attributes: ")) from None
+        return attributes
 
 
 class DistillConfig(StrictModel):
@@ -58,6 +75,20 @@ class DistillConfig(StrictModel):
     data: DataConfig
     loss: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"clip": {}})
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _negatives_used(self) -> DistillConfig:
+        """A loss reading hard negatives needs data.hard_negatives; hard negatives no loss reads would only cost a
+        text forward. Both are refused here, before any data is read."""
+        from clipdistill.losses import LossInput
+
+        readers = [name for name in self.loss if LossInput.HARD_NEGATIVES in _needs(name)]
+        if readers and self.data.hard_negatives == "none":
+            raise ValueError(f"loss.{readers[0]} needs a hard negative caption per pair: set data.hard_negatives=swap")
+        if self.data.hard_negatives != "none" and not readers:
+            raise ValueError(f"data.hard_negatives={self.data.hard_negatives} but no loss reads hard negatives: "
+                             "add loss.negclip (or set data.hard_negatives=none)")
+        return self
 
     @model_validator(mode="after")
     def _one_teacher_scale(self) -> DistillConfig:
@@ -81,3 +112,10 @@ class DistillConfig(StrictModel):
                                  f"to let loss.{name}.teacher_scale decide")
             self.loss[name] = {**(opts or {}), "teacher_scale": fixed}
         return self
+
+
+def _needs(loss: str) -> frozenset:
+    try:
+        return loss_class(loss).needs
+    except ConfigError:
+        return frozenset()  # an unknown loss is reported, with its close matches, where the losses are built

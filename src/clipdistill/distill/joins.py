@@ -4,6 +4,8 @@
   teacher forward; with an `--augs K` store the student sees the replayed view whose embedding is stored.
 - `data.keep` -> a balance output (`clipdistill balance`): train on its kept-list only, with its cluster
   labels (per batch) and centres (for the cluster loss).
+- `data.hard_negatives: swap` -> each caption with one attribute phrase swapped (the negclip loss's hard
+  negative); a caption naming none gets no negative and is counted `no_hard_negative`.
 
 `DataJoins.batch` turns every loader batch into the `DistillBatch` the task reads, joined data included.
 Everything joins by sample key, never by the loader's `index`: that is the source row for a map source but
@@ -13,6 +15,7 @@ a resumed run (`make_loader(start_step=...)`) sees the same data as an uninterru
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from clipdistill.data import LoaderBatch
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.distill.batch import DistillBatch, TeacherMode
 from clipdistill.distill.config import DistillConfig
 from clipdistill.manifest import check_manifest
@@ -73,6 +77,8 @@ class DataJoins:
         self.filter = cfg.data.filter
         self.fixed_scale = cfg.teacher.logit_scale
         self.seed = cfg.train.seed
+        self.swaps = AttributeVocab(cfg.data.attributes) if cfg.data.hard_negatives == "swap" else None
+        self.skips = source.skips
 
     @property
     def replays(self) -> bool:
@@ -126,7 +132,17 @@ class DataJoins:
                 cached = replace(cached, logit_scale=torch.tensor(float(self.fixed_scale)))
         if self.balance is not None:
             labels = torch.from_numpy(self.balance.labels_for(keys).astype(np.int64))
-        return DistillBatch.from_loader(loaded, self.mode, cached=cached, cluster_labels=labels)
+        negatives = None
+        if self.swaps is not None:
+            negatives = [self.hard_negative(k, c, epoch) for k, c in zip(keys, loaded.captions, strict=True)]
+            self.skips["no_hard_negative"] += sum(n is None for n in negatives)
+        return DistillBatch.from_loader(loaded, self.mode, cached=cached, cluster_labels=labels, negatives=negatives)
+
+    def hard_negative(self, key: str, caption: str, epoch: int) -> str | None:
+        """`caption` with one attribute swapped, drawn from (key, epoch, seed) alone, so every rank, worker count
+        and resume draws the same one."""
+        g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{epoch}:{key}".encode()))
+        return self.swaps.swap(caption, g)
 
     def teachers(self) -> list[dict]:
         """The cached teacher as the run manifest lists teachers (plus where its features came from)."""

@@ -46,6 +46,8 @@ def build_task(cfg: DistillConfig, device: torch.device, joins: DataJoins | None
     # what the task hands the loss; build_loss refuses a term needing anything else, saying how to provide it
     provided = set(DistillTask.COMPUTES)
     provided |= teachers.provides if teachers else {LossInput.TEACHER} if cached else set()
+    if cfg.data.hard_negatives != "none":
+        provided.add(LossInput.HARD_NEGATIVES)
     labelled = joins is not None and joins.balance is not None
     if labelled:
         provided.add(LossInput.CLUSTER_LABELS)

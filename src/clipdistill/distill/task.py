@@ -48,9 +48,19 @@ class DistillTask:
         # freed memory instead of adding to the peak (measured: online step 1.17x -> 1.00x of teacher
         # forward + plain step, benchmarks/bench_distill.py).
         t = self.teacher_outputs(batch) if LossInput.TEACHER in self.loss.needs else None
-        out = self.student(batch.student.image, batch.student.text)
-        inputs = LossInputs(out["image_features"], out["text_features"], out["logit_scale"],
+        texts, negatives = batch.student.text, LossInput.HARD_NEGATIVES in self.loss.needs
+        if negatives:  # one text forward for captions and their negatives
+            if batch.negatives is None:
+                raise UserError("the negclip loss needs a hard negative caption per pair: set data.hard_negatives=swap")
+            ids = self.student.tokenizer([n or "" for n in batch.negatives]).to(texts.device)
+            texts = torch.cat([texts, ids])
+        out = self.student(batch.student.image, texts)
+        n = len(batch)
+        inputs = LossInputs(out["image_features"], out["text_features"][:n], out["logit_scale"],
                             logit_bias=out.get("logit_bias"))
+        if negatives:
+            inputs.negative_text_features = out["text_features"][n:]
+            inputs.negative_mask = torch.tensor([c is not None for c in batch.negatives], device=texts.device)
         if t is not None:
             single = t.single
             if single is not None:

@@ -9,7 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipdistill.losses.base import RAW_SCALE_INIT, DistillLoss, LossDims, LossOptions, register_loss
-from clipdistill.losses.features import P_IMG, P_TXT, S_IMG, S_TXT, T_IMG, T_TXT, FeatureView, contrastive_ce
+from clipdistill.losses.features import (
+    P_IMG,
+    P_TXT,
+    S_IMG,
+    S_NEG,
+    S_TXT,
+    T_IMG,
+    T_TXT,
+    FeatureView,
+    contrastive_ce,
+)
 from clipdistill.losses.inputs import LossInput
 
 
@@ -21,6 +31,25 @@ class ClipContrastive(DistillLoss):
     def forward(self, f: FeatureView) -> torch.Tensor:
         s = f.inputs.logit_scale
         return contrastive_ce(f.logits(S_IMG, S_TXT, s), f.logits(S_TXT, S_IMG, s), f.labels())
+
+
+@register_loss("negclip")
+class NegClip(DistillLoss):
+    """The student's CLIP loss with a hard negative caption per pair (NegCLIP, Yuksekgonul et al., ICLR 2023):
+    image->text over the batch's captions and every pair's one-attribute swap, text->image as in `clip` (a
+    negative caption has no image). Our reading of the paper's text negatives; its nearest-neighbour negative
+    images are not made (docs/reconstruction.md#negclip)."""
+
+    needs = frozenset({LossInput.HARD_NEGATIVES})
+
+    def forward(self, f: FeatureView) -> torch.Tensor:
+        s = f.inputs.logit_scale
+        negatives = f.logits(S_IMG, S_NEG, s)
+        # pairs whose caption names no attribute have no negative: their column is left out of the softmax
+        has = f.ctx.gather(f.inputs.negative_mask.to(negatives.dtype)) > 0
+        negatives = negatives.masked_fill(~has[None, :], float("-inf"))
+        image_to_text = torch.cat([f.logits(S_IMG, S_TXT, s), negatives], dim=1)
+        return contrastive_ce(image_to_text, f.logits(S_TXT, S_IMG, s), f.labels())
 
 
 class RawScaleOptions(LossOptions):

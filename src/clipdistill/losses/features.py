@@ -17,7 +17,8 @@ from clipdistill.losses.inputs import LossInput, LossInputs
 class Feature(Enum):
     """A feature a loss term reads through `FeatureView`. S_*: the student's, normalised, in the student dim;
     P_*: the student's projected to the teacher dim and renormalised (P_MASKED: of the masked image); T_*: the
-    teacher's (given normalised), detached. A plain Enum, so a string is never taken for a member."""
+    teacher's (given normalised), detached; S_NEG: the student's features of each pair's hard negative caption,
+normalised. A plain Enum, so a string is never taken for a member."""
 
     S_IMG = "s_img"
     S_TXT = "s_txt"
@@ -26,6 +27,7 @@ class Feature(Enum):
     P_MASKED = "p_masked"
     T_IMG = "t_img"
     T_TXT = "t_txt"
+    S_NEG = "s_neg"
 
     @property
     def input(self) -> LossInput | None:
@@ -37,6 +39,7 @@ _INPUT = {
     Feature.P_MASKED: LossInput.MASKED_IMAGE,
     Feature.T_IMG: LossInput.TEACHER,
     Feature.T_TXT: LossInput.TEACHER,
+    Feature.S_NEG: LossInput.HARD_NEGATIVES,
 }
 
 # Terms import the features they read by these names, so a misspelt one fails when its module is imported.
@@ -47,6 +50,7 @@ P_TXT = Feature.P_TXT
 P_MASKED = Feature.P_MASKED
 T_IMG = Feature.T_IMG
 T_TXT = Feature.T_TXT
+S_NEG = Feature.S_NEG
 
 
 class FeatureView:
@@ -97,6 +101,8 @@ class FeatureView:
                 return i.t_image_features.detach()
             case Feature.T_TXT:
                 return i.t_text_features.detach()
+            case Feature.S_NEG:
+                return F.normalize(i.negative_text_features, dim=-1)
 
     def local(self, feature: Feature) -> torch.Tensor:
         """This rank's rows, computed once per forward."""

@@ -16,6 +16,7 @@ class LossInput(StrEnum):
     TEACHER_ENSEMBLE = "teacher_ensemble"  # every member's features (`LossInputs.t_ensemble`)
     MASKED_IMAGE = "masked_image"  # student features of a masked image
     CLUSTER_LABELS = "cluster_labels"  # k-means pseudo-label of each pair
+    HARD_NEGATIVES = "hard_negatives"  # student features of each pair's hard negative caption
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -33,12 +34,14 @@ _FIELDS = {
     LossInput.TEACHER_ENSEMBLE: ("t_ensemble",),
     LossInput.MASKED_IMAGE: ("masked_image_features",),
     LossInput.CLUSTER_LABELS: ("cluster_labels",),
+    LossInput.HARD_NEGATIVES: ("negative_text_features", "negative_mask"),
 }
 _HOW = {
     LossInput.TEACHER: "teacher features: set teacher.models (mode online) or teacher.features (mode cached)",
     LossInput.TEACHER_ENSEMBLE: "a teacher ensemble: set teacher.mode=ensemble with several teacher.models",
     LossInput.MASKED_IMAGE: "student features of a masked image: computed by the distill task (mfd)",
     LossInput.CLUSTER_LABELS: "cluster labels and centres: set data.keep to a `clipdistill balance` output",
+    LossInput.HARD_NEGATIVES: "a hard negative caption per pair: set data.hard_negatives=swap",
 }
 
 
@@ -60,6 +63,10 @@ class LossInputs:
     cluster_labels: torch.Tensor | None = None
     # student image features of the MAE-style masked image (see `losses.mfd.masked_encode_image`).
     masked_image_features: torch.Tensor | None = None
+    # student text features of each pair's hard negative caption (`data.hard_negatives`), and which pairs have
+    # one (bool [B]: a caption naming no attribute has none; its row holds the empty caption's features)
+    negative_text_features: torch.Tensor | None = None
+    negative_mask: torch.Tensor | None = None
     # MobileCLIP-style teacher ensemble: one (image, text) pair of normalised features per member.
     t_ensemble: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     # sigmoid-loss (SigLIP) models: the student's learnt bias (None for a CLIP student), and the teacher's own

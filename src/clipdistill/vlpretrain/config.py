@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from clipdistill.config import StrictModel
 from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.train import TrainConfig
-from clipdistill.vlpretrain.text import WORLD_ATTRIBUTES
+from clipdistill.world.text import WORLD_ATTRIBUTES
 
 
 class StudentArch(StrictModel):

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import torch
 
 from clipdistill.data import Sample
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.vlpretrain.model import ViltPretrainer
 from clipdistill.vlpretrain.task import tokenize
-from clipdistill.vlpretrain.text import AttributeVocab
 
 
 def _batches(items: list, size: int):

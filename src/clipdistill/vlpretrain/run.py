@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from clipdistill.data import MapSource, Sample, make_loader, open_source
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.data.sources import source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.manifest import atomic_write_text, read_manifest, write_manifest
@@ -22,7 +23,7 @@ from clipdistill.vlpretrain.config import VLPretrainConfig
 from clipdistill.vlpretrain.model import ImageTransform, ViltPretrainer, save_folder, vilt_config
 from clipdistill.vlpretrain.probes import run_probes
 from clipdistill.vlpretrain.task import VLPretrainTask
-from clipdistill.vlpretrain.text import AttributeVocab, build_wordpiece, load_tokenizer
+from clipdistill.vlpretrain.text import build_wordpiece, load_tokenizer
 from clipdistill.vlpretrain.vit_init import apply_init, load_tower_init, resolve_arch
 
 HF_DIR, TOKENIZER_DIR, PROBES = "hf", "tokenizer", "probes.json"

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipdistill.data import LoaderBatch
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.vlpretrain.config import ObjectivesConfig
 from clipdistill.vlpretrain.model import ViltPretrainer
-from clipdistill.vlpretrain.text import AttributeVocab, most_similar, whole_word_mask
+from clipdistill.vlpretrain.text import most_similar, whole_word_mask
 
 
 @dataclass(frozen=True)

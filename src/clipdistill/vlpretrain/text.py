@@ -1,83 +1,19 @@
-"""Caption text for VL pretraining: attribute phrases (the world's vocabulary by default), one-attribute
-swaps (ITM hard negatives), in-batch mined negatives, a WordPiece vocabulary built from captions, and
-BERT whole-word masking (80/10/10)."""
+"""Caption text for VL pretraining: in-batch mined negatives, a WordPiece vocabulary built from captions, and
+BERT whole-word masking (80/10/10). Attribute phrases and their one-attribute swaps (ITM hard negatives) are
+in `data.attributes`."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from clipdistill.errors import UserError
-from clipdistill.world.scene import COLORS, POSITIONS, SHAPES, SIZES
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_POS_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
-
-# The world's caption vocabulary (world/text.py) by attribute type. Positions are whole phrases so a swap keeps
-# the preposition right ("on the left" -> "at the top", never "at the left"): a grammar slip only negatives make
-# would let ITM answer from the text alone. Counts are the digits of "... with N shapes".
-WORLD_ATTRIBUTES: dict[str, list[str]] = {
-    "colour": list(COLORS),
-    "shape": list(SHAPES),
-    "count": ["1", "2", "3", "4"],
-    "position": [_POS_PHRASE[p] for p in POSITIONS],
-    "size": list(SIZES),
-}
-
-
-@dataclass(frozen=True)
-class Mention:
-    """One attribute phrase found in a caption: its type, phrase and character span."""
-
-    kind: str
-    phrase: str
-    start: int
-    end: int
-
-    @property
-    def word_span(self) -> tuple[int, int]:
-        """Character span of the phrase's last word: what a cloze probe masks ("on the [MASK]")."""
-        last = self.phrase.split()[-1]
-        return self.end - len(last), self.end
-
-
-class AttributeVocab:
-    """Attribute phrases by type; finds them in captions (whole words, case-insensitive) and swaps one."""
-
-    def __init__(self, attributes: dict[str, Sequence[str]]):
-        self.attributes = {k: [p.lower() for p in v] for k, v in attributes.items()}
-        bad = {k: v for k, v in self.attributes.items() if len(set(v)) < 2}
-        if bad:
-            raise UserError(f"vlpretrain attributes: each type needs at least 2 different phrases to swap: {bad}")
-        owner: dict[str, str] = {}
-        for kind, phrases in self.attributes.items():
-            for p in phrases:
-                if owner.setdefault(p, kind) != kind:
-                    raise UserError(f"vlpretrain attributes: {p!r} is listed under both {owner[p]!r} and {kind!r}")
-        self.kind_of = owner
-        # longest first so "on the left" wins over a shorter phrase inside it
-        alts = "|".join(re.escape(p) for p in sorted(owner, key=len, reverse=True))
-        self._pattern = re.compile(rf"(?<!\w)(?:{alts})(?!\w)", re.IGNORECASE)
-
-    def mentions(self, text: str) -> list[Mention]:
-        return [Mention(self.kind_of[m.group(0).lower()], m.group(0).lower(), m.start(), m.end())
-                for m in self._pattern.finditer(text)]
-
-    def swap(self, text: str, generator: torch.Generator | None = None) -> str | None:
-        """`text` with one attribute phrase (drawn uniformly) replaced by another of its type (drawn uniformly);
-        None when the caption names no attribute."""
-        found = self.mentions(text)
-        if not found:
-            return None
-        m = found[int(torch.randint(len(found), (1,), generator=generator))]
-        others = [p for p in self.attributes[m.kind] if p != m.phrase]
-        new = others[int(torch.randint(len(others), (1,), generator=generator))]
-        return text[:m.start] + new + text[m.end:]
 
 
 def words(text: str) -> set[str]:

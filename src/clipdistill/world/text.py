@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import random
 
-from clipdistill.world.scene import Obj, Scene
+from clipdistill.world.scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene
 
 _POS_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
+# The captions' vocabulary by attribute type (what one-attribute swaps and cloze probes use). Positions are whole
+# phrases so a swap keeps the preposition right ("on the left" -> "at the top", never "at the left"): a grammar
+# slip only negatives make would let a model tell them from the text alone. Counts are the digits of
+# "... with N shapes".
+WORLD_ATTRIBUTES: dict[str, list[str]] = {
+    "colour": list(COLORS),
+    "shape": list(SHAPES),
+    "count": ["1", "2", "3", "4"],
+    "position": [_POS_PHRASE[p] for p in POSITIONS],
+    "size": list(SIZES),
+}
 _MEDIUM = {"flat": ("a picture", "an image", "a photo"), "sketch": ("a sketch", "a drawing", "a pencil sketch")}
 
 
