@@ -37,8 +37,8 @@ class ClipContrastive(DistillLoss):
 class NegClip(DistillLoss):
     """The student's CLIP loss with a hard negative caption per pair (NegCLIP, Yuksekgonul et al., ICLR 2023):
     image->text over the batch's captions and every pair's one-attribute swap, text->image as in `clip` (a
-    negative caption has no image). Our reading of the paper's text negatives; its nearest-neighbour negative
-    images are not made (docs/reconstruction.md#negclip)."""
+    negative caption has no image), as the released NegCLIP loss (vinid/neg_clip e680f8e) computes it. Its
+    nearest-neighbour negative images are not made (docs/reconstruction.md#negclip)."""
 
     needs = frozenset({LossInput.HARD_NEGATIVES})
 
