@@ -92,3 +92,20 @@ def test_errors_are_one_line_each_and_never_echo_the_config(tmp_path):
         load_config(Checked, None, ["name=a", *many])
     lines = str(e.value).splitlines()
     assert lines[0].endswith("20 problems:") and len(lines) == 1 + 8 + 1 and lines[-1] == "  ... and 12 more"
+
+
+def test_every_shipped_preset_validates():
+    """A broken preset would otherwise fail only when a user runs it."""
+    from pathlib import Path
+
+    import clipdistill
+    from clipdistill.distill.config import DistillConfig
+    from clipdistill.td.protocol import ProtocolConfig
+    from clipdistill.td.runner import FinetuneConfig
+    from clipdistill.vlpretrain.config import VLPretrainConfig
+
+    kinds = {"protocol": ProtocolConfig, "finetune": FinetuneConfig, "vlpretrain": VLPretrainConfig}
+    presets = sorted((Path(clipdistill.__file__).parent / "configs").rglob("*.yaml"))
+    loaded = {p.stem: load_config(kinds.get(p.stem.split("_")[0], DistillConfig), p) for p in presets}
+    assert {"baseline", "negclip", "clipkd", "tinyclip", "cid", "vlpretrain", "protocol_demo"} <= set(loaded)
+    assert loaded["negclip"].data.hard_negatives == "swap" and set(loaded["negclip"].loss) == {"negclip"}
