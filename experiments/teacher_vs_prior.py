@@ -12,12 +12,17 @@ split:
 - `open`: every answer the training split gives for that question type. teacher = the argmax over them; prior =
   the type's most frequent training answer (the protocol's `prior` method).
 
+`--prompts caption` asks the same questions in the captions' own words instead ("a circle on the left" for "Where
+is the circle? left"; existence questions keep the question form): a teacher that answers in caption form but not
+in question form knows the attribute, and only the prompt hides it.
+
   .venv/bin/python experiments/teacher_vs_prior.py --teacher run:runs/demo/teacher --world runs/demo/world
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -32,6 +37,25 @@ from clipdistill.td.task import TDConfig
 from clipdistill.td.tasks import task_kind
 from clipdistill.td.tasks.vqa import CandidateMode, question_type
 from clipdistill.td.weighting import choice_probs
+from clipdistill.world.text import POS_PHRASE
+
+# the world's question templates (world/vqa.py) -> the captions' phrasing of one answer (world/text.py)
+_CAPTION_FORMS = [
+    (re.compile(r"Where is the (\w+)\?"), lambda m, a: f"a {m[1]} {POS_PHRASE.get(a, a)}"),
+    (re.compile(r"What shape is the (\w+) object\?"), lambda m, a: f"a {m[1]} {a}"),
+    (re.compile(r"What color is the (\w+)\?"), lambda m, a: f"a {a} {m[1]}"),
+    (re.compile(r"Is the (\w+) large or small\?"), lambda m, a: f"a {a} {m[1]}"),
+    (re.compile(r"How many shapes are there\?"), lambda m, a: f"a picture with {a} shapes"),
+]
+
+
+def prompt(question: str, answer: str, form: str) -> str:
+    """The text the teacher scores for one candidate answer: CLIP-TD's "question answer", or the caption form."""
+    if form == "caption":
+        for pattern, make in _CAPTION_FORMS:
+            if m := pattern.fullmatch(question):
+                return make(m, answer)
+    return f"{question} {answer}"
 
 
 def _most_frequent(counts: Counter, overall: Counter, among: list[str]) -> str:
@@ -42,7 +66,7 @@ def _most_frequent(counts: Counter, overall: Counter, among: list[str]) -> str:
 
 @torch.no_grad()
 def measure(teacher, world: Path, split: str, distractors: int, batch_size: int,
-            candidates: CandidateMode = "question_type") -> dict[str, dict[str, float]]:
+            candidates: CandidateMode = "question_type", prompts: str = "question") -> dict[str, dict[str, float]]:
     folder = world / "tasks" / "vqa"
     train, data = open_task("vqa", folder, "train"), open_task("vqa", folder, split)
     vocab = build_answer_vocab([ex.answers for ex in train.examples], 3129)
@@ -71,13 +95,13 @@ def measure(teacher, world: Path, split: str, distractors: int, batch_size: int,
             qtype = question_type(ex, data.meta)
             counts = by_type.get(qtype, overall)
             cands = policy.choose(ex, data.meta)  # distinct: the collator's padding is masked out of the softmax
-            p = choice_probs(img[None], texts([f"{ex.text} {a}" for a in cands])[None], scale)[0]
+            p = choice_probs(img[None], texts([prompt(ex.text, a, prompts) for a in cands])[None], scale)[0]
             row = scores[qtype]
             row["cands"].append(len(cands))
             row["teacher_candidates"].append(vqa_accuracy(cands[int(p.argmax())], ex.answers))
             row["prior_candidates"].append(vqa_accuracy(_most_frequent(counts, overall, cands), ex.answers))
             open_set = sorted(counts) if qtype in by_type else sorted(overall)
-            p = choice_probs(img[None], texts([f"{ex.text} {a}" for a in open_set])[None], scale)[0]
+            p = choice_probs(img[None], texts([prompt(ex.text, a, prompts) for a in open_set])[None], scale)[0]
             row["teacher_open"].append(vqa_accuracy(open_set[int(p.argmax())], ex.answers))
             row["prior_open"].append(vqa_accuracy(counts.most_common(1)[0][0], ex.answers))
     return {q: {"n": len(r["teacher_open"]), **{k: sum(v) / len(v) for k, v in r.items()}}
@@ -105,12 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--distractors", type=int, default=7, help="td.vqa_distractors of the protocol")
     ap.add_argument("--candidates", choices=["question_type", "frequent"], default="question_type",
                     help="td.vqa_candidates of the protocol")
+    ap.add_argument("--prompts", choices=["question", "caption"], default="question",
+                    help="question: CLIP-TD's \"question answer\" prompts; caption: the captions' own phrasing")
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args(argv)
     from clipdistill.zoo import load_model
 
     teacher = load_model(args.teacher).eval()
-    table = measure(teacher, args.world, args.split, args.distractors, args.batch_size, args.candidates)
+    table = measure(teacher, args.world, args.split, args.distractors, args.batch_size, args.candidates, args.prompts)
     for row in table.values():
         for k in ("teacher_candidates", "prior_candidates", "teacher_open", "prior_open"):
             row[k] *= 100

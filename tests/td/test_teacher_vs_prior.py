@@ -42,3 +42,23 @@ def test_candidate_columns_read_the_protocols_candidate_policy(world, teacher):
     assert by_type["is there a"]["cands"] == 2 and by_type["what color is the"]["cands"] == 8
     assert all(r["cands"] == 8 for r in frequent.values())
     assert by_type["is there a"]["teacher_open"] == frequent["is there a"]["teacher_open"]  # open sets: no policy
+
+
+def test_caption_prompts_cover_every_world_question_but_existence(world):
+    """`--prompts caption` rewrites each world question template into the captions' own phrasing; only "is there
+    a" (a yes/no answer no caption states) keeps the question form, so no other type silently falls back."""
+    from clipdistill.data.attributes import AttributeVocab
+    from clipdistill.td.tasks.vqa import question_type
+    from clipdistill.world.text import WORLD_ATTRIBUTES
+
+    mod = _script()
+    vocab = AttributeVocab(WORLD_ATTRIBUTES)
+    val = open_task("vqa", world / "tasks" / "vqa", "val")
+    for ex in val.examples:
+        answer = ex.answers[0]
+        caption = mod.prompt(ex.text, answer, "caption")
+        if question_type(ex, val.meta) == "is there a":
+            assert caption == mod.prompt(ex.text, answer, "question") == f"{ex.text} {answer}"
+            continue
+        assert "?" not in caption and vocab.mentions(caption), (ex.text, caption)
+    assert mod.prompt("Where is the star?", "top", "caption") == "a star at the top"

@@ -6,7 +6,7 @@ import random
 
 from clipdistill.world.scene import COLORS, POSITIONS, SHAPES, SIZES, Obj, Scene
 
-_POS_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
+POS_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
 # The captions' vocabulary by attribute type (what one-attribute swaps and cloze probes use). Positions are whole
 # phrases so a swap keeps the preposition right ("on the left" -> "at the top", never "at the left"): a grammar
 # slip only negatives make would let a model tell them from the text alone. Counts are the digits of
@@ -15,7 +15,7 @@ WORLD_ATTRIBUTES: dict[str, list[str]] = {
     "colour": list(COLORS),
     "shape": list(SHAPES),
     "count": ["1", "2", "3", "4"],
-    "position": [_POS_PHRASE[p] for p in POSITIONS],
+    "position": [POS_PHRASE[p] for p in POSITIONS],
     "size": list(SIZES),
 }
 _MEDIUM = {"flat": ("a picture", "an image", "a photo"), "sketch": ("a sketch", "a drawing", "a pencil sketch")}
@@ -45,10 +45,10 @@ def caption(scene: Scene, rng: random.Random) -> str:
     if form == 0:
         return f"{medium} of {_join(['a ' + describe(o, 1) for o in objs])} on a {scene.background} background"
     if form == 1:
-        return f"{_join(['a ' + describe(o, 2) + ' ' + _POS_PHRASE[o.pos] for o in objs])}"
+        return f"{_join(['a ' + describe(o, 2) + ' ' + POS_PHRASE[o.pos] for o in objs])}"
     if form == 2:
         return f"{medium} showing {_join(['a ' + describe(o, 0) for o in objs])}"
-    return f"there is a {describe(objs[0], 2)} {_POS_PHRASE[objs[0].pos]} in {medium} with {len(objs)} shapes"
+    return f"there is a {describe(objs[0], 2)} {POS_PHRASE[objs[0].pos]} in {medium} with {len(objs)} shapes"
 
 
 def captions(scene: Scene, rng: random.Random, n: int) -> list[str]:
