@@ -116,3 +116,26 @@ def test_negclip_run_on_the_world(world, tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     # every world caption names an attribute, so none goes without a negative
     assert manifest["skipped_reads"].get("no_hard_negative", 0) == 0
+
+
+def test_negclip_run_killed_then_resumed_equals_uninterrupted(world, tmp_path, monkeypatch):
+    """The negatives are drawn from (key, epoch, seed) alone, so a resumed run sees the ones it would have."""
+    cfg = DistillConfig(student={"model": ARCH}, data={"source": f"world:{world}", "batch_size": 16,
+                                                       "hard_negatives": "swap"},
+                        loss={"negclip": {}}, train={"epochs": 2, "steps": 6, "save_every": 2, "device": "cpu",
+                                                     "progress": False, "tensorboard": False, "log_every": 1})
+    ref = run_distill(cfg, tmp_path / "ref")
+    real, calls = DistillTask.training_step, []
+
+    def dies_in_step_3(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(DistillTask, "training_step", dies_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(cfg, tmp_path / "run")
+    monkeypatch.setattr(DistillTask, "training_step", real)
+    run = run_distill(cfg, tmp_path / "run", resume="latest")
+    assert (run / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
