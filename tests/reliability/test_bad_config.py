@@ -20,6 +20,9 @@ BAD_CONFIGS = param_cases("config", "test_bad_config.py::test_bad_config_is_refu
      "equal to 1`", (["data.batch_size=0"], ["data.batch_size", "greater than or equal to 1"])),
     ("negclip-without-negatives", "the negclip loss without `data.hard_negatives`", "`loss.negclip needs a hard "
      "negative caption per pair: set data.hard_negatives=swap`", (["loss.negclip={}"], ["data.hard_negatives=swap"])),
+    ("attribute-alone", "an attribute type with one phrase (`data.attributes={colour: [red]}`: nothing to swap it "
+     "with)", "`data.attributes: each type needs at least 2 different phrases to swap: {'colour': ['red']}`",
+     (["data.attributes={colour: [red]}"], ["data.attributes", "at least 2 different phrases"])),
     ("negatives-unread", "`data.hard_negatives=swap` with no loss that reads them", "`... no loss reads hard "
      "negatives: add loss.negclip`", (["data.hard_negatives=swap"], ["no loss reads hard negatives"])),
 ])

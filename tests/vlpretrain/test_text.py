@@ -197,3 +197,13 @@ def test_itm_pairs_half_positive_and_negatives_are_other_captions(mode):
     if mode == "in_batch":
         negs = [(c, t) for c, t, lab in zip(caps, texts, labels.tolist(), strict=True) if not lab]
         assert all(len(words(c) & words(t)) >= 3 for c, t in negs)  # close captions, not arbitrary ones
+
+
+def test_config_refuses_a_phrase_in_two_types_before_the_run():
+    from clipdistill.config import build_config
+    from clipdistill.errors import ConfigError
+    from clipdistill.vlpretrain.config import VLPretrainConfig
+
+    with pytest.raises(ConfigError, match=r"attributes: 'red' is listed under both 'colour' and 'tone'"):
+        build_config(VLPretrainConfig, {"data": {"source": "world:w"},
+                                        "attributes": {"colour": ["red", "blue"], "tone": ["red", "dark"]}}, source="t")

@@ -31,17 +31,16 @@ class Mention:
 class AttributeVocab:
     """Attribute phrases by type; finds them in captions (whole words, case-insensitive) and swaps one."""
 
-    def __init__(self, attributes: dict[str, Sequence[str]], where: str = "attributes"):
-        """`where`: the config key the phrases came from, for the error naming a bad list."""
+    def __init__(self, attributes: dict[str, Sequence[str]]):
         self.attributes = {k: [p.lower() for p in v] for k, v in attributes.items()}
         bad = {k: v for k, v in self.attributes.items() if len(set(v)) < 2}
         if bad:
-            raise UserError(f"{where}: each type needs at least 2 different phrases to swap: {bad}")
+            raise UserError(f"each type needs at least 2 different phrases to swap: {bad}")
         owner: dict[str, str] = {}
         for kind, phrases in self.attributes.items():
             for p in phrases:
                 if owner.setdefault(p, kind) != kind:
-                    raise UserError(f"{where}: {p!r} is listed under both {owner[p]!r} and {kind!r}")
+                    raise UserError(f"{p!r} is listed under both {owner[p]!r} and {kind!r}")
         self.kind_of = owner
         # longest first so "on the left" wins over a shorter phrase inside it
         alts = "|".join(re.escape(p) for p in sorted(owner, key=len, reverse=True))
@@ -61,3 +60,13 @@ class AttributeVocab:
         others = [p for p in self.attributes[m.kind] if p != m.phrase]
         new = others[int(torch.randint(len(others), (1,), generator=generator))]
         return text[:m.start] + new + text[m.end:]
+
+
+def checked_attributes(attributes: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A config validator's check: the phrases make an `AttributeVocab` (ValueError, which pydantic reports under
+    the field's name)."""
+    try:
+        AttributeVocab(attributes)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return attributes

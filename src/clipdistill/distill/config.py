@@ -8,10 +8,10 @@ from pydantic import Field, field_validator, model_validator
 
 import clipdistill.losses  # noqa: F401  (registers the losses whose options are checked below)
 from clipdistill.config import StrictModel, TeacherModels
-from clipdistill.data.attributes import AttributeVocab
+from clipdistill.data.attributes import checked_attributes
 from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.distill.inherit import LayerRule
-from clipdistill.errors import ConfigError, UserError
+from clipdistill.errors import ConfigError
 from clipdistill.losses.base import loss_class
 from clipdistill.train import TrainConfig
 from clipdistill.world.text import WORLD_ATTRIBUTES
@@ -59,14 +59,7 @@ class DataConfig(TrainSourceOptions):
         default_factory=lambda: {k: list(v) for k, v in WORLD_ATTRIBUTES.items()},
         description="attribute phrases by type that hard_negatives=swap swaps (default: the world's)")
 
-    @field_validator("attributes")
-    @classmethod
-    def _attributes(cls, attributes: dict[str, list[str]]) -> dict[str, list[str]]:
-        try:
-            AttributeVocab(attributes, "data.attributes")
-        except UserError as e:
-            raise ValueError(str(e).removeprefix("data.attributes: ")) from None
-        return attributes
+    _attributes = field_validator("attributes")(checked_attributes)
 
 
 class DistillConfig(StrictModel):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from clipdistill.config import StrictModel
+from clipdistill.data.attributes import checked_attributes
 from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.train import TrainConfig
 from clipdistill.world.text import WORLD_ATTRIBUTES
@@ -111,5 +112,6 @@ class VLPretrainConfig(StrictModel):
     attributes: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in WORLD_ATTRIBUTES.items()},
         description="attribute phrases by type: hard negatives swap one, probes mask one (default: the world's)")
+    _attributes = field_validator("attributes")(checked_attributes)
     probe: ProbeConfig = ProbeConfig()
     train: TrainConfig = TrainConfig()
