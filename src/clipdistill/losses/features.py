@@ -18,7 +18,7 @@ class Feature(Enum):
     """A feature a loss term reads through `FeatureView`. S_*: the student's, normalised, in the student dim;
     P_*: the student's projected to the teacher dim and renormalised (P_MASKED: of the masked image); T_*: the
     teacher's (given normalised), detached; S_NEG: the student's features of each pair's hard negative caption,
-normalised. A plain Enum, so a string is never taken for a member."""
+    normalised. A plain Enum, so a string is never taken for a member."""
 
     S_IMG = "s_img"
     S_TXT = "s_txt"
