@@ -23,6 +23,7 @@ from rel_helpers import (
     png_header,
     run_main,
     sample_members,
+    tiny_distill_config,
     write_pairs,
     write_tar,
 )
@@ -319,3 +320,17 @@ def test_same_data_spelt_as_another_path_has_one_fingerprint(tmp_path, monkeypat
     (tmp_path / "d" / "pairs.csv").write_text(csv_text + "k9,images/k0.png,one more row\n")
     with pytest.raises(ManifestMismatch, match="source.fingerprint"):
         read_checked(tmp_path / "store", "embed", "feature store", fingerprint=open_source("d/pairs.csv").fingerprint())
+
+
+@case("data", "`distill` with hard negatives (`data.hard_negatives=swap`, loss `negclip`) on captions of which half "
+      "name no phrase of `data.attributes`",
+      "those pairs train without a negative (their column is left out of the softmax) and are counted "
+      "`no_hard_negative` in the run manifest's `skipped_reads` (kept, not dropped)")
+def test_captions_naming_no_attribute_train_without_a_negative(tmp_path):
+    rows = [(f"k{i}", png_bytes(i), caption(i) if i % 2 else "a picture of something") for i in range(16)]
+    cfg = tiny_distill_config(tmp_path / "c.yaml", str(write_pairs(tmp_path / "d", rows=rows)))
+    code, out = run_main("distill", cfg, "--out", str(tmp_path / "run"), "--set", "data.hard_negatives=swap",
+                         "--set", "loss={negclip: {}}", "--set", "data.attributes={colour: [red, green, blue, yellow]}")
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["skipped_reads"] == {"no_hard_negative": 8}  # 2 batches of 8 over the 16 rows, one epoch
