@@ -12,9 +12,10 @@ from clipdistill.data.attributes import checked_attributes
 from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.distill.inherit import LayerRule
 from clipdistill.errors import ConfigError
+from clipdistill.losses import LossInput
 from clipdistill.losses.base import loss_class
 from clipdistill.train import TrainConfig
-from clipdistill.world.text import WORLD_ATTRIBUTES
+from clipdistill.world.text import world_attributes
 
 
 class StudentConfig(StrictModel):
@@ -56,7 +57,7 @@ class DataConfig(TrainSourceOptions):
         "none", description="swap: each caption with one phrase of data.attributes replaced by another of its "
         "type, drawn per (key, epoch, train.seed): the hard negative caption the negclip loss needs")
     attributes: dict[str, list[str]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in WORLD_ATTRIBUTES.items()},
+        default_factory=world_attributes,
         description="attribute phrases by type that hard_negatives=swap swaps (default: the world's)")
 
     _attributes = field_validator("attributes")(checked_attributes)
@@ -73,8 +74,6 @@ class DistillConfig(StrictModel):
     def _negatives_used(self) -> DistillConfig:
         """A loss reading hard negatives needs data.hard_negatives; hard negatives no loss reads would only cost a
         text forward. Both are refused here, before any data is read."""
-        from clipdistill.losses import LossInput
-
         readers = [name for name in self.loss if LossInput.HARD_NEGATIVES in _needs(name)]
         if readers and self.data.hard_negatives == "none":
             raise ValueError(f"loss.{readers[0]} needs a hard negative caption per pair: set data.hard_negatives=swap")

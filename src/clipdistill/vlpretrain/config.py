@@ -10,7 +10,7 @@ from clipdistill.config import StrictModel
 from clipdistill.data.attributes import checked_attributes
 from clipdistill.data.sources import TrainSourceOptions
 from clipdistill.train import TrainConfig
-from clipdistill.world.text import WORLD_ATTRIBUTES
+from clipdistill.world.text import world_attributes
 
 
 class StudentArch(StrictModel):
@@ -110,7 +110,7 @@ class VLPretrainConfig(StrictModel):
     data: DataConfig
     objectives: ObjectivesConfig = ObjectivesConfig()
     attributes: dict[str, list[str]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in WORLD_ATTRIBUTES.items()},
+        default_factory=world_attributes,
         description="attribute phrases by type: hard negatives swap one, probes mask one (default: the world's)")
     _attributes = field_validator("attributes")(checked_attributes)
     probe: ProbeConfig = ProbeConfig()

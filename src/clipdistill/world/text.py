@@ -18,6 +18,13 @@ WORLD_ATTRIBUTES: dict[str, list[str]] = {
     "position": [POS_PHRASE[p] for p in POSITIONS],
     "size": list(SIZES),
 }
+
+
+def world_attributes() -> dict[str, list[str]]:
+    """A fresh copy of `WORLD_ATTRIBUTES` (a config default that a run may edit)."""
+    return {k: list(v) for k, v in WORLD_ATTRIBUTES.items()}
+
+
 _MEDIUM = {"flat": ("a picture", "an image", "a photo"), "sketch": ("a sketch", "a drawing", "a pencil sketch")}
 
 
