@@ -54,12 +54,15 @@ def test_attribute_type_with_one_phrase(tmp_path, pairs):
     assert_one_line_refusal(code, out, "at least 2", "colour")
 
 
-@case("config", "`vlpretrain` with `objectives.mlm.rate=0.5`, or every objective weight 0",
+@case("config", "`vlpretrain` with `objectives.mlm.rate=0.5` or `attribute_share=1.5`, or every objective weight 0",
       "`invalid config` naming the field / saying nothing would train (exit 2, no run folder)")
 def test_objectives_out_of_range(tmp_path, pairs):
     cfg = vlp_config(tmp_path / "c.yaml", str(pairs))
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"), "--set", "objectives.mlm.rate=0.5")
     assert_one_line_refusal(code, out, "objectives.mlm.rate")
+    code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"), "--set",
+                         "objectives.mlm.attribute_share=1.5")
+    assert_one_line_refusal(code, out, "objectives.mlm.attribute_share")
     code, out = run_main("vlpretrain", cfg, "--out", str(tmp_path / "run"), "--set", "objectives.mlm.weight=0",
                          "--set", "objectives.itm.weight=0")
     assert_one_line_refusal(code, out, "nothing to train")

@@ -13,8 +13,10 @@ from clipdistill.data.attributes import AttributeVocab
 from clipdistill.errors import UserError
 from clipdistill.vlpretrain.task import itm_pairs, tokenize
 from clipdistill.vlpretrain.text import (
+    attribute_mask,
     build_wordpiece,
     most_similar,
+    span_positions,
     whole_word_mask,
     word_ids,
     words,
@@ -128,6 +130,39 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(small_vocab_token
     mask_share = (masked[targets] == tok.mask_token_id).float().mean()
     assert 0.75 < mask_share < 0.85
     assert torch.equal(labels[targets], enc.ids[targets])
+
+
+def test_attribute_masking_adds_one_whole_attribute_word_per_drawn_caption(small_vocab_tokenizer):
+    """share 1: each caption naming an attribute gets exactly one more target, every piece of one attribute word
+    (the phrase's last word, as the probes mask it), replaced by [MASK]; ViLT's own targets stay; a caption
+    naming none is unchanged. share 0 changes nothing."""
+    tok, vocab = small_vocab_tokenizer, AttributeVocab(WORLD_ATTRIBUTES)
+    captions = [*world_captions(60, seed=5), "a picture", "an image of nothing much"]
+    enc = tokenize(tok, captions, 40)
+    base, base_labels = whole_word_mask(enc.ids, enc.offsets, enc.special, 0.15, tok.mask_token_id, len(tok),
+                                        torch.Generator().manual_seed(1))
+    same = attribute_mask(base, base_labels, enc.ids, enc.offsets, enc.special, captions, vocab, 0.0,
+                          tok.mask_token_id)
+    assert torch.equal(same[0], base) and torch.equal(same[1], base_labels)
+    torch.manual_seed(0)
+    masked, labels = attribute_mask(base, base_labels, enc.ids, enc.offsets, enc.special, captions, vocab, 1.0,
+                                    tok.mask_token_id)
+    old = base_labels != -100
+    assert torch.equal(labels[old], base_labels[old]) and torch.equal(masked[old], base[old])
+    new = (labels != -100) & ~old
+    for b, cap in enumerate(captions):
+        spans = [span_positions(enc.offsets[b], enc.special[b], m.word_span) for m in vocab.mentions(cap)]
+        added = new[b].nonzero().flatten().tolist()
+        if not spans:
+            assert not added, cap
+            continue
+        # the one word drawn may have been a ViLT target already (then nothing is added)
+        assert not added or any(set(added) <= set(s) for s in spans), (cap, added)
+        hit = [s for s in spans if all(labels[b, p] != -100 for p in s)]
+        assert hit, cap
+        assert all(masked[b, p] == tok.mask_token_id for p in added)
+        assert torch.equal(labels[b, added], enc.ids[b, added])
+    assert new.any(dim=1).sum() > 40  # most captions gained a target
 
 
 def test_whole_word_choice_equals_transformers_collator(small_vocab_tokenizer):

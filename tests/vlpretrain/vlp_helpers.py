@@ -16,7 +16,7 @@ def tiny_config(path: Path, source: str, **sections) -> Path:
     cfg = {"student": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "image_size": 32, "patch_size": 8},
            "tokenizer": {"vocab_size": 200},
            "data": {"source": source, "batch_size": 16},
-           "objectives": {"itc": {"weight": 0.5}},
+           "objectives": {"itc": {"weight": 0.5}, "mlm": {"attribute_share": 0.5}},
            "probe": {"samples": 40},
            "train": {"steps": 6, "lr": 1e-3, "save_every": 2, "progress": False, "tensorboard": False,
                      "device": "cpu", "threads": 1, "warmup_steps": 1}}

@@ -79,6 +79,9 @@ class ITMConfig(StrictModel):
 class MLMConfig(StrictModel):
     weight: float = Field(1.0, ge=0)
     rate: float = Field(0.15, ge=0.15, le=0.25, description="share of words masked (whole words)")
+    attribute_share: float = Field(0.0, ge=0, le=1, description="share of captions that also get one of their "
+                                   "attribute words (`attributes`) masked, as the probes mask it (ours, after "
+                                   "ERNIE-ViL's attribute prediction); 0 = ViLT's MLM alone")
 
 
 class ITCConfig(StrictModel):

@@ -18,19 +18,12 @@ from clipdistill.data import Sample
 from clipdistill.data.attributes import AttributeVocab
 from clipdistill.vlpretrain.model import ViltPretrainer
 from clipdistill.vlpretrain.task import tokenize
+from clipdistill.vlpretrain.text import span_positions
 
 
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
-
-
-def span_positions(offsets: torch.Tensor, special: torch.Tensor, span: tuple[int, int]) -> list[int]:
-    """The token positions of one tokenized caption that lie inside the character `span` (special tokens and
-    empty pieces left out): the WordPieces of one word."""
-    ws, we = span
-    return [p for p in range(len(offsets)) if not special[p] and offsets[p, 0] >= ws and offsets[p, 1] <= we
-            and offsets[p, 1] > offsets[p, 0]]
 
 
 def cloze_items(tokenizer, vocab: AttributeVocab, captions: list[str], max_len: int) -> list[tuple]:

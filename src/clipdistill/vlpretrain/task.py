@@ -17,7 +17,7 @@ from clipdistill.data import LoaderBatch
 from clipdistill.data.attributes import AttributeVocab
 from clipdistill.vlpretrain.config import ObjectivesConfig
 from clipdistill.vlpretrain.model import ViltPretrainer
-from clipdistill.vlpretrain.text import most_similar, whole_word_mask
+from clipdistill.vlpretrain.text import attribute_mask, most_similar, whole_word_mask
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,10 @@ class VLPretrainTask:
         if self.obj.mlm.weight:  # masked on the CPU: its draws come from the CPU stream that checkpoints restore
             masked, labels = whole_word_mask(plain.ids, plain.offsets, plain.special, self.obj.mlm.rate,
                                              self.tokenizer.mask_token_id, len(self.tokenizer))
+            if self.obj.mlm.attribute_share:
+                masked, labels = attribute_mask(masked, labels, plain.ids, plain.offsets, plain.special, captions,
+                                                self.vocab, self.obj.mlm.attribute_share,
+                                                self.tokenizer.mask_token_id)
             masked, labels = masked.to(dev), labels.to(dev)
             hidden, _ = self.model(masked, attention, pixels)
             logits = self.model.mlm(hidden[:, :masked.shape[1]])

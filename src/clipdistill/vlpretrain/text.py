@@ -1,6 +1,6 @@
-"""Caption text for VL pretraining: in-batch mined negatives, a WordPiece vocabulary built from captions, and
-BERT whole-word masking (80/10/10). Attribute phrases and their one-attribute swaps (ITM hard negatives) are
-in `data.attributes`."""
+"""Caption text for VL pretraining: in-batch mined negatives, a WordPiece vocabulary built from captions, BERT
+whole-word masking (80/10/10) and attribute-word masking. Attribute phrases and their one-attribute swaps (ITM
+hard negatives) are in `data.attributes`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from clipdistill.data.attributes import AttributeVocab
 from clipdistill.errors import UserError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -163,3 +164,36 @@ def whole_word_mask(ids: torch.Tensor, offsets: torch.Tensor, special: torch.Ten
     random_words = torch.randint(vocab_size, ids.shape, dtype=torch.long, generator=generator)
     out[rand] = random_words[rand]
     return out, labels
+
+
+def span_positions(offsets: torch.Tensor, special: torch.Tensor, span: tuple[int, int]) -> list[int]:
+    """The token positions of one tokenized caption that lie inside the character `span` (special tokens and
+    empty pieces left out): the WordPieces of one word."""
+    ws, we = span
+    return [p for p in range(len(offsets)) if not special[p] and offsets[p, 0] >= ws and offsets[p, 1] <= we
+            and offsets[p, 1] > offsets[p, 0]]
+
+
+def attribute_mask(masked: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor,
+                   special: torch.Tensor, captions: Sequence[str], vocab: AttributeVocab, share: float,
+                   mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked ids and labels with, in each caption naming an attribute and drawn with probability `share`, one
+    of its attribute words (drawn uniformly; the phrase's last word, every piece) also a target, replaced by
+    [MASK] as the probes mask it; a word whole-word masking already chose keeps its 80/10/10. Ours, after the
+    attribute prediction of ERNIE-ViL's scene-graph prediction, on `attributes` phrases instead of a parsed
+    scene graph. Draws come from the global torch stream."""
+    masked, labels = masked.clone(), labels.clone()
+    drawn = torch.bernoulli(torch.full((len(captions),), share)).bool().tolist()
+    for b, cap in enumerate(captions):
+        if not drawn[b]:
+            continue
+        found = [m for m in vocab.mentions(cap) if span_positions(offsets[b], special[b], m.word_span)]
+        if not found:
+            continue  # names no attribute, or every one was cut off by max_len
+        m = found[int(torch.randint(len(found), (1,)))]
+        pos = span_positions(offsets[b], special[b], m.word_span)
+        if (labels[b, pos] != -100).any():
+            continue  # already a whole-word target: it keeps its 80/10/10
+        labels[b, pos] = ids[b, pos]
+        masked[b, pos] = mask_id
+    return masked, labels
