@@ -109,3 +109,17 @@ def test_every_shipped_preset_validates():
     loaded = {p.stem: load_config(kinds.get(p.stem.split("_")[0], DistillConfig), p) for p in presets}
     assert {"baseline", "negclip", "clipkd", "tinyclip", "cid", "vlpretrain", "protocol_demo"} <= set(loaded)
     assert loaded["negclip"].data.hard_negatives == "swap" and set(loaded["negclip"].loss) == {"negclip"}
+
+
+def test_every_experiment_config_validates():
+    """The configs RESULTS.md's commands run (`experiments/`): protocol cells (td_*) and pretraining runs."""
+    from pathlib import Path
+
+    from clipdistill.td.protocol import ProtocolConfig
+    from clipdistill.vlpretrain.config import VLPretrainConfig
+
+    found = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+    kinds = {"td": ProtocolConfig, "vlpretrain": VLPretrainConfig}
+    loaded = {p.stem: load_config(kinds[p.stem.split("_")[0]], p) for p in found}
+    assert {"td_default_vilt", "vlpretrain_default"} <= set(loaded)
+    assert loaded["vlpretrain_default"].objectives.mlm.attribute_share == 0.5
