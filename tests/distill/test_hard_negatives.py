@@ -77,13 +77,30 @@ def test_task_encodes_captions_and_negatives_in_one_forward():
     calls, encode = [], student.encode_text
     student.encode_text = lambda ids, normalize=False: calls.append(ids.shape[0]) or encode(ids, normalize)
     got = DistillTask(student, loss).training_step(batch)
-    assert calls == [2 * len(CAPTIONS)]
-    # the same loss from separately encoded captions and negatives (the missing negative: the empty caption)
+    # captions and their negatives in one forward; the caption naming no attribute has none to encode
+    assert calls == [2 * len(CAPTIONS) - 1] and batch.negatives[2] is None
+    # the same loss from separately encoded captions and negatives (the missing negative: the empty caption, masked)
     negatives = student.tokenizer([n or "" for n in batch.negatives])
     inputs = LossInputs(student.encode_image(batch.student.image), encode(batch.student.text), student.logit_scale,
                         negative_text_features=encode(negatives),
                         negative_mask=torch.tensor([n is not None for n in batch.negatives]))
     torch.testing.assert_close(got["negclip"], loss(inputs)["negclip"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_without_any_negative_trains_as_clip():
+    """No caption names an attribute: nothing extra is encoded and the loss is the CLIP loss."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    student = load_model(ARCH).eval()
+    batch = replace(joins().batch(loaded(student), epoch=0), negatives=[None] * len(CAPTIONS))
+    calls, encode = [], student.encode_text
+    student.encode_text = lambda ids, normalize=False: calls.append(ids.shape[0]) or encode(ids, normalize)
+    got = DistillTask(student, build_loss({"negclip": {}}, student.embed_dim, None,
+                                          provided={LossInput.HARD_NEGATIVES})).training_step(batch)
+    clip = DistillTask(student, build_loss({"clip": {}}, student.embed_dim, None)).training_step(batch)
+    assert calls == [len(CAPTIONS), len(CAPTIONS)]
+    torch.testing.assert_close(got["negclip"], clip["clip"])
 
 
 def test_negclip_without_negatives_in_the_batch_is_a_clear_error():

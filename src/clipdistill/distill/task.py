@@ -52,14 +52,19 @@ class DistillTask:
         if negatives:  # one text forward for captions and their negatives
             if batch.negatives is None:
                 raise UserError("the negclip loss needs a hard negative caption per pair: set data.hard_negatives=swap")
-            ids = self.student.tokenizer([n or "" for n in batch.negatives]).to(texts.device)
-            texts = torch.cat([texts, ids])
+            present = [i for i, c in enumerate(batch.negatives) if c is not None]
+            if present:  # a caption without a negative is not encoded: its column is masked out of the loss
+                ids = self.student.tokenizer([batch.negatives[i] for i in present]).to(texts.device)
+                texts = torch.cat([texts, ids])
         out = self.student(batch.student.image, texts)
         n = len(batch)
         inputs = LossInputs(out["image_features"], out["text_features"][:n], out["logit_scale"],
                             logit_bias=out.get("logit_bias"))
         if negatives:
-            inputs.negative_text_features = out["text_features"][n:]
+            feats = out["text_features"]
+            rows = torch.tensor(present, dtype=torch.long, device=feats.device)
+            # zeros where a pair has no negative, so every rank's block keeps one row per pair for the gather
+            inputs.negative_text_features = feats.new_zeros(n, feats.shape[1]).index_copy(0, rows, feats[n:])
             inputs.negative_mask = torch.tensor([c is not None for c in batch.negatives], device=texts.device)
         if t is not None:
             single = t.single

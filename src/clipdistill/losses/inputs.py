@@ -64,7 +64,7 @@ class LossInputs:
     # student image features of the MAE-style masked image (see `losses.mfd.masked_encode_image`).
     masked_image_features: torch.Tensor | None = None
     # student text features of each pair's hard negative caption (`data.hard_negatives`), and which pairs have
-    # one (bool [B]: a caption naming no attribute has none; its row holds the empty caption's features)
+    # one (bool [B]: a caption naming no attribute has none, is not encoded, and its row is zeros)
     negative_text_features: torch.Tensor | None = None
     negative_mask: torch.Tensor | None = None
     # MobileCLIP-style teacher ensemble: one (image, text) pair of normalised features per member.
