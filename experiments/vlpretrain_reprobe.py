@@ -25,10 +25,10 @@ from clipdistill.data.sources import source_kwargs
 from clipdistill.errors import UserError
 from clipdistill.vlpretrain.config import VLPretrainConfig
 from clipdistill.vlpretrain.model import ImageTransform, load_folder
-from clipdistill.vlpretrain.probes import run_probes, span_positions
+from clipdistill.vlpretrain.probes import run_probes
 from clipdistill.vlpretrain.run import held_out, training_captions
 from clipdistill.vlpretrain.task import tokenize
-from clipdistill.vlpretrain.text import whole_word_mask
+from clipdistill.vlpretrain.text import span_positions, whole_word_mask
 
 
 @torch.no_grad()
