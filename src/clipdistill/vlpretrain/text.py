@@ -170,8 +170,9 @@ def span_positions(offsets: torch.Tensor, special: torch.Tensor, span: tuple[int
     """The token positions of one tokenized caption that lie inside the character `span` (special tokens and
     empty pieces left out): the WordPieces of one word."""
     ws, we = span
-    return [p for p in range(len(offsets)) if not special[p] and offsets[p, 0] >= ws and offsets[p, 1] <= we
-            and offsets[p, 1] > offsets[p, 0]]
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    inside = ~special & (starts >= ws) & (ends <= we) & (ends > starts)
+    return inside.nonzero().flatten().tolist()
 
 
 def attribute_mask(masked: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor,
@@ -187,11 +188,10 @@ def attribute_mask(masked: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor
     for b, cap in enumerate(captions):
         if not drawn[b]:
             continue
-        found = [m for m in vocab.mentions(cap) if span_positions(offsets[b], special[b], m.word_span)]
-        if not found:
+        spans = [pos for m in vocab.mentions(cap) if (pos := span_positions(offsets[b], special[b], m.word_span))]
+        if not spans:
             continue  # names no attribute, or every one was cut off by max_len
-        m = found[int(torch.randint(len(found), (1,)))]
-        pos = span_positions(offsets[b], special[b], m.word_span)
+        pos = spans[int(torch.randint(len(spans), (1,)))]
         if (labels[b, pos] != -100).any():
             continue  # already a whole-word target: it keeps its 80/10/10
         labels[b, pos] = ids[b, pos]
